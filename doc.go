@@ -1,0 +1,21 @@
+// Package reliable is the core of a Go SDK that makes message delivery over
+// Kafka and RabbitMQ safe by default: nothing lost, nothing applied twice, and
+// the events of one key (an order) applied in order.
+//
+// This package defines the broker-agnostic vocabulary every other package
+// speaks:
+//
+//   - [Message]: what is published and delivered. Its ID is the dedupe key and
+//     its Key decides ordering and partitioning.
+//   - [Publisher]: Publish returns nil only when the broker durably confirmed
+//     every message.
+//   - [Subscriber] and [Delivery]: deliveries are settled explicitly with
+//     [Delivery.Ack] once their outcome is durable; nothing is settled because
+//     it was merely received.
+//   - [Handler]: the application's code, which returns nil, a [Retryable]
+//     error or a [Permanent] error.
+//
+// Adapters (adapters/kafka, adapters/rabbitmq) implement Publisher and
+// Subscriber; the consumer, ordering, retry, idempotency and outbox packages
+// build the guarantees on top. Nothing in this package imports an adapter.
+package reliable
