@@ -1,0 +1,216 @@
+package ordering
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"golang.org/x/time/rate"
+)
+
+// ErrLanesClosed is returned by Submit after Close.
+var ErrLanesClosed = errors.New("ordering: lanes closed")
+
+// LanesConfig configures Lanes. The zero value is valid.
+type LanesConfig struct {
+	// Concurrency is how many keys run at once. Defaults to 16. Change it
+	// while running with SetConcurrency (L16).
+	Concurrency int
+	// MaxInFlight bounds the tasks submitted and not finished; Submit blocks
+	// beyond it, so a backlog stays in the broker, not in memory (L05, L23).
+	// Defaults to 1024.
+	MaxInFlight int
+	// Rate limits task starts per second across all keys; 0 means no limit.
+	// Change it while running with SetRate (L16).
+	Rate float64
+}
+
+// Lanes runs tasks in parallel across keys and strictly in sequence within
+// a key: a key's next task starts only after its previous one returned
+// (L08, L12). Keys take turns, so one busy key cannot starve the others.
+//
+// Unlike a fixed number of hash-selected queues, the concurrency can change
+// at any moment without reordering a key, because a key's pending tasks stay
+// in the key's own queue whatever the number of workers.
+type Lanes struct {
+	mu       sync.Mutex
+	space    *sync.Cond // signalled when inFlight drops or on close
+	idle     *sync.Cond // signalled when inFlight reaches 0
+	keys     map[string]*keyQueue
+	ready    []string // keys with pending tasks and nothing running, FIFO
+	running  int
+	limit    int
+	inFlight int
+	max      int
+	closed   bool
+	limiter  *rate.Limiter
+	ctx      context.Context
+}
+
+type keyQueue struct {
+	tasks   []func(context.Context)
+	running bool
+}
+
+// NewLanes returns lanes whose tasks run with ctx; cancel ctx to make running
+// tasks stop early.
+func NewLanes(ctx context.Context, cfg LanesConfig) *Lanes {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	l := &Lanes{
+		keys:    make(map[string]*keyQueue),
+		limit:   cfg.Concurrency,
+		max:     cfg.MaxInFlight,
+		limiter: rate.NewLimiter(limitOf(cfg.Rate), 1),
+		ctx:     ctx,
+	}
+	l.space = sync.NewCond(&l.mu)
+	l.idle = sync.NewCond(&l.mu)
+	return l
+}
+
+func limitOf(r float64) rate.Limit {
+	if r <= 0 {
+		return rate.Inf
+	}
+	return rate.Limit(r)
+}
+
+// Submit queues task behind the key's earlier tasks. It blocks while
+// MaxInFlight tasks are in flight, until ctx ends (returning its error) or
+// the lanes close.
+func (l *Lanes) Submit(ctx context.Context, key string, task func(context.Context)) error {
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.space.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.inFlight >= l.max && !l.closed && ctx.Err() == nil {
+		l.space.Wait()
+	}
+	if l.closed {
+		return ErrLanesClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.inFlight++
+	q, ok := l.keys[key]
+	if !ok {
+		q = &keyQueue{}
+		l.keys[key] = q
+	}
+	q.tasks = append(q.tasks, task)
+	if !q.running && len(q.tasks) == 1 {
+		l.ready = append(l.ready, key)
+	}
+	l.dispatch()
+	return nil
+}
+
+// dispatch starts ready keys while below the concurrency limit. The caller
+// holds l.mu.
+func (l *Lanes) dispatch() {
+	for l.running < l.limit && len(l.ready) > 0 {
+		key := l.ready[0]
+		l.ready = l.ready[1:]
+		q := l.keys[key]
+		task := q.tasks[0]
+		q.tasks = q.tasks[1:]
+		q.running = true
+		l.running++
+		go l.run(key, q, task)
+	}
+}
+
+func (l *Lanes) run(key string, q *keyQueue, task func(context.Context)) {
+	// A Wait error means ctx ended: the task still runs, sees the ended
+	// context and gives up quickly, so its key's bookkeeping stays right.
+	_ = l.limiter.Wait(l.ctx)
+	task(l.ctx)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q.running = false
+	l.running--
+	l.inFlight--
+	if len(q.tasks) > 0 {
+		l.ready = append(l.ready, key)
+	} else {
+		delete(l.keys, key)
+	}
+	l.space.Broadcast()
+	if l.inFlight == 0 {
+		l.idle.Broadcast()
+	}
+	l.dispatch()
+}
+
+// SetConcurrency changes how many keys run at once. Lowering it lets running
+// tasks finish; no new task starts until the count is below the new limit.
+func (l *Lanes) SetConcurrency(n int) {
+	if n < 1 {
+		n = 1
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.limit = n
+	l.dispatch()
+}
+
+// Concurrency returns the current limit.
+func (l *Lanes) Concurrency() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.limit
+}
+
+// SetRate changes the start rate limit in tasks per second; 0 removes it.
+func (l *Lanes) SetRate(perSecond float64) {
+	l.limiter.SetLimit(limitOf(perSecond))
+}
+
+// Running returns how many tasks are executing now.
+func (l *Lanes) Running() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.running
+}
+
+// InFlight returns how many tasks are queued or running.
+func (l *Lanes) InFlight() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inFlight
+}
+
+// Wait blocks until no task is in flight or ctx ends.
+func (l *Lanes) Wait(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.idle.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.inFlight > 0 && ctx.Err() == nil {
+		l.idle.Wait()
+	}
+	return ctx.Err()
+}
+
+// Close makes Submit fail from now on. Tasks already submitted still run;
+// use Wait to wait for them.
+func (l *Lanes) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.space.Broadcast()
+}
