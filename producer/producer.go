@@ -121,8 +121,8 @@ func (p *Producer) Publish(ctx context.Context, msgs ...*reliable.Message) error
 		p.cfg.Logger.WarnContext(ctx, "publish failed, retrying",
 			slog.Int("attempt", attempt), slog.Int("messages", len(pending)),
 			slog.Duration("backoff", delay), slog.String("error", err.Error()))
-		if err := reliable.Sleep(ctx, delay); err != nil {
-			return fmt.Errorf("producer: %w while retrying %d messages", err, len(pending))
+		if serr := reliable.Sleep(ctx, delay); serr != nil {
+			return fmt.Errorf("producer: %w while retrying %d messages (last error: %w)", serr, len(pending), err)
 		}
 	}
 }
