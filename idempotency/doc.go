@@ -1,0 +1,41 @@
+// Package idempotency records which messages were processed, so a duplicate
+// delivery completes without calling the handler again (L20).
+//
+// Brokers deliver at least once: a consumer that crashes after its handler
+// succeeded but before the commit or ack gets the message again. A [Store]
+// turns that into "applied once in effect":
+//
+//  1. [Store.Begin] claims the message ID for a limited time (the claim TTL).
+//     StatusNew: process it. StatusDone: it was processed already, complete
+//     the delivery without calling the handler. StatusInProgress: another
+//     consumer holds a live claim, try later.
+//  2. After the handler succeeded, [Store.Done] records the ID as processed,
+//     kept for the retention period. Never before: recording first would
+//     lose the message if the handler then failed.
+//  3. After a failure, [Store.Abort] releases the claim so a retry may run.
+//
+// A consumer that crashes between Begin and Done leaves a claim that expires
+// after the claim TTL, so the message is processed again, never lost. Keep
+// handlers well below the claim TTL: a claim that expires while its handler
+// still runs lets a second delivery run concurrently.
+//
+// Implementations: [RedisStore] (SET NX PX and a Lua script: atomic, no
+// check-then-insert race, L19), [PostgresStore] (an upsert on a primary key),
+// and [MemoryStore], a test double for unit tests.
+//
+// # Exactly-once effects for database handlers
+//
+// Begin/Done leaves a window: the handler's effect committed, then a crash
+// before Done. The handler runs again after the claim expires. When the
+// handler writes to the same PostgreSQL database, record the ID in the
+// handler's own transaction instead: [PostgresStore.DoneTx] or, simpler,
+// [PostgresStore.ProcessTx], which claims the ID inside the transaction so the
+// effect and the record commit or roll back together.
+//
+// # Natural idempotency
+//
+// Often the effect itself can be made idempotent, which needs no store at
+// all: an upsert (INSERT ... ON CONFLICT DO UPDATE) guarded by a version or
+// status rank so that a replayed or older event never overwrites a newer one,
+// or a Redis SET of the final value. See the package examples.
+package idempotency

@@ -1,0 +1,241 @@
+package idempotency
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/pgmigrate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// PostgresConfig configures a [PostgresStore].
+type PostgresConfig struct {
+	// Namespace scopes the records, usually the consumer group: two services
+	// that both consume a message each process it once. Required.
+	Namespace string
+	// Schema holds the table; empty means the search_path.
+	Schema string
+	// Table is the table name. Defaults to "reliable_idempotency".
+	Table string
+	// ClaimTTL is how long a claim lives. Defaults to DefaultClaimTTL.
+	ClaimTTL time.Duration
+	// Retention is how long a done record is kept (L17). Defaults to
+	// DefaultRetention. Expired records count as absent at once; Cleanup
+	// deletes them.
+	Retention time.Duration
+	// CleanupBatchSize is how many rows one Cleanup statement deletes, so
+	// cleanup never holds long locks. Defaults to 1000.
+	CleanupBatchSize int
+}
+
+func (c PostgresConfig) withDefaults() PostgresConfig {
+	if c.Table == "" {
+		c.Table = "reliable_idempotency"
+	}
+	c.ClaimTTL = orDefault(c.ClaimTTL, DefaultClaimTTL)
+	c.Retention = orDefault(c.Retention, DefaultRetention)
+	if c.CleanupBatchSize == 0 {
+		c.CleanupBatchSize = 1000
+	}
+	return c
+}
+
+// Validate returns every problem of the configuration at once.
+func (c PostgresConfig) Validate() error {
+	var p reliable.Problems
+	p.Addf(c.Namespace == "", "Namespace is empty: set it to the consumer group")
+	p.Addf(len(c.Table) > 40, "Table %q is longer than 40 bytes (PostgreSQL truncates derived index names)", c.Table)
+	p.Addf(c.ClaimTTL < 0, "ClaimTTL is negative (%s)", c.ClaimTTL)
+	p.Addf(c.ClaimTTL > 0 && c.ClaimTTL < time.Millisecond, "ClaimTTL %s is below 1ms", c.ClaimTTL)
+	p.Addf(c.Retention < 0, "Retention is negative (%s)", c.Retention)
+	p.Addf(c.CleanupBatchSize < 0, "CleanupBatchSize is negative (%d)", c.CleanupBatchSize)
+	return p.Err("idempotency postgres store")
+}
+
+// PostgresStore is a [Store] in a PostgreSQL table. Every operation is one
+// statement on the (namespace, id) primary key, so concurrent Begins of one
+// ID serialise on the key and exactly one wins (L19).
+//
+// Besides Begin/Done/Abort it offers [PostgresStore.DoneTx] and
+// [PostgresStore.ProcessTx] for exactly-once effects when the handler writes
+// to the same database.
+type PostgresStore struct {
+	pool   *pgxpool.Pool
+	cfg    PostgresConfig
+	target pgmigrate.Target
+	table  string
+	owner  string
+}
+
+// NewPostgres returns a store on pool. It does not touch the database: call
+// [PostgresStore.Migrate] once (at deploy or start-up) to create the table.
+func NewPostgres(pool *pgxpool.Pool, cfg PostgresConfig) (*PostgresStore, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if pool == nil {
+		return nil, &reliable.ConfigError{Component: "idempotency postgres store", Problems: []string{"pool is nil"}}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	t := pgmigrate.Target{Schema: cfg.Schema, Table: cfg.Table}
+	return &PostgresStore{pool: pool, cfg: cfg, target: t, table: t.Ident(""), owner: hex.EncodeToString(b[:])}, nil
+}
+
+// Migrate creates or upgrades the table. It is idempotent and safe to run
+// from several instances at once.
+func (s *PostgresStore) Migrate(ctx context.Context) error {
+	return pgmigrate.Apply(ctx, s.pool, migrations, "migrations", s.target)
+}
+
+// Begin implements [Store]. An expired claim or an expired done record is
+// taken over.
+func (s *PostgresStore) Begin(ctx context.Context, id string) (Status, error) {
+	if id == "" {
+		return 0, ErrEmptyID
+	}
+	q := `WITH claim AS (
+  INSERT INTO ` + s.table + ` AS r (namespace, id, done, owner, expires_at)
+  VALUES ($1, $2, false, $3, now() + $4 * interval '1 millisecond')
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = false, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at, updated_at = now()
+    WHERE r.expires_at <= now()
+  RETURNING 1)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM claim) THEN 1
+  ELSE (SELECT CASE WHEN done THEN 2 ELSE 3 END FROM ` + s.table + ` WHERE namespace = $1 AND id = $2) END`
+	// The fallback SELECT sees the statement's snapshot, which misses a row
+	// that a concurrent transaction committed while this one waited on its
+	// key: then it returns NULL, and one more round sees the row.
+	for range 3 {
+		var st *int
+		if err := s.pool.QueryRow(ctx, q, s.cfg.Namespace, id, s.owner, s.cfg.ClaimTTL.Milliseconds()).Scan(&st); err != nil {
+			return 0, fmt.Errorf("idempotency: postgres begin %q: %w", id, err)
+		}
+		if st != nil {
+			return Status(*st), nil
+		}
+	}
+	return StatusInProgress, nil
+}
+
+func (s *PostgresStore) doneSQL() string {
+	return `INSERT INTO ` + s.table + ` AS r (namespace, id, done, owner, expires_at)
+  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()`
+}
+
+// Done implements [Store].
+func (s *PostgresStore) Done(ctx context.Context, id string) error {
+	if id == "" {
+		return ErrEmptyID
+	}
+	if _, err := s.pool.Exec(ctx, s.doneSQL(), s.cfg.Namespace, id, s.cfg.Retention.Milliseconds()); err != nil {
+		return fmt.Errorf("idempotency: postgres done %q: %w", id, err)
+	}
+	return nil
+}
+
+// DoneTx records id as done inside tx, the handler's own transaction: the
+// record commits or rolls back with the handler's effects, so a crash can
+// never leave the effects without the record. Call it after Begin returned
+// StatusNew, as the handler's last statement before Commit; if the commit
+// fails, call Abort.
+func (s *PostgresStore) DoneTx(ctx context.Context, tx pgx.Tx, id string) error {
+	if id == "" {
+		return ErrEmptyID
+	}
+	if _, err := tx.Exec(ctx, s.doneSQL(), s.cfg.Namespace, id, s.cfg.Retention.Milliseconds()); err != nil {
+		return fmt.Errorf("idempotency: postgres done in tx %q: %w", id, err)
+	}
+	return nil
+}
+
+// Abort implements [Store]. It releases only a claim this store made, so a
+// consumer whose claim expired cannot release the claim another consumer took
+// since.
+func (s *PostgresStore) Abort(ctx context.Context, id string) error {
+	if id == "" {
+		return ErrEmptyID
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM `+s.table+` WHERE namespace = $1 AND id = $2 AND NOT done AND owner = $3`,
+		s.cfg.Namespace, id, s.owner); err != nil {
+		return fmt.Errorf("idempotency: postgres abort %q: %w", id, err)
+	}
+	return nil
+}
+
+// ProcessTx runs fn exactly once in effect for id: in one transaction it
+// records id as done, then runs fn, then commits, so fn's writes and the
+// record commit together or not at all. It returns StatusNew when fn ran and
+// committed, StatusDone (without calling fn) when id was already done, or
+// fn's error after rolling back.
+//
+// The record's row lock is the claim: a concurrent ProcessTx of the same id
+// waits until this transaction ends, then skips (commit) or runs (rollback).
+// A crash rolls back, so nothing expires or needs Abort. Use either
+// ProcessTx or Begin/Done for a namespace, not both: ProcessTx takes over a
+// live claim made by Begin.
+func (s *PostgresStore) ProcessTx(ctx context.Context, id string, fn func(ctx context.Context, tx pgx.Tx) error) (Status, error) {
+	if id == "" {
+		return 0, ErrEmptyID
+	}
+	var st Status
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
+  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
+    WHERE NOT r.done OR r.expires_at <= now()`, s.cfg.Namespace, id, s.cfg.Retention.Milliseconds())
+		if err != nil {
+			return fmt.Errorf("idempotency: postgres claim in tx %q: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			st = StatusDone
+			return errSkip
+		}
+		st = StatusNew
+		return fn(ctx, tx)
+	})
+	if errors.Is(err, errSkip) {
+		return StatusDone, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return st, nil
+}
+
+var errSkip = errors.New("skip")
+
+// Cleanup deletes the namespace's expired claims and done records older than
+// the retention, CleanupBatchSize rows per statement, and returns how many it
+// deleted. Run it periodically (L17); it stops early when ctx ends.
+func (s *PostgresStore) Cleanup(ctx context.Context) (int64, error) {
+	q := `DELETE FROM ` + s.table + ` WHERE (namespace, id) IN (
+  SELECT namespace, id FROM ` + s.table + ` WHERE namespace = $1 AND expires_at < now()
+  LIMIT $2 FOR UPDATE SKIP LOCKED)`
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, q, s.cfg.Namespace, s.cfg.CleanupBatchSize)
+		if err != nil {
+			return total, fmt.Errorf("idempotency: postgres cleanup: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(s.cfg.CleanupBatchSize) {
+			return total, nil
+		}
+	}
+}

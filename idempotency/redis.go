@@ -1,0 +1,137 @@
+package idempotency
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/reliable-go/reliable"
+)
+
+// RedisConfig configures a [RedisStore].
+type RedisConfig struct {
+	// Namespace scopes the records, usually the consumer group: two services
+	// that both consume a message each process it once. Required.
+	Namespace string
+	// KeyPrefix starts every Redis key. Defaults to "reliable:idem:".
+	KeyPrefix string
+	// ClaimTTL is how long a claim lives. Defaults to DefaultClaimTTL.
+	ClaimTTL time.Duration
+	// Retention is how long a done record lives; Redis expires it (L17).
+	// Defaults to DefaultRetention.
+	Retention time.Duration
+}
+
+func (c RedisConfig) withDefaults() RedisConfig {
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = "reliable:idem:"
+	}
+	c.ClaimTTL = orDefault(c.ClaimTTL, DefaultClaimTTL)
+	c.Retention = orDefault(c.Retention, DefaultRetention)
+	return c
+}
+
+// Validate returns every problem of the configuration at once.
+func (c RedisConfig) Validate() error {
+	var p reliable.Problems
+	p.Addf(c.Namespace == "", "Namespace is empty: set it to the consumer group")
+	p.Addf(c.ClaimTTL < 0, "ClaimTTL is negative (%s)", c.ClaimTTL)
+	p.Addf(c.ClaimTTL > 0 && c.ClaimTTL < time.Millisecond, "ClaimTTL %s is below Redis' 1ms resolution", c.ClaimTTL)
+	p.Addf(c.Retention < 0, "Retention is negative (%s)", c.Retention)
+	p.Addf(c.Retention > 0 && c.Retention < time.Millisecond, "Retention %s is below Redis' 1ms resolution", c.Retention)
+	return p.Err("idempotency redis store")
+}
+
+// RedisStore is a [Store] in Redis. A record is one string key: "c:<owner>"
+// while claimed (expiring after the claim TTL), "d" once done (expiring after
+// the retention). Begin and Abort are Lua scripts, so each is one atomic
+// step: there is no window between checking and claiming (L19).
+//
+// Durability is Redis': with the default RDB snapshots a Redis crash can
+// forget recent done records, and the messages behind them are then processed
+// again. Enable AOF with appendfsync everysec (or always) when that matters,
+// or use the PostgreSQL store.
+type RedisStore struct {
+	client redis.UniversalClient
+	cfg    RedisConfig
+	owner  string
+}
+
+var (
+	// KEYS[1] record; ARGV[1] claim value; ARGV[2] claim TTL in ms.
+	redisBegin = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == 'd' then return 2 end
+return 3`)
+	// KEYS[1] record; ARGV[1] our claim value. Removes only our own claim,
+	// never a done record or another consumer's claim.
+	redisAbort = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+)
+
+// NewRedis returns a store using client, which may be a single node, a
+// sentinel failover client or a cluster client: every operation touches one
+// key.
+func NewRedis(client redis.UniversalClient, cfg RedisConfig) (*RedisStore, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if client == nil {
+		return nil, &reliable.ConfigError{Component: "idempotency redis store", Problems: []string{"client is nil"}}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &RedisStore{client: client, cfg: cfg, owner: "c:" + hex.EncodeToString(b[:])}, nil
+}
+
+func (s *RedisStore) key(id string) string {
+	return s.cfg.KeyPrefix + s.cfg.Namespace + ":" + id
+}
+
+// Begin implements [Store].
+func (s *RedisStore) Begin(ctx context.Context, id string) (Status, error) {
+	if id == "" {
+		return 0, ErrEmptyID
+	}
+	n, err := redisBegin.Run(ctx, s.client, []string{s.key(id)}, s.owner, s.cfg.ClaimTTL.Milliseconds()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: redis begin %q: %w", id, err)
+	}
+	return Status(n), nil
+}
+
+// Done implements [Store].
+func (s *RedisStore) Done(ctx context.Context, id string) error {
+	if id == "" {
+		return ErrEmptyID
+	}
+	if err := s.client.Set(ctx, s.key(id), "d", s.cfg.Retention).Err(); err != nil {
+		return fmt.Errorf("idempotency: redis done %q: %w", id, err)
+	}
+	return nil
+}
+
+// Abort implements [Store]. It releases only a claim this store made, so a
+// consumer whose claim expired cannot release the claim another consumer took
+// since.
+func (s *RedisStore) Abort(ctx context.Context, id string) error {
+	if id == "" {
+		return ErrEmptyID
+	}
+	if err := redisAbort.Run(ctx, s.client, []string{s.key(id)}, s.owner).Err(); err != nil {
+		return fmt.Errorf("idempotency: redis abort %q: %w", id, err)
+	}
+	return nil
+}
