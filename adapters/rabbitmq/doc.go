@@ -1,0 +1,38 @@
+// Package rabbitmq implements reliable.Publisher and reliable.Subscriber on
+// RabbitMQ with github.com/rabbitmq/amqp091-go.
+//
+// Guarantees:
+//
+//   - Publish returns nil only after a publisher confirm for every message,
+//     published persistent (delivery mode 2) with mandatory set to a durable
+//     exchange (L02, L03). A message no queue is bound for is returned by the
+//     broker and then acked; the Publisher correlates the return by message
+//     ID and fails the message with reliable.ErrUnroutable. Confirms are
+//     read from deferred confirmations, never from notify channels that
+//     amqp091-go (v1.13+) stops feeding after 5 s.
+//   - While the connection is down, Publish waits for the reconnect within
+//     its context; while the broker blocks publishing (a memory or disk
+//     alarm), Publish returns the context's error instead of hanging.
+//   - Subscribers use manual acks only (L01), a per-consumer prefetch, and
+//     ack each delivery on its own (never multiple=true), only when the
+//     application calls Delivery.Ack. A delivery that is not acked returns
+//     to the queue when its channel ends and is delivered again.
+//   - Connections are re-established with backoff; subscriptions redeclare
+//     their queues and resume, also after the broker cancels a consumer
+//     because its queue was deleted. The delivery channel stays open. A
+//     delivery from before a reconnect is never acked on the new channel.
+//   - Queues are quorum queues by default (replicated, L22) with a
+//     dead-letter queue per consumer group, at-least-once dead-lettering and
+//     a delivery limit, so a poison message ends in the dead-letter queue and
+//     is never dropped. See [Topology].
+//   - Optional key-ordered sharding: a consistent-hash exchange over N
+//     single-active-consumer queues keeps each key's order while N consumers
+//     work in parallel (L08, L12).
+//   - A refused login is reported as reliable.ErrNotAuthorized and stops
+//     reconnecting; passwords never appear in logs or errors.
+//
+// Topic T maps to the topic exchange T; consumer group G of T to the queue
+// T.G bound to it with "#"; a message's Key is its routing key. Declare a
+// topic's groups before publishing with [Declare], or let each group's
+// Subscriber declare its queue.
+package rabbitmq

@@ -1,0 +1,452 @@
+package rabbitmq
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/reliable-go/reliable"
+)
+
+// Publisher publishes messages to RabbitMQ and reports a message as sent
+// only once the broker confirmed it (L03): publisher confirms on a pool of
+// confirm-mode channels, persistent delivery mode (L02), and mandatory
+// routing, so a message no queue is bound for fails with
+// reliable.ErrUnroutable although the broker then acks it.
+//
+// Publish makes one attempt per message, waiting within ctx for the
+// connection when it is down. Messages that were not confirmed (nacked, or
+// the connection broke before the confirm) come back in a
+// *reliable.PublishError matching reliable.ErrNotConfirmed. [NewProducer]
+// wraps a Publisher with the producer package's retries; use it unless you
+// retry yourself.
+//
+// A Publisher is safe for concurrent use.
+type Publisher struct {
+	cm    *connManager
+	cfg   publisherConfig
+	chans []*confirmChannel
+	next  atomic.Uint64
+
+	exchanges sync.Map // topic -> struct{}: exchanges known to exist
+
+	closeMu sync.RWMutex // Publish holds it shared, Close exclusively
+	closed  atomic.Bool
+
+	// testHookAfterSend, when set, runs after a call's messages were sent and
+	// before their confirms are read.
+	testHookAfterSend func()
+}
+
+var _ reliable.Publisher = (*Publisher)(nil)
+
+// NewPublisher connects to the broker at url (amqp:// or amqps://) and
+// returns a Publisher. It fails at once with an error matching
+// reliable.ErrNotAuthorized when the broker refuses the credentials, and with
+// a *reliable.ConfigError for invalid options; when the broker is
+// unreachable it returns a Publisher that keeps reconnecting, whose Publish
+// waits within its context.
+func NewPublisher(url string, opts ...PublisherOption) (*Publisher, error) {
+	cfg, err := newPublisherConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := newConnManager(url, &cfg.common, "publisher")
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{cm: cm, cfg: cfg}
+	p.chans = make([]*confirmChannel, cfg.channels)
+	for i := range p.chans {
+		p.chans[i] = &confirmChannel{
+			p:      p,
+			lock:   make(chan struct{}, 1),
+			window: make(chan struct{}, cfg.window),
+		}
+	}
+	return p, nil
+}
+
+// Publish sends msgs and waits for their confirms. It returns nil when the
+// broker confirmed every message durably, else a *reliable.PublishError
+// naming the failed ones, or ctx's error when ctx ended first (messages
+// already sent may still be written).
+//
+// The messages of one call go over one channel in the order given, so one
+// key's messages in a call are written in order. Publish sets empty IDs and
+// zero times in place.
+func (p *Publisher) Publish(ctx context.Context, msgs ...*reliable.Message) error {
+	if p.closed.Load() {
+		return reliable.ErrClosed
+	}
+	p.closeMu.RLock()
+	defer p.closeMu.RUnlock()
+	if p.closed.Load() {
+		return reliable.ErrClosed
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	for _, m := range msgs {
+		if m == nil {
+			return &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
+		}
+		m.EnsureID()
+		if m.Time.IsZero() {
+			m.Time = now
+		}
+		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("rabbitmq: publish: %w", err)
+	}
+
+	errs := make([]error, len(msgs))
+	send := msgs
+	if unknown, err := p.checkExchanges(ctx, msgs); err != nil {
+		return err
+	} else if len(unknown) > 0 {
+		send = send[:0:0]
+		for i, m := range msgs {
+			if e, ok := unknown[m.Topic]; ok {
+				errs[i] = e
+			} else {
+				send = append(send, m)
+			}
+		}
+	}
+	if len(send) > 0 {
+		sent, err := p.pick().publish(ctx, send)
+		if err != nil {
+			return err
+		}
+		j := 0
+		for i := range msgs {
+			if errs[i] == nil {
+				errs[i] = sent[j]
+				j++
+			}
+		}
+	}
+	var pe reliable.PublishError
+	for i, err := range errs {
+		if err != nil {
+			pe.Failed = append(pe.Failed, reliable.MessageError{MessageID: msgs[i].ID, Err: err})
+		}
+	}
+	if len(pe.Failed) > 0 {
+		return &pe
+	}
+	return nil
+}
+
+// checkExchanges makes sure the exchange of each topic exists, once per
+// topic, with a passive declare on a throwaway channel: publishing to a
+// missing exchange would close the shared confirm channel with 404 and fail
+// every message in flight on it. It returns the topics that do not exist,
+// with their error.
+func (p *Publisher) checkExchanges(ctx context.Context, msgs []*reliable.Message) (map[string]error, error) {
+	var unknown map[string]error
+	for _, m := range msgs {
+		if _, ok := p.exchanges.Load(m.Topic); ok {
+			continue
+		}
+		if _, ok := unknown[m.Topic]; ok {
+			continue
+		}
+		conn, _, err := p.cm.connection(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = withChannel(ctx, conn, func(ch *amqp.Channel) error {
+			return ch.ExchangeDeclarePassive(ExchangeName(m.Topic), amqp.ExchangeTopic, true, false, false, false, nil)
+		})
+		switch {
+		case err == nil:
+			p.exchanges.Store(m.Topic, struct{}{})
+		case ctx.Err() != nil:
+			return nil, err
+		default:
+			err = classify(err)
+			if unknown == nil {
+				unknown = make(map[string]error)
+			}
+			unknown[m.Topic] = fmt.Errorf("rabbitmq: topic %q: %w", m.Topic, err)
+		}
+	}
+	return unknown, nil
+}
+
+// pick returns a confirm channel, preferring one that no call is sending on.
+func (p *Publisher) pick() *confirmChannel {
+	start := p.next.Add(1)
+	n := uint64(len(p.chans))
+	for i := uint64(0); i < n; i++ {
+		cc := p.chans[(start+i)%n]
+		if len(cc.lock) == 0 {
+			return cc
+		}
+	}
+	return p.chans[start%n]
+}
+
+// Close waits for in-flight Publish calls, then closes the channels and the
+// connection. Publish after Close returns reliable.ErrClosed.
+func (p *Publisher) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	p.closeMu.Lock()
+	defer p.closeMu.Unlock()
+	p.cm.close()
+	return nil
+}
+
+// confirmChannel is one slot of the channel pool. It owns a confirm-mode
+// channel, reopened after it closes, and the window of in-flight messages.
+type confirmChannel struct {
+	p      *Publisher
+	lock   chan struct{} // held while a call sends; a channel so waiting obeys ctx
+	window chan struct{} // one token per message published and not confirmed
+	cur    *pubChan      // guarded by lock
+}
+
+// pubChan is one amqp091-go channel in confirm mode, with its returns.
+type pubChan struct {
+	ch       *amqp.Channel
+	barriers chan chan struct{}
+	drained  chan struct{} // closed once the channel closed and every return was recorded
+
+	mu       sync.Mutex
+	returned map[string]amqp.Return // by message ID
+}
+
+func notConfirmed(reason string) error {
+	return fmt.Errorf("rabbitmq: %s: %w", reason, reliable.ErrNotConfirmed)
+}
+
+// current returns the open channel, opening one (and waiting for the
+// connection) when needed. The caller holds cc.lock.
+func (cc *confirmChannel) current(ctx context.Context) (*pubChan, error) {
+	if cc.cur != nil && !cc.cur.ch.IsClosed() {
+		return cc.cur, nil
+	}
+	cc.cur = nil
+	cm := cc.p.cm
+	for attempt := 1; ; attempt++ {
+		conn, _, err := cm.connection(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := openPubChan(conn)
+		if err == nil {
+			cc.cur = pc
+			return pc, nil
+		}
+		if fatal(err) {
+			return nil, err
+		}
+		if serr := reliable.Sleep(ctx, cm.cfg.backoff.Delay(attempt)); serr != nil {
+			return nil, fmt.Errorf("rabbitmq: opening a confirm channel: %w (last error: %v)", serr, err)
+		}
+	}
+}
+
+func openPubChan(conn *amqp.Connection) (*pubChan, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: open channel: %w", classify(err))
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("rabbitmq: enable confirms: %w", classify(err))
+	}
+	pc := &pubChan{
+		ch:       ch,
+		barriers: make(chan chan struct{}),
+		drained:  make(chan struct{}),
+		returned: make(map[string]amqp.Return),
+	}
+	// Unbuffered: the reader goroutine hands each return over before it
+	// processes the ack that follows it, so after the ack a barrier through
+	// the drainer sees every return (see barrier). The drainer never blocks,
+	// so amqp091-go's 5 s notify timeout (v1.13+) never drops a return.
+	returns := ch.NotifyReturn(make(chan amqp.Return))
+	go pc.drain(returns)
+	return pc, nil
+}
+
+func (pc *pubChan) drain(returns <-chan amqp.Return) {
+	defer close(pc.drained)
+	for {
+		select {
+		case r, ok := <-returns:
+			if !ok {
+				return
+			}
+			pc.mu.Lock()
+			pc.returned[r.MessageId] = r
+			pc.mu.Unlock()
+		case b := <-pc.barriers:
+			close(b)
+		}
+	}
+}
+
+// barrier returns once every return the broker sent before the confirms
+// already received is recorded.
+func (pc *pubChan) barrier() {
+	b := make(chan struct{})
+	select {
+	case pc.barriers <- b:
+		<-b
+	case <-pc.drained:
+	}
+}
+
+// takeReturn reports and forgets whether the message id was returned.
+func (pc *pubChan) takeReturn(id string) (amqp.Return, bool) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	r, ok := pc.returned[id]
+	if ok {
+		delete(pc.returned, id)
+	}
+	return r, ok
+}
+
+// sendResult is what the send stage of a call hands to the waiting stage.
+type sendResult struct {
+	pc   *pubChan
+	dcs  []*amqp.DeferredConfirmation
+	errs []error
+}
+
+// publish sends msgs in order on this slot's channel and waits for their
+// confirms. It returns one error per message (nil when confirmed), or ctx's
+// error.
+func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message) ([]error, error) {
+	select {
+	case cc.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("rabbitmq: publish: %w", ctx.Err())
+	}
+	// Sending runs in its own goroutine: a socket write to a broker that
+	// stopped reading (a resource alarm that began mid-call) cannot be
+	// interrupted, and Publish must still return when ctx ends (#111).
+	done := make(chan sendResult, 1)
+	go func() {
+		defer func() { <-cc.lock }()
+		done <- cc.send(ctx, msgs)
+	}()
+	var r sendResult
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		go func() { cc.release(<-done, msgs, 0) }()
+		return nil, fmt.Errorf("rabbitmq: publish: %w", ctx.Err())
+	}
+	if h := cc.p.testHookAfterSend; h != nil {
+		h()
+	}
+	for i, dc := range r.dcs {
+		if dc == nil {
+			continue
+		}
+		select {
+		case <-dc.Done():
+			<-cc.window
+			if !dc.Acked() {
+				// A nack, or the channel closed first: the outcome is unknown.
+				r.errs[i] = notConfirmed("broker did not confirm (nack or channel closed)")
+			}
+		case <-ctx.Done():
+			go cc.release(r, msgs, i)
+			// With ctx done, waitUnblocked only adds the alarm's reason.
+			if err := cc.p.cm.waitUnblocked(ctx); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("rabbitmq: waiting for confirms: %w", ctx.Err())
+		}
+	}
+	if r.pc != nil {
+		r.pc.barrier()
+		for i, m := range msgs {
+			if r.dcs[i] == nil {
+				continue
+			}
+			if ret, ok := r.pc.takeReturn(m.ID); ok && r.errs[i] == nil {
+				r.errs[i] = reliable.Permanent(fmt.Errorf(
+					"rabbitmq: exchange %q returned message %q (%d %s): no queue is bound for routing key %q; declare the consumer groups' queues first (rabbitmq.Declare): %w",
+					ret.Exchange, m.ID, ret.ReplyCode, ret.ReplyText, ret.RoutingKey, reliable.ErrUnroutable))
+			}
+		}
+	}
+	return r.errs, nil
+}
+
+// release frees the window tokens of r's confirms from index from on, once
+// each confirm arrives, and forgets their returns: the caller stopped waiting.
+func (cc *confirmChannel) release(r sendResult, msgs []*reliable.Message, from int) {
+	for _, dc := range r.dcs[from:] {
+		if dc != nil {
+			<-dc.Done()
+			<-cc.window
+		}
+	}
+	if r.pc != nil {
+		r.pc.barrier()
+		for _, m := range msgs {
+			r.pc.takeReturn(m.ID)
+		}
+	}
+}
+
+// send publishes msgs in order and returns their deferred confirmations.
+// The caller holds cc.lock.
+func (cc *confirmChannel) send(ctx context.Context, msgs []*reliable.Message) sendResult {
+	r := sendResult{dcs: make([]*amqp.DeferredConfirmation, len(msgs)), errs: make([]error, len(msgs))}
+	fail := func(from int, err error) {
+		for j := from; j < len(msgs); j++ {
+			r.errs[j] = err
+		}
+	}
+	pc, err := cc.current(ctx)
+	if err != nil {
+		fail(0, err)
+		return r
+	}
+	r.pc = pc
+	cm := cc.p.cm
+	for i, m := range msgs {
+		if err := cm.waitUnblocked(ctx); err != nil {
+			fail(i, err)
+			return r
+		}
+		select {
+		case cc.window <- struct{}{}:
+		case <-ctx.Done():
+			fail(i, fmt.Errorf("rabbitmq: waiting for the confirm window: %w", ctx.Err()))
+			return r
+		}
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, ExchangeName(m.Topic), routingKey(m), true, false, toPublishing(m))
+		if err != nil || dc == nil {
+			<-cc.window
+			if ctx.Err() != nil {
+				fail(i, fmt.Errorf("rabbitmq: publish: %w", ctx.Err()))
+			} else {
+				fail(i, notConfirmed(fmt.Sprintf("send failed: %v", classify(err))))
+			}
+			return r
+		}
+		r.dcs[i] = dc
+	}
+	return r
+}

@@ -1,0 +1,346 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/reliable-go/reliable"
+)
+
+// Subscriber consumes a consumer group's queue with manual acks (never
+// auto-ack, L01): a delivery is acked only when the application calls
+// Delivery.Ack, on its own (never multiple=true), and an unacked delivery
+// goes back to the queue when the channel or connection ends, for this or
+// another instance.
+//
+// The channel Subscribe returns stays open across reconnects: after a lost
+// connection, a channel error or a broker-side consumer cancel (the queue
+// was deleted), the subscriber reconnects with backoff, redeclares its
+// queues and consumes again. Deliveries received before such a break cannot
+// be acked any more (their delivery tags belonged to the old channel): Ack
+// and Nack of such a stale delivery do nothing, and the broker redelivers
+// the message, flagged Redelivered.
+//
+// A Subscriber is safe for concurrent use.
+type Subscriber struct {
+	cm    *connManager
+	cfg   subscriberConfig
+	group string
+
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	stale atomic.Int64 // acks and nacks dropped because their channel was gone
+}
+
+var _ reliable.Subscriber = (*Subscriber)(nil)
+
+// NewSubscriber connects to the broker at url as a member of consumer group
+// group: each Subscribe consumes group's queue of the topic, shared with the
+// group's other instances (competing consumers). It fails at once with an
+// error matching reliable.ErrNotAuthorized when the broker refuses the
+// credentials.
+func NewSubscriber(url, group string, opts ...SubscriberOption) (*Subscriber, error) {
+	cfg, err := newSubscriberConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if group == "" {
+		return nil, &reliable.ConfigError{Component: "rabbitmq subscriber", Problems: []string{"group is empty"}}
+	}
+	cm, err := newConnManager(url, &cfg.common, "subscriber")
+	if err != nil {
+		return nil, err
+	}
+	return &Subscriber{cm: cm, cfg: cfg, group: group, done: make(chan struct{})}, nil
+}
+
+// StaleSettlements returns how many Ack and Nack calls were dropped because
+// the delivery's channel had been replaced since it was delivered. Their
+// messages are redelivered.
+func (s *Subscriber) StaleSettlements() int64 { return s.stale.Load() }
+
+// Subscribe declares the group's queues of topic (topic's exchange must
+// exist: otherwise the error matches reliable.ErrUnknownTopic) and consumes
+// them. The returned channel closes when ctx ends, when the subscriber is
+// closed, or when the broker refuses the credentials after a reconnect.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *reliable.Delivery, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, reliable.ErrClosed
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if topic == "" {
+		s.wg.Done()
+		return nil, &reliable.ConfigError{Component: "rabbitmq subscribe", Problems: []string{"topic is empty"}}
+	}
+	sub := &subscription{
+		s:      s,
+		topic:  topic,
+		queues: s.cfg.topology.queues(topic, s.group, s.cfg.shards),
+		out:    make(chan *reliable.Delivery),
+		log:    s.cm.log.With(slog.String("topic", topic), slog.String("group", s.group)),
+	}
+	conn, _, err := s.cm.connection(ctx)
+	if err == nil {
+		err = withChannel(ctx, conn, func(ch *amqp.Channel) error {
+			return s.cfg.topology.declareGroup(ch, topic, s.group)
+		})
+	}
+	if err != nil {
+		s.wg.Done()
+		return nil, fmt.Errorf("rabbitmq: subscribe to %q as group %q: %w", topic, s.group, err)
+	}
+	go sub.run(ctx)
+	return sub.out, nil
+}
+
+// Close stops every subscription and closes the connection. Unsettled
+// deliveries go back to their queues.
+func (s *Subscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.cm.close()
+	return nil
+}
+
+// subscription is one Subscribe call: it consumes its queues on one channel
+// at a time, replacing the channel whenever it breaks.
+type subscription struct {
+	s      *Subscriber
+	topic  string
+	queues []string
+	out    chan *reliable.Delivery
+	log    *slog.Logger
+	gen    uint64
+}
+
+// consumeChan is one channel generation of a subscription. Deliveries keep a
+// pointer to it; once it is dead their acks are dropped.
+type consumeChan struct {
+	ch   *amqp.Channel
+	gen  uint64
+	dead atomic.Bool
+}
+
+func (sub *subscription) run(ctx context.Context) {
+	s := sub.s
+	defer s.wg.Done()
+	defer close(sub.out)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	failures := 0
+	for first := true; ; first = false {
+		healthy, err := sub.consume(ctx, !first)
+		if ctx.Err() != nil {
+			return
+		}
+		if fatal(err) || errors.Is(err, reliable.ErrClosed) {
+			sub.log.Error("subscription ended: cannot reconnect", slog.String("error", err.Error()))
+			return
+		}
+		if healthy {
+			failures = 0
+		}
+		failures++
+		sub.log.Warn("subscription interrupted, resuming", slog.Int("attempt", failures), slog.String("error", err.Error()))
+		if reliable.Sleep(ctx, s.cfg.backoff.Delay(failures)) != nil {
+			return
+		}
+	}
+}
+
+// consume opens a channel, consumes the queues and forwards deliveries until
+// the channel breaks, a consumer is cancelled by the broker, or ctx ends.
+// redeclare declares the queues again first (after a break they may have
+// been deleted). healthy reports that consuming had started.
+func (sub *subscription) consume(ctx context.Context, redeclare bool) (healthy bool, err error) {
+	s := sub.s
+	conn, _, err := s.cm.connection(ctx)
+	if err != nil {
+		return false, err
+	}
+	if redeclare {
+		err := withChannel(ctx, conn, func(ch *amqp.Channel) error {
+			return s.cfg.topology.declareGroup(ch, sub.topic, s.group)
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open channel: %w", classify(err))
+	}
+	sub.gen++
+	cc := &consumeChan{ch: ch, gen: sub.gen}
+	defer func() {
+		// Mark dead before closing: an Ack racing with the close is then
+		// dropped here instead of failing inside the library.
+		cc.dead.Store(true)
+		_ = ch.Close()
+	}()
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	// Per-consumer prefetch (global=false): global QoS is a channel error on
+	// quorum queues.
+	if err := ch.Qos(s.cfg.prefetch, 0, false); err != nil {
+		return false, fmt.Errorf("qos: %w", classify(err))
+	}
+	type tagged struct {
+		d     amqp.Delivery
+		queue string
+	}
+	in := make(chan tagged)
+	ended := make(chan string, len(sub.queues)) // queue whose consumer ended
+	var fwd sync.WaitGroup
+	stop := make(chan struct{})
+	defer func() { close(stop); fwd.Wait() }()
+	for i, q := range sub.queues {
+		tag := fmt.Sprintf("reliable-%s-%d-%d", s.group, sub.gen, i)
+		deliveries, err := ch.ConsumeWithContext(ctx, q, tag, false, false, false, false, nil)
+		if err != nil {
+			return false, fmt.Errorf("consume %q: %w", q, classify(err))
+		}
+		fwd.Add(1)
+		go func() {
+			defer fwd.Done()
+			for d := range deliveries {
+				select {
+				case in <- tagged{d, q}:
+				case <-stop:
+					return
+				}
+			}
+			ended <- q
+		}()
+	}
+	for {
+		select {
+		case t := <-in:
+			if err := sub.forward(ctx, cc, t.d, t.queue); err != nil {
+				return true, err
+			}
+		case q := <-ended:
+			if ctx.Err() != nil {
+				return true, ctx.Err()
+			}
+			if ch.IsClosed() {
+				// The channel broke; its error follows on closes.
+				if e := <-closes; e != nil {
+					return true, fmt.Errorf("channel closed: %w", classify(e))
+				}
+				return true, errors.New("channel closed")
+			}
+			// The library closes a consumer's delivery channel on a broker
+			// basic.cancel (queue deleted) without any channel error
+			// (PITFALLS B3): recover instead of ending silently.
+			return true, fmt.Errorf("broker cancelled the consumer of queue %q (was it deleted?)", q)
+		case e := <-closes:
+			if e == nil {
+				return true, errors.New("channel closed")
+			}
+			return true, fmt.Errorf("channel closed: %w", classify(e))
+		case <-ctx.Done():
+			return true, ctx.Err()
+		}
+	}
+}
+
+// forward hands one delivery to the application, or settles it at once when
+// the environment check refuses it.
+func (sub *subscription) forward(ctx context.Context, cc *consumeChan, d amqp.Delivery, queue string) error {
+	s := sub.s
+	msg := fromDelivery(&d, sub.topic, queue)
+	if err := reliable.CheckEnvironment(msg, s.cfg.environment); err != nil {
+		// L07: never hand a message of another environment to the
+		// application. Rejecting without requeue dead-letters it.
+		sub.log.Error("rejecting message to the dead-letter queue", slog.String("message_id", msg.ID), slog.String("reason", err.Error()))
+		if rerr := cc.ch.Reject(d.DeliveryTag, false); rerr != nil {
+			return fmt.Errorf("reject: %w", rerr)
+		}
+		return nil
+	}
+	del := reliable.NewDelivery(msg, &acker{s: s, cc: cc, tag: d.DeliveryTag})
+	select {
+	case sub.out <- del:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// acker settles one delivery on the channel generation that delivered it.
+type acker struct {
+	s   *Subscriber
+	cc  *consumeChan
+	tag uint64
+}
+
+// Ack acks the delivery's tag alone (multiple=false). When the delivery's
+// channel has been replaced it does nothing: the tag would belong to another
+// message on the new channel, or draw a 406 PRECONDITION_FAILED (PITFALLS
+// B3). The broker redelivers such a message.
+func (a *acker) Ack(_ context.Context, d *reliable.Delivery) error {
+	if a.cc.dead.Load() {
+		a.dropped(d, "ack")
+		return nil
+	}
+	if err := a.cc.ch.Ack(a.tag, false); err != nil {
+		if errors.Is(err, amqp.ErrClosed) || a.cc.ch.IsClosed() {
+			a.dropped(d, "ack")
+			return nil
+		}
+		return fmt.Errorf("rabbitmq: ack message %q: %w", d.Message.ID, err)
+	}
+	return nil
+}
+
+// Nack requeues the delivery. On a quorum queue each requeue counts towards
+// the delivery limit, past which the message is dead-lettered. Stale
+// deliveries are dropped as in Ack.
+func (a *acker) Nack(_ context.Context, d *reliable.Delivery) error {
+	if a.cc.dead.Load() {
+		a.dropped(d, "nack")
+		return nil
+	}
+	if err := a.cc.ch.Nack(a.tag, false, true); err != nil {
+		if errors.Is(err, amqp.ErrClosed) || a.cc.ch.IsClosed() {
+			a.dropped(d, "nack")
+			return nil
+		}
+		return fmt.Errorf("rabbitmq: nack message %q: %w", d.Message.ID, err)
+	}
+	return nil
+}
+
+func (a *acker) dropped(d *reliable.Delivery, op string) {
+	a.s.stale.Add(1)
+	a.s.cm.log.Debug("dropped settlement of a delivery from a replaced channel; the broker redelivers it",
+		slog.String("op", op), slog.String("message_id", d.Message.ID),
+		slog.String("generation", strconv.FormatUint(a.cc.gen, 10)))
+}

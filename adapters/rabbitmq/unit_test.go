@@ -1,0 +1,154 @@
+package rabbitmq
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/reliable-go/reliable"
+)
+
+func TestHeaderMappingRoundTrip(t *testing.T) {
+	m := &reliable.Message{
+		ID: "id-1", Topic: "orders", Key: "order-7", Type: "order.paid",
+		Headers: map[string]string{"x-seq": "3", reliable.HeaderEnvironment: "prod"},
+		Payload: []byte("body"),
+		Time:    time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC),
+	}
+	p := toPublishing(m)
+	if p.DeliveryMode != amqp.Persistent {
+		t.Fatalf("delivery mode %d, want persistent (L02)", p.DeliveryMode)
+	}
+	if p.MessageId != "id-1" || p.Type != "order.paid" {
+		t.Fatalf("properties: id %q type %q", p.MessageId, p.Type)
+	}
+	if routingKey(m) != "order-7" {
+		t.Fatalf("routing key %q", routingKey(m))
+	}
+	headers := p.Headers
+	headers[headerDeliveryCount] = int64(2)
+	headers["x-death"] = []any{amqp.Table{"count": int64(1)}}
+	d := &amqp.Delivery{
+		Headers: headers, MessageId: p.MessageId, Type: p.Type, Timestamp: p.Timestamp,
+		Body: p.Body, DeliveryTag: 9, Redelivered: true, Exchange: "orders",
+	}
+	got := fromDelivery(d, "orders", "orders.kitchen")
+	if got.ID != m.ID || got.Key != m.Key || got.Type != m.Type || got.Topic != m.Topic || string(got.Payload) != "body" {
+		t.Fatalf("got %v", got)
+	}
+	if !got.Time.Equal(m.Time) {
+		t.Fatalf("time %v, want %v (nanoseconds kept through ce_time)", got.Time, m.Time)
+	}
+	if got.Headers["x-seq"] != "3" || got.Headers[reliable.HeaderEnvironment] != "prod" {
+		t.Fatalf("headers %v", got.Headers)
+	}
+	for _, k := range []string{reliable.HeaderID, reliable.HeaderKey, reliable.HeaderType, reliable.HeaderTime, "x-death", headerDeliveryCount} {
+		if _, ok := got.Headers[k]; ok {
+			t.Fatalf("header %s leaked into Headers", k)
+		}
+	}
+	want := reliable.DeliveryInfo{Offset: 9, Queue: "orders.kitchen", Attempt: 3, Redelivered: true}
+	got.Delivery.ReceivedAt = time.Time{}
+	if got.Delivery != want {
+		t.Fatalf("delivery info %+v, want %+v", got.Delivery, want)
+	}
+}
+
+func TestFromDeliveryWithoutSDKHeaders(t *testing.T) {
+	// A message published by another client: properties only.
+	d := &amqp.Delivery{MessageId: "m", Type: "t", Body: []byte("x"), DeliveryTag: 1}
+	got := fromDelivery(d, "orders", "orders.g")
+	if got.ID != "m" || got.Type != "t" || got.Delivery.Attempt != 1 || got.Delivery.Redelivered {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"amqp://user:s3cret@host:5672/vh": "amqp://user:xxxxx@host/vh",
+		"amqps://user:s3cret@host/":       "amqps://user:xxxxx@host/",
+		"amqp://host":                     "amqp://guest:xxxxx@host/",
+		"amqp://u:s3cret@host:notaport/":  "amqp://xxxxx@host:notaport/",
+	} {
+		got := RedactURL(in)
+		if strings.Contains(got, "s3cret") {
+			t.Fatalf("RedactURL(%q) = %q leaks the password", in, got)
+		}
+		if got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestInvalidURLHidesPassword(t *testing.T) {
+	_, err := NewPublisher("amqp://u:s3cret@host:notaport/")
+	if !errors.Is(err, reliable.ErrInvalidConfig) {
+		t.Fatalf("err %v, want ErrInvalidConfig", err)
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+func TestOptionsValidateListsEveryProblem(t *testing.T) {
+	_, err := NewSubscriber("amqp://localhost/", "g",
+		WithPrefetch(-1), WithTopology(Topology{QueueType: "lazy", DeliveryLimit: -2, Shards: 2}),
+		WithShardIndexes(5))
+	var ce *reliable.ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err %v, want *reliable.ConfigError", err)
+	}
+	if len(ce.Problems) != 4 {
+		t.Fatalf("problems %q, want 4", ce.Problems)
+	}
+	_, err = NewPublisher("amqp://localhost/", WithConfirmChannels(-1), WithConfirmWindow(-1))
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 {
+		t.Fatalf("publisher err %v, want 2 problems", err)
+	}
+}
+
+func TestQueueArguments(t *testing.T) {
+	q := Topology{}.withDefaults().queueArgs("orders", "orders.g")
+	want := amqp.Table{
+		"x-queue-type":              "quorum",
+		"x-dead-letter-exchange":    "orders.dlx",
+		"x-dead-letter-routing-key": "orders.g",
+		"x-delivery-limit":          int64(DefaultDeliveryLimit),
+		"x-dead-letter-strategy":    "at-least-once",
+		"x-overflow":                "reject-publish",
+	}
+	if len(q) != len(want) {
+		t.Fatalf("args %v, want %v", q, want)
+	}
+	for k, v := range want {
+		if q[k] != v {
+			t.Fatalf("arg %s = %v, want %v", k, q[k], v)
+		}
+	}
+	c := Topology{QueueType: Classic}.withDefaults().queueArgs("orders", "orders.g")
+	if _, ok := c["x-delivery-limit"]; ok {
+		t.Fatalf("classic queue got a delivery limit: %v", c)
+	}
+	names := Topology{Shards: 3}.withDefaults().queues("orders", "g", []int{2, 0})
+	if strings.Join(names, ",") != "orders.g.2,orders.g.0" {
+		t.Fatalf("shard queues %v", names)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	if err := classify(amqp.ErrCredentials); !errors.Is(err, reliable.ErrNotAuthorized) || !reliable.IsPermanent(err) {
+		t.Fatalf("403: %v", err)
+	}
+	if err := classify(&amqp.Error{Code: amqp.NotFound, Reason: "NOT_FOUND - no exchange"}); !errors.Is(err, reliable.ErrUnknownTopic) {
+		t.Fatalf("404: %v", err)
+	}
+	if err := classify(&amqp.Error{Code: amqp.NotAllowed, Reason: "access to vhost '/x' refused"}); !errors.Is(err, reliable.ErrNotAuthorized) {
+		t.Fatalf("530 vhost: %v", err)
+	}
+	if err := classify(amqp.ErrClosed); reliable.IsPermanent(err) {
+		t.Fatalf("a closed channel is retryable: %v", err)
+	}
+}
