@@ -1,0 +1,126 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reliable-go/reliable"
+)
+
+// NotifyChannel is the LISTEN/NOTIFY channel Add signals on commit; the
+// payload is the schema of the outbox tables, so relays of other schemas in
+// the same database ignore it.
+const NotifyChannel = "reliable_outbox"
+
+// Add writes msgs to the outbox in the caller's transaction, so they are
+// published if and only if tx commits. It sets each empty Message.ID to a new
+// UUIDv7 and a zero Message.Time to now, in place, so the caller learns the
+// IDs that consumers will deduplicate on.
+//
+// Per key, messages are published in commit order, and within one call in
+// the order given. To make the order of row IDs equal commit order, Add first
+// locks each key of msgs for the rest of tx (a row lock in
+// reliable_outbox_keys): a second transaction adding to the same key waits in
+// Add until tx commits or rolls back. Keep transactions that add to hot keys
+// short. Add locks a call's keys in sorted order; a transaction that calls
+// Add several times may, like any transaction locking rows in varying order,
+// be aborted by PostgreSQL's deadlock detector, and should then be retried.
+// Under REPEATABLE READ or SERIALIZABLE, a concurrent Add of the same key
+// fails with a serialization error: retry the transaction, as those levels
+// require anyway.
+//
+// Messages without a key are not ordered and take no lock.
+//
+// Nothing is written when a message is invalid (nil, or no topic). On any
+// error the transaction is unusable and must be rolled back.
+func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	n := len(msgs)
+	var (
+		lanes   = make([]string, n)
+		ids     = make([]string, n)
+		topics  = make([]string, n)
+		keys    = make([]string, n)
+		types   = make([]string, n)
+		headers = make([]*string, n)
+		payload = make([][]byte, n)
+		times   = make([]time.Time, n)
+		locks   = make([]string, 0, n)
+	)
+	for i, m := range msgs {
+		if m == nil {
+			return &reliable.InvalidMessageError{Problems: []string{fmt.Sprintf("message %d is nil", i)}}
+		}
+		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	for i, m := range msgs {
+		m.EnsureID()
+		if m.Time.IsZero() {
+			m.Time = now
+		}
+		lanes[i] = laneOf(m)
+		ids[i], topics[i], keys[i], types[i] = m.ID, m.Topic, m.Key, m.Type
+		payload[i], times[i] = m.Payload, m.Time
+		if len(m.Headers) > 0 {
+			b, err := json.Marshal(m.Headers)
+			if err != nil {
+				return fmt.Errorf("outbox: add: headers of %s: %w", m, err)
+			}
+			s := string(b)
+			headers[i] = &s
+		}
+		if m.Key != "" {
+			locks = append(locks, lanes[i])
+		}
+	}
+	// Sorted and unique, so that two Adds never lock the same keys in
+	// opposite orders, and ON CONFLICT never meets one key twice.
+	slices.Sort(locks)
+	locks = slices.Compact(locks)
+
+	b := &pgx.Batch{}
+	if len(locks) > 0 {
+		b.Queue(`INSERT INTO reliable_outbox_keys AS k (lane)
+			SELECT unnest($1::text[])
+			ON CONFLICT (lane) DO UPDATE SET locked_at = now()`, locks)
+	}
+	b.Queue(`INSERT INTO reliable_outbox (lane, msg_id, topic, key, type, headers, payload, event_time)
+		SELECT t.lane, t.msg_id, t.topic, t.key, t.type, t.headers::jsonb, t.payload, t.event_time
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::timestamptz[])
+			WITH ORDINALITY AS t(lane, msg_id, topic, key, type, headers, payload, event_time, ord)
+		ORDER BY t.ord`,
+		lanes, ids, topics, keys, types, headers, payload, times)
+	b.Queue(`SELECT pg_notify($1, current_schema())`, NotifyChannel)
+
+	br := tx.SendBatch(ctx, b)
+	for range b.Len() {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("outbox: add %d messages: %w", n, err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("outbox: add %d messages: %w", n, err)
+	}
+	return nil
+}
+
+// laneOf is the ordering lane of a message: "k:" and its key, or, without a
+// key, "m:" and its ID, a lane of its own, so that unordered messages are
+// published in parallel.
+func laneOf(m *reliable.Message) string {
+	if m.Key != "" {
+		return "k:" + m.Key
+	}
+	return "m:" + m.ID
+}

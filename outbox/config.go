@@ -1,0 +1,168 @@
+package outbox
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/reliable-go/reliable"
+)
+
+// SentPolicy says what happens to a row once the broker confirmed it.
+type SentPolicy int
+
+const (
+	// Delete removes sent rows. It keeps the table small (L17) and is the
+	// default.
+	Delete SentPolicy = iota
+	// Archive moves sent rows to reliable_outbox_archive, where they stay for
+	// Config.Retention, for audits and replays.
+	Archive
+)
+
+// Config configures a Relay. The zero value is valid: every field documents
+// its default.
+type Config struct {
+	// ID names this relay instance in the lease table; it must be unique
+	// among the relays running at once. A relay that restarts with the same ID
+	// takes over its own leases at once instead of waiting for them to expire
+	// (use a stable name such as the pod name). Defaults to host-pid-random,
+	// which is unique but not stable.
+	ID string
+	// MaxKeys bounds the keys (ordering lanes) this relay leases at once.
+	// Defaults to 4096.
+	MaxKeys int
+	// ClaimBatch bounds the keys claimed per claim query, so that relays
+	// started together share the backlog. Defaults to 1024.
+	ClaimBatch int
+	// Window is how many rows of a key are read ahead per query. Defaults to
+	// 32.
+	Window int
+	// BatchSize bounds the messages per Publish call: the head rows of up to
+	// BatchSize keys, never two of one key. Defaults to 1000.
+	BatchSize int
+	// Publishers is the number of Publish calls in flight at once. Defaults
+	// to 4.
+	Publishers int
+	// PollInterval is how often the relay looks for rows when no
+	// notification arrives (a lost notification, a relay that was down).
+	// Defaults to 1s.
+	PollInterval time.Duration
+	// LeaseTTL is how long a key stays leased to a relay that stopped
+	// renewing (crashed). Defaults to 30s.
+	LeaseTTL time.Duration
+	// PublishTimeout bounds one Publish call; a relay starts a key's publish
+	// only while its lease has at least this long to run. Must be below
+	// LeaseTTL/2. Defaults to 10s.
+	PublishTimeout time.Duration
+	// Backoff spaces the attempts of a failing row and, while the broker is
+	// unavailable, of the whole relay. See reliable.Backoff for defaults.
+	Backoff reliable.Backoff
+	// MaxAttempts is the number of failed attempts after which a row is dead.
+	// A failure counts against a row when the broker confirmed other messages
+	// of the same call, or at once when the error is permanent
+	// (reliable.IsPermanent: too large, unknown topic, not authorized). When
+	// every message of a call fails with a transient error, the broker is
+	// taken to be unavailable: the relay backs off and no row is charged, so
+	// an outage of any length kills nothing. Defaults to 10.
+	MaxAttempts int
+	// DeadReleasesKey lets the rows after a dead row of the same key go on.
+	// By default a dead row blocks its key (strict order) until an operator
+	// calls Retry or Discard.
+	DeadReleasesKey bool
+	// Notifier is told about each row that became dead. Defaults to a
+	// LogNotifier on Logger.
+	Notifier Notifier
+	// Sent says whether sent rows are deleted or archived. Defaults to Delete.
+	Sent SentPolicy
+	// Retention is how long archived rows are kept (L17). Defaults to 7 days.
+	Retention time.Duration
+	// CleanupInterval is how often the relay deletes archived rows past the
+	// retention, unused key-lock rows and expired leases, in batches.
+	// Defaults to 1m.
+	CleanupInterval time.Duration
+	// CleanupBatch bounds the rows deleted per cleanup statement, so that
+	// cleanup never holds long locks. Defaults to 1000.
+	CleanupBatch int
+	// ShutdownTimeout bounds how long Run waits, once its context ends, for
+	// publishes in flight and for marking confirmed rows. Defaults to 10s.
+	ShutdownTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate returns every problem of c at once, or nil.
+func (c Config) Validate() error {
+	var p reliable.Problems
+	neg := func(name string, v int) { p.Addf(v < 0, "%s is %d, must be 0 (default) or positive", name, v) }
+	negD := func(name string, v time.Duration) {
+		p.Addf(v < 0, "%s is %s, must be 0 (default) or positive", name, v)
+	}
+	neg("MaxKeys", c.MaxKeys)
+	neg("ClaimBatch", c.ClaimBatch)
+	neg("Window", c.Window)
+	neg("BatchSize", c.BatchSize)
+	neg("Publishers", c.Publishers)
+	neg("MaxAttempts", c.MaxAttempts)
+	neg("CleanupBatch", c.CleanupBatch)
+	negD("PollInterval", c.PollInterval)
+	negD("LeaseTTL", c.LeaseTTL)
+	negD("PublishTimeout", c.PublishTimeout)
+	negD("Retention", c.Retention)
+	negD("CleanupInterval", c.CleanupInterval)
+	negD("ShutdownTimeout", c.ShutdownTimeout)
+	p.Addf(c.Sent != Delete && c.Sent != Archive, "Sent is %d, must be Delete or Archive", c.Sent)
+	d := c.withDefaults()
+	p.Addf(d.PublishTimeout*2 >= d.LeaseTTL, "PublishTimeout %s must be below LeaseTTL/2 (LeaseTTL is %s), so a publish ends before a lease renewed during it could lapse",
+		d.PublishTimeout, d.LeaseTTL)
+	p.Addf(d.LeaseTTL > 0 && d.LeaseTTL < time.Second, "LeaseTTL %s is below 1s", d.LeaseTTL)
+	p.Addf(c.Backoff.Initial < 0, "Backoff.Initial is negative")
+	p.Addf(c.Backoff.Max < 0, "Backoff.Max is negative")
+	return p.Err("outbox relay")
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxKeys, 4096)
+	def(&c.ClaimBatch, 1024)
+	def(&c.Window, 32)
+	def(&c.BatchSize, 1000)
+	def(&c.Publishers, 4)
+	def(&c.MaxAttempts, 10)
+	def(&c.CleanupBatch, 1000)
+	defD(&c.PollInterval, time.Second)
+	defD(&c.LeaseTTL, 30*time.Second)
+	defD(&c.PublishTimeout, 10*time.Second)
+	defD(&c.Retention, 7*24*time.Hour)
+	defD(&c.CleanupInterval, time.Minute)
+	defD(&c.ShutdownTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Notifier == nil {
+		c.Notifier = LogNotifier{Logger: c.Logger}
+	}
+	if c.ID == "" {
+		c.ID = defaultID()
+	}
+	return c
+}
+
+func defaultID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}

@@ -1,0 +1,74 @@
+// Package outbox is a transactional outbox for PostgreSQL (pgx): messages
+// are written in the same transaction as the business change, and a Relay
+// publishes them to the broker afterwards, in order per key.
+//
+// # Writing
+//
+// [Add] inserts messages in the caller's pgx transaction. If the transaction
+// rolls back, no message exists; if it commits, exactly its messages will be
+// published, at least once (consumers deduplicate by Message.ID, which Add
+// assigns and the caller can read right away).
+//
+// # Order per key equals commit order
+//
+// Row IDs come from a sequence and are assigned before commit, so without
+// care a row with a lower ID can become visible after a higher one of the
+// same key: T1 inserts id 1 and is still open, T2 inserts id 2 and commits, a
+// relay publishes 2, then T1 commits 1. Add prevents this by locking the key
+// before inserting: it upserts the key's row in reliable_outbox_keys, which
+// holds a row lock until the transaction ends. A second transaction adding to
+// the same key waits in Add until the first commits or rolls back, and only
+// then draws its IDs. Hence, per key, IDs increase in commit order, and when
+// a row of a key is visible every lower-ID row of that key is either visible
+// or rolled back (PostgreSQL makes a commit visible before releasing its
+// locks). A relay that reads a key's rows in ID order therefore reads them in
+// commit order, and may read ahead: nothing can later appear before the rows
+// it has seen. Transactions on different keys do not wait for each other.
+//
+// # Relaying
+//
+// A [Relay] leases keys, not rows: a lease row per key in
+// reliable_outbox_leases names the one relay allowed to publish that key's
+// rows, until it expires (Config.LeaseTTL) unless renewed. Leases are taken
+// with an upsert that only overwrites an expired lease, so two relays never
+// hold one key. Row locks with FOR UPDATE SKIP LOCKED alone would not do:
+// while relay A publishes a key's first row, relay B would skip it and take
+// the key's second row. Leases also survive a relay that is killed: its keys
+// go to another relay when the lease expires (or at once to a relay
+// restarted with the same Config.ID).
+//
+// Per key, the relay publishes one row at a time: the next row is published
+// only after the broker confirmed the previous one and it was deleted (or
+// archived). Different keys are published in parallel, their head rows
+// batched into one Publish call. A relay publishes a key only while its lease
+// has more than Config.PublishTimeout left, so a relay that stalls loses its
+// keys without publishing into another relay's turn; the one exception, a
+// publish already in flight when the stall began, can only repeat a row that
+// the new owner publishes again anyway, which consumers deduplicate.
+//
+// Crash safety: a row is deleted only after its confirm. A relay killed
+// between the confirm and the delete leaves the row pending, and it is
+// published again after the lease passes: at-least-once, never lost (L03,
+// L20).
+//
+// The relay wakes on LISTEN/NOTIFY (Add notifies on commit) and polls every
+// Config.PollInterval as a fallback. When every message of a Publish call
+// fails with a transient error, the broker is taken to be down: the relay
+// backs off as a whole and no row is charged, so rows accumulate during an
+// outage and drain in order afterwards. A row that fails while others
+// succeed is charged an attempt and retried with backoff, its key waiting
+// behind it; after Config.MaxAttempts (or at once on a permanent error such
+// as a message too large, L13) it becomes dead: the Notifier is told and the
+// key stays blocked until an operator calls [Retry] or [Discard] (or, with
+// Config.DeadReleasesKey, the key goes on).
+//
+// Sent rows are deleted, or moved to reliable_outbox_archive and deleted in
+// batches after Config.Retention (L17). [ReadStatus] reports pending rows,
+// the oldest pending age and dead rows (L18); [Relay.Stats] counts
+// publishes, failures and outages.
+//
+// # Schema
+//
+// [Migrate] creates the tables in the connection's current schema; it runs
+// only when called. Use a search_path to place them elsewhere.
+package outbox

@@ -1,0 +1,85 @@
+package outbox
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/reliable-go/reliable"
+)
+
+// DeadRow describes a row that the relay gave up on.
+type DeadRow struct {
+	// ID is the row's ID, for Retry and Discard.
+	ID int64
+	// Message is the message as it was added.
+	Message *reliable.Message
+	// Attempts is the number of failed attempts charged to the row.
+	Attempts int
+	// Err is the last error.
+	Err error
+	// KeyBlocked is true when the row's key waits for an operator (the
+	// default), false when later rows of the key go on.
+	KeyBlocked bool
+}
+
+// Notifier is told when a row becomes dead, after that is recorded. A
+// notification is sent once, by the relay that marked the row; a relay that
+// crashes in between sends none, so alert on Status.Dead too.
+type Notifier interface {
+	Notify(ctx context.Context, row DeadRow) error
+}
+
+// NotifierFunc adapts a function to a Notifier.
+type NotifierFunc func(ctx context.Context, row DeadRow) error
+
+// Notify calls f(ctx, row).
+func (f NotifierFunc) Notify(ctx context.Context, row DeadRow) error { return f(ctx, row) }
+
+// LogNotifier logs dead rows at error level.
+type LogNotifier struct {
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Notify logs row.
+func (n LogNotifier) Notify(ctx context.Context, row DeadRow) error {
+	l := n.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	l.ErrorContext(ctx, "outbox row is dead; call outbox.Retry or outbox.Discard",
+		slog.Int64("row", row.ID), slog.String("message", row.Message.String()),
+		slog.Int("attempts", row.Attempts), slog.Bool("key_blocked", row.KeyBlocked),
+		slog.Any("error", row.Err))
+	return nil
+}
+
+// Stats counts what a relay did since it started. Read it with Relay.Stats;
+// rates come from differences between two reads.
+type Stats struct {
+	// Published counts rows the broker confirmed.
+	Published uint64
+	// Marked counts confirmed rows deleted or archived.
+	Marked uint64
+	// Batches counts Publish calls.
+	Batches uint64
+	// Failures counts failed row publishes, charged or not.
+	Failures uint64
+	// Outages counts Publish calls in which every message failed with a
+	// transient error (the broker looked unavailable).
+	Outages uint64
+	// Dead counts rows this relay marked dead.
+	Dead uint64
+	// Claims counts keys leased; Released counts keys given back.
+	Claims, Released uint64
+	// Keys is the number of keys leased now; InFlight the rows being
+	// published now.
+	Keys, InFlight int
+	// PublishLatency is the duration of the last successful Publish call.
+	PublishLatency time.Duration
+	// LastError is the last publish or database error, or "".
+	LastError string
+	// LastErrorAt is when LastError happened.
+	LastErrorAt time.Time
+}

@@ -1,0 +1,424 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reliable-go/reliable"
+)
+
+// ErrNotMigrated means the outbox tables do not exist in the connection's
+// schema: call Migrate first.
+var ErrNotMigrated = errors.New("outbox: tables missing, run outbox.Migrate")
+
+// ErrRunning is returned by Run while the relay is already running.
+var ErrRunning = errors.New("outbox: relay already running")
+
+// Relay moves committed outbox rows to the broker. See the package
+// documentation for its guarantees. Create it with NewRelay and start it with
+// Run; several relays, in one process or many, may work the same tables.
+type Relay struct {
+	pool *pgxpool.Pool
+	pub  reliable.Publisher
+	cfg  Config
+	log  *slog.Logger
+
+	running atomic.Bool
+
+	mu          sync.Mutex
+	lanes       map[string]*lane
+	readyQ      []*lane
+	refills     []*lane
+	pausedUntil time.Time
+	outages     int // consecutive calls in which everything failed
+	stats       Stats
+
+	kickWork  chan struct{}
+	kickClaim chan struct{}
+	marks     chan []markItem
+}
+
+// lane is one key (ordering lane) leased by this relay, with the rows read
+// ahead for it. At most one of its rows is in flight, always rows[0].
+type lane struct {
+	name       string
+	rows       []*row
+	lastID     int64     // highest row ID read
+	full       bool      // the last read returned Window rows: more may wait
+	inflight   bool      // rows[0] is being published or marked
+	queued     bool      // in readyQ
+	refilling  bool      // in refills or being refilled
+	lost       bool      // the lease is no longer ours: drop when not in flight
+	validUntil time.Time // publish only while the lease surely holds
+	claimedAt  time.Time
+}
+
+type row struct {
+	id       int64
+	l        *lane
+	msg      *reliable.Message
+	attempts int
+}
+
+type markKind int
+
+const (
+	markSent markKind = iota
+	markDead
+)
+
+type markItem struct {
+	row  *row
+	kind markKind
+	err  error // markDead: why
+}
+
+// NewRelay returns a relay that reads the outbox tables through pool and
+// publishes through pub, which should be durable (an adapter's publisher or a
+// producer.Producer): the relay deletes a row as soon as Publish returned nil
+// for it. The relay uses up to three of pool's connections for itself (one
+// for LISTEN), plus one per concurrent statement.
+func NewRelay(pool *pgxpool.Pool, pub reliable.Publisher, cfg Config) (*Relay, error) {
+	var p reliable.Problems
+	p.Addf(pool == nil, "pool is nil")
+	p.Addf(pub == nil, "publisher is nil")
+	if err := p.Err("outbox relay"); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	r := &Relay{
+		pool:      pool,
+		pub:       pub,
+		cfg:       cfg,
+		log:       cfg.Logger.With(slog.String("component", "outbox relay"), slog.String("relay", cfg.ID)),
+		lanes:     make(map[string]*lane),
+		kickWork:  make(chan struct{}, 1),
+		kickClaim: make(chan struct{}, 1),
+		marks:     make(chan []markItem, cfg.Publishers*2),
+	}
+	if mc := pool.Config().MaxConns; mc < 4 {
+		r.log.Warn("pool has fewer than 4 connections; the relay needs one for LISTEN and one per concurrent statement",
+			slog.Int("max_conns", int(mc)))
+	}
+	return r, nil
+}
+
+// ID returns the relay's instance ID, as recorded in the lease table.
+func (r *Relay) ID() string { return r.cfg.ID }
+
+// Stats returns what the relay did so far.
+func (r *Relay) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats
+	s.Keys = len(r.lanes)
+	return s
+}
+
+// Run relays rows until ctx ends, then stops taking new work, waits up to
+// Config.ShutdownTimeout for publishes in flight and for marking what was
+// confirmed, releases its leases and returns nil. Rows confirmed but not yet
+// marked when the timeout hits are published again later (consumers
+// deduplicate by message ID). Database and broker failures are retried with
+// backoff and never end Run; it returns an error only when it cannot start
+// (ErrNotMigrated, ErrRunning).
+func (r *Relay) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer r.running.Store(false)
+	if _, err := r.pool.Exec(ctx, `SELECT 1 FROM reliable_outbox_leases LIMIT 0`); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %w", ErrNotMigrated, err)
+	}
+
+	// Publishing and marking outlive ctx by up to ShutdownTimeout.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopShutdownTimer := context.AfterFunc(ctx, func() {
+		time.AfterFunc(r.cfg.ShutdownTimeout, cancelWork)
+	})
+	defer stopShutdownTimer()
+
+	var bg, workers, marker sync.WaitGroup
+	bg.Go(func() { r.listen(ctx) })
+	bg.Go(func() { r.claimLoop(ctx) })
+	bg.Go(func() { r.renewLoop(ctx) })
+	bg.Go(func() { r.cleanupLoop(ctx) })
+	marker.Go(func() { r.markLoop(workCtx) })
+	for range r.cfg.Publishers {
+		workers.Go(func() { r.workLoop(ctx, workCtx) })
+	}
+	r.kick(r.kickClaim)
+
+	<-ctx.Done()
+	workers.Wait()
+	close(r.marks)
+	marker.Wait()
+	bg.Wait()
+
+	relCtx, cancel := context.WithTimeout(workCtx, 5*time.Second)
+	defer cancel()
+	if _, err := r.pool.Exec(relCtx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.ID); err != nil {
+		r.log.Warn("releasing leases on shutdown failed; they expire by themselves",
+			slog.Duration("lease_ttl", r.cfg.LeaseTTL), slog.Any("error", err))
+	}
+	r.mu.Lock()
+	r.lanes = make(map[string]*lane)
+	r.readyQ, r.refills = nil, nil
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Relay) kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// noteError records err in the stats.
+func (r *Relay) noteError(err error) {
+	r.mu.Lock()
+	r.stats.LastError = err.Error()
+	r.stats.LastErrorAt = time.Now()
+	r.mu.Unlock()
+}
+
+// enqueueLocked makes l's head row publishable.
+func (r *Relay) enqueueLocked(l *lane) {
+	if l.queued || l.inflight || l.lost || l.refilling || len(l.rows) == 0 {
+		return
+	}
+	l.queued = true
+	r.readyQ = append(r.readyQ, l)
+}
+
+// dropLaneLocked forgets l; its lease, if still ours, was released or
+// expires.
+func (r *Relay) dropLaneLocked(l *lane) {
+	if r.lanes[l.name] == l {
+		delete(r.lanes, l.name)
+	}
+	l.rows = nil
+}
+
+// workLoop publishes batches of head rows until ctx ends.
+func (r *Relay) workLoop(ctx, workCtx context.Context) {
+	for ctx.Err() == nil {
+		batch, wait := r.takeBatch(time.Now())
+		if len(batch) == 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-r.kickWork:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		r.publish(workCtx, batch)
+	}
+}
+
+// takeBatch takes the head rows of up to BatchSize ready lanes, or says how
+// long to wait.
+func (r *Relay) takeBatch(now time.Time) ([]*row, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Before(r.pausedUntil) {
+		return nil, r.pausedUntil.Sub(now)
+	}
+	var batch []*row
+	keep := r.readyQ[:0]
+	for _, l := range r.readyQ {
+		switch {
+		case len(batch) >= r.cfg.BatchSize:
+			keep = append(keep, l)
+		case l.lost || l.inflight || len(l.rows) == 0:
+			l.queued = false
+			if l.lost && !l.inflight {
+				r.dropLaneLocked(l)
+			}
+		case now.Add(r.cfg.PublishTimeout).After(l.validUntil):
+			// The lease may lapse during the publish: wait for renewal.
+			keep = append(keep, l)
+		default:
+			l.queued = false
+			l.inflight = true
+			batch = append(batch, l.rows[0])
+		}
+	}
+	clear(r.readyQ[len(keep):])
+	r.readyQ = keep
+	r.stats.InFlight += len(batch)
+	if len(batch) > 0 && len(r.readyQ) > 0 {
+		r.kick(r.kickWork) // let another worker take the rest
+	}
+	return batch, 50 * time.Millisecond
+}
+
+// publish sends one batch and routes each row to the marker or to failure
+// handling.
+func (r *Relay) publish(ctx context.Context, batch []*row) {
+	msgs := make([]*reliable.Message, len(batch))
+	for i, rw := range batch {
+		msgs[i] = rw.msg.Clone()
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	start := time.Now()
+	err := r.pub.Publish(pctx, msgs...)
+	cancel()
+	elapsed := time.Since(start)
+
+	var ok, failed []*row
+	var errs []error
+	if err == nil {
+		ok = batch
+	} else {
+		byID := map[string]error{}
+		var pe *reliable.PublishError
+		if errors.As(err, &pe) && len(pe.Failed) > 0 {
+			for _, f := range pe.Failed {
+				byID[f.MessageID] = f.Err
+			}
+		}
+		for _, rw := range batch {
+			e, listed := byID[rw.msg.ID]
+			switch {
+			case listed:
+			case len(byID) == 0: // not a per-message report: nothing confirmed
+				e = err
+			default:
+				ok = append(ok, rw)
+				continue
+			}
+			failed = append(failed, rw)
+			errs = append(errs, e)
+		}
+	}
+
+	r.mu.Lock()
+	r.stats.Batches++
+	r.stats.Published += uint64(len(ok))
+	r.stats.Failures += uint64(len(failed))
+	if err == nil {
+		r.stats.PublishLatency = elapsed
+	} else {
+		r.stats.LastError = err.Error()
+		r.stats.LastErrorAt = time.Now()
+	}
+	r.mu.Unlock()
+
+	var items []markItem
+	for _, rw := range ok {
+		items = append(items, markItem{row: rw, kind: markSent})
+	}
+	items = append(items, r.handleFailures(ctx, failed, errs, len(ok) > 0)...)
+	if len(items) > 0 {
+		r.marks <- items
+	}
+}
+
+// handleFailures decides per failed row: dead (returned, for the marker),
+// charged an attempt and retried after backoff, or, when the broker looked
+// unavailable, retried after a relay-wide pause without charge.
+func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error, someConfirmed bool) []markItem {
+	if len(failed) == 0 {
+		r.mu.Lock()
+		r.outages = 0
+		r.mu.Unlock()
+		return nil
+	}
+	var dead []markItem
+	var charged, free []*row
+	var chargedErrs []string
+	transient := false
+	for i, rw := range failed {
+		switch {
+		case reliable.IsPermanent(errs[i]):
+			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
+		case someConfirmed && rw.attempts+1 >= r.cfg.MaxAttempts:
+			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
+		case someConfirmed:
+			charged = append(charged, rw)
+			chargedErrs = append(chargedErrs, errs[i].Error())
+		default:
+			transient = true
+			free = append(free, rw)
+		}
+	}
+	if len(charged) > 0 {
+		ids := make([]int64, len(charged))
+		for i, rw := range charged {
+			ids[i] = rw.id
+		}
+		_, err := r.pool.Exec(ctx, `UPDATE reliable_outbox o SET attempts = o.attempts + 1, last_error = e.err
+			FROM unnest($1::bigint[], $2::text[]) AS e(id, err) WHERE o.id = e.id`, ids, chargedErrs)
+		if err != nil {
+			r.log.Warn("recording failed attempts", slog.Any("error", err))
+			r.noteError(err)
+		}
+	}
+
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if transient && !someConfirmed {
+		r.outages++
+		r.stats.Outages++
+		d := r.cfg.Backoff.Delay(r.outages)
+		if until := now.Add(d); until.After(r.pausedUntil) {
+			r.pausedUntil = until
+		}
+		r.log.Warn("broker unavailable, backing off", slog.Int("rows", len(failed)),
+			slog.Int("consecutive", r.outages), slog.Duration("backoff", d), slog.Any("error", errs[0]))
+	} else {
+		r.outages = 0
+	}
+	for _, rw := range free {
+		r.releaseInflightLocked(rw.l)
+		r.enqueueLocked(rw.l)
+	}
+	for _, rw := range charged {
+		rw.attempts++
+		l := rw.l
+		r.releaseInflightLocked(l)
+		if l.lost {
+			continue
+		}
+		// Not queued until the backoff passes; the lane stays leased, so its
+		// later rows wait too.
+		l.queued = true
+		time.AfterFunc(r.cfg.Backoff.Delay(rw.attempts), func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			l.queued = false
+			r.enqueueLocked(l)
+			r.kick(r.kickWork)
+		})
+	}
+	r.kick(r.kickWork)
+	return dead
+}
+
+// releaseInflightLocked ends l's in-flight publish without advancing it.
+func (r *Relay) releaseInflightLocked(l *lane) {
+	l.inflight = false
+	r.stats.InFlight--
+	if l.lost {
+		r.dropLaneLocked(l)
+	}
+}
