@@ -1,0 +1,154 @@
+package consumer
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/idempotency"
+)
+
+// RetryTable is the ordered per-key retry table the consumer parks messages
+// in. *retry.Table implements it.
+type RetryTable interface {
+	// Blocked reports whether key has entries waiting, so a new message of
+	// the key must queue behind them.
+	Blocked(ctx context.Context, key string) (bool, error)
+	// Park stores msg behind the key's entries. When it returns nil the entry
+	// is committed and the delivery may be acked.
+	Park(ctx context.Context, msg *reliable.Message, cause error) error
+	// DeadLetter stores msg as dead with cause as the reason.
+	DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error
+}
+
+// DeadLetterer receives messages that must never be handled: poison
+// messages and messages from another environment.
+type DeadLetterer interface {
+	DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error
+}
+
+// Config configures a Consumer. Only Topic is required; the zero value of
+// every other field is the safe default.
+type Config struct {
+	// Topic is the topic (Kafka) or topic exchange (RabbitMQ) to consume.
+	Topic string
+	// Environment, when set, refuses messages whose environment header
+	// differs (L07).
+	Environment string
+	// Dedupe skips messages already handled (L20). Optional but strongly
+	// recommended: every broker redelivers after a crash.
+	Dedupe idempotency.Store
+	// RetryTable parks retryable failures and the messages queued behind them
+	// (L09-L11). Without one, retryable failures are retried inline in the
+	// key's lane, InlineAttempts times.
+	RetryTable RetryTable
+	// DeadLetter receives poison and wrong-environment messages. Defaults to
+	// RetryTable. With neither, a poison message is nacked so the broker's
+	// own dead-letter policy applies, and a wrong-environment message is
+	// logged and acked without being handled.
+	DeadLetter DeadLetterer
+
+	// Concurrency is how many keys are handled at once. Defaults to 16;
+	// change it while running with SetConcurrency (L16).
+	Concurrency int
+	// MaxInFlight bounds deliveries received and not settled. Defaults to
+	// 1024 (L23).
+	MaxInFlight int
+	// Rate limits handler starts per second; 0 means none. Change it while
+	// running with SetRate (L16).
+	Rate float64
+
+	// InlineAttempts bounds handler attempts per delivery when there is no
+	// RetryTable. Defaults to 3.
+	InlineAttempts int
+	// Backoff spaces inline retries and retries of store operations. See
+	// reliable.Backoff for its defaults.
+	Backoff reliable.Backoff
+	// ShutdownTimeout bounds how long Run waits for in-flight deliveries
+	// after its context ends. Defaults to 30s. Unfinished deliveries are left
+	// unsettled and will be delivered again.
+	ShutdownTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Observe, when set, is called once per delivery with its outcome, for
+	// metrics. It must not block.
+	Observe func(Event)
+}
+
+// Validate returns every problem of c at once, or nil.
+func (c Config) Validate() error {
+	var p reliable.Problems
+	p.Addf(c.Topic == "", "Topic is required")
+	p.Addf(c.Concurrency < 0, "Concurrency is %d, must be 0 (default) or positive", c.Concurrency)
+	p.Addf(c.MaxInFlight < 0, "MaxInFlight is %d, must be 0 (default) or positive", c.MaxInFlight)
+	p.Addf(c.Rate < 0, "Rate is %v, must be 0 (unlimited) or positive", c.Rate)
+	p.Addf(c.InlineAttempts < 0, "InlineAttempts is %d, must be 0 (default) or positive", c.InlineAttempts)
+	p.Addf(c.ShutdownTimeout < 0, "ShutdownTimeout is negative")
+	return p.Err("consumer")
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1024
+	}
+	if c.InlineAttempts == 0 {
+		c.InlineAttempts = 3
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DeadLetter == nil && c.RetryTable != nil {
+		c.DeadLetter = c.RetryTable
+	}
+	return c
+}
+
+// Outcome is what became of a delivery.
+type Outcome int
+
+// The outcomes of a delivery. Every one but OutcomeUnsettled acks it.
+const (
+	// OutcomeHandled: the handler succeeded (and the ID was recorded done).
+	OutcomeHandled Outcome = iota + 1
+	// OutcomeDuplicate: the ID was already done; the handler was not called.
+	OutcomeDuplicate
+	// OutcomeParked: stored in the retry table, after a retryable failure or
+	// behind earlier entries of its key.
+	OutcomeParked
+	// OutcomeDeadLettered: poison, or from another environment.
+	OutcomeDeadLettered
+	// OutcomeUnsettled: left for the broker to deliver again (nacked, or the
+	// consumer stopped first).
+	OutcomeUnsettled
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeHandled:
+		return "handled"
+	case OutcomeDuplicate:
+		return "duplicate"
+	case OutcomeParked:
+		return "parked"
+	case OutcomeDeadLettered:
+		return "dead-lettered"
+	case OutcomeUnsettled:
+		return "unsettled"
+	}
+	return "unknown"
+}
+
+// Event reports one delivery's outcome to Config.Observe.
+type Event struct {
+	Message  *reliable.Message
+	Outcome  Outcome
+	Err      error // the handler's error, if any
+	Duration time.Duration
+}
