@@ -46,7 +46,7 @@ func (l *ledger) count() int {
 
 // check fails t unless every message in want was applied exactly once and
 // every key in sequence.
-func (l *ledger) check(t *testing.T, want []*reliable.Message) {
+func (l *ledger) check(t testing.TB, want []*reliable.Message) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
