@@ -1,0 +1,175 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The operator API: inspect and repair a group's entries (reliablectl uses
+// it). Every method is scoped to the table's group.
+
+// List returns entries matching f, in sequence (ID) order.
+func (t *Table) List(ctx context.Context, f ListFilter) ([]Entry, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	q := `SELECT ` + entryColumns + ` FROM ` + t.table + ` WHERE grp = $1 AND id > $2`
+	args := []any{t.cfg.Group, f.AfterID}
+	if f.Key != "" {
+		args = append(args, keyLane(f.Key))
+		q += ` AND lane = $` + strconv.Itoa(len(args))
+	}
+	if len(f.States) > 0 {
+		states := make([]string, len(f.States))
+		for i, s := range f.States {
+			states[i] = string(s)
+		}
+		args = append(args, states)
+		q += ` AND state = ANY($` + strconv.Itoa(len(args)) + `)`
+	}
+	args = append(args, limit)
+	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
+	rows, err := t.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("retry: list: %w", err)
+	}
+	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) { return scanEntry(r) })
+	if err != nil {
+		return nil, fmt.Errorf("retry: list: %w", err)
+	}
+	return entries, nil
+}
+
+// Get returns one entry, or an error matching ErrNotFound.
+func (t *Table) Get(ctx context.Context, id int64) (Entry, error) {
+	e, err := scanEntry(t.pool.QueryRow(ctx, `SELECT `+entryColumns+` FROM `+t.table+` WHERE grp = $1 AND id = $2`, t.cfg.Group, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Entry{}, fmt.Errorf("retry: entry %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("retry: get %d: %w", id, err)
+	}
+	return e, nil
+}
+
+// RetryNow makes an entry due now. A dead or released entry becomes pending
+// again with a fresh budget of MaxAttempts, in its original position: it
+// blocks its key again, and the key's later entries wait for it. Retrying a
+// released entry therefore replays an old message after newer ones of its
+// key may have been applied; that is the operator's call.
+func (t *Table) RetryNow(ctx context.Context, id int64) error {
+	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
+  attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
+WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released')`, t.cfg.Group, id)
+	if err != nil {
+		return fmt.Errorf("retry: retry now %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("retry: retry now: entry %d is not pending, dead or released: %w", id, ErrNotFound)
+	}
+	t.log.InfoContext(ctx, "operator: entry retried now", "entry", id)
+	return nil
+}
+
+// RetryKeyNow makes every pending and dead entry of key due now (dead ones
+// with a fresh budget) and returns how many entries it changed.
+func (t *Table) RetryKeyNow(ctx context.Context, key string) (int64, error) {
+	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
+  attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
+WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')`, t.cfg.Group, keyLane(key))
+	if err != nil {
+		return 0, fmt.Errorf("retry: retry key %q now: %w", key, err)
+	}
+	t.log.InfoContext(ctx, "operator: key retried now", "key", key, "entries", tag.RowsAffected())
+	return tag.RowsAffected(), nil
+}
+
+// Discard drops an entry that is pending, dead or released: it no longer
+// blocks its key and is never replayed. It is kept, discarded, for the
+// retention. If a retrier is replaying the entry at that moment, that one
+// attempt may still complete.
+func (t *Table) Discard(ctx context.Context, id int64) error {
+	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'discarded', finished_at = now(), updated_at = now()
+WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released')`, t.cfg.Group, id)
+	if err != nil {
+		return fmt.Errorf("retry: discard %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("retry: discard: entry %d is not pending, dead or released: %w", id, ErrNotFound)
+	}
+	t.log.InfoContext(ctx, "operator: entry discarded", "entry", id)
+	return nil
+}
+
+// Release unblocks a key whose head is dead: its dead entries become
+// released (kept for inspection) and its later entries and messages flow
+// again. It returns how many entries it released.
+func (t *Table) Release(ctx context.Context, key string) (int64, error) {
+	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'released', finished_at = now(), updated_at = now()
+WHERE grp = $1 AND lane = $2 AND state = 'dead'`, t.cfg.Group, keyLane(key))
+	if err != nil {
+		return 0, fmt.Errorf("retry: release %q: %w", key, err)
+	}
+	t.log.InfoContext(ctx, "operator: key released", "key", key, "entries", tag.RowsAffected())
+	return tag.RowsAffected(), nil
+}
+
+// Stats summarises the group's entries, for metrics and alerts (L18).
+func (t *Table) Stats(ctx context.Context) (Stats, error) {
+	var s Stats
+	var oldestDue, oldestCreated *time.Time
+	err := t.pool.QueryRow(ctx, `SELECT
+  count(*) FILTER (WHERE state = 'pending'),
+  count(*) FILTER (WHERE state = 'dead'),
+  count(*) FILTER (WHERE state = 'released'),
+  count(DISTINCT lane) FILTER (WHERE state IN ('pending', 'dead')),
+  count(*) FILTER (WHERE state = 'pending' AND next_attempt_at <= now()),
+  min(next_attempt_at) FILTER (WHERE state = 'pending'),
+  min(created_at) FILTER (WHERE state IN ('pending', 'dead'))
+FROM `+t.table+` WHERE grp = $1 AND state IN ('pending', 'dead', 'released')`, t.cfg.Group).
+		Scan(&s.Pending, &s.Dead, &s.Released, &s.BlockedKeys, &s.Due, &oldestDue, &oldestCreated)
+	if err != nil {
+		return Stats{}, fmt.Errorf("retry: stats: %w", err)
+	}
+	if oldestDue != nil {
+		s.OldestDue = *oldestDue
+	}
+	if oldestCreated != nil {
+		s.OldestCreated = *oldestCreated
+	}
+	return s, nil
+}
+
+// Cleanup deletes the group's finished entries (done, discarded, released)
+// older than the retention, and leases left expired by crashed retriers,
+// CleanupBatchSize rows per statement so it never holds long locks (L17). It
+// returns how many entries it deleted. Pending and blocking dead entries are
+// never deleted. A Retrier runs it every CleanupInterval.
+func (t *Table) Cleanup(ctx context.Context) (int64, error) {
+	q := `DELETE FROM ` + t.table + ` WHERE id IN (
+  SELECT id FROM ` + t.table + ` WHERE grp = $1 AND state IN ('done', 'discarded', 'released')
+    AND finished_at < now() - $2 * interval '1 microsecond'
+  LIMIT $3 FOR UPDATE SKIP LOCKED)`
+	var total int64
+	for {
+		tag, err := t.pool.Exec(ctx, q, t.cfg.Group, t.cfg.Retention.Microseconds(), t.cfg.CleanupBatchSize)
+		if err != nil {
+			return total, fmt.Errorf("retry: cleanup: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(t.cfg.CleanupBatchSize) {
+			break
+		}
+	}
+	if _, err := t.pool.Exec(ctx, `DELETE FROM `+t.leases+` WHERE grp = $1 AND expires_at < now() - interval '1 hour'`, t.cfg.Group); err != nil {
+		return total, fmt.Errorf("retry: cleanup leases: %w", err)
+	}
+	return total, nil
+}

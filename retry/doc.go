@@ -1,0 +1,54 @@
+// Package retry is the ordered retry table (L11) in PostgreSQL: a failed
+// message waits in the table without holding up other keys (L10), and the
+// later messages of its key wait behind it, so one key's events still apply
+// in order (L09).
+//
+// # How the consumer uses it
+//
+// For each delivery, inside the message's key lane:
+//
+//  1. If [Table.Blocked] reports the key has entries waiting, [Table.Park]
+//     the message behind them (cause nil) and complete the delivery.
+//  2. Otherwise call the handler. On a retryable error, Park the message
+//     with the error; on a permanent one, [Table.DeadLetter] it. Complete the
+//     delivery once Park or DeadLetter returned nil: the entry is committed.
+//
+// A [Retrier] (run one in every service instance) claims keys whose head
+// entry is due and replays the key's entries in their original order,
+// backing off exponentially with jitter. After MaxAttempts failed attempts
+// (default 7, counting the consumer's first) or a permanent error the entry
+// is dead: the [Notifier] is called (log, webhook and email implementations)
+// and the key stays blocked until an operator retries, discards or releases
+// it through [Table.RetryNow], [Table.Discard] or [Table.Release], or at
+// once with TableConfig.ReleaseOnDead.
+//
+// # Guarantees
+//
+//   - Order: a key's entries replay in the order they were parked, and a
+//     message of a key with entries waiting is parked behind them, never
+//     handled ahead of them.
+//   - One retrier per key: a key is replayed only under a lease in the
+//     database. Leases are renewed while a retrier works and expire when it
+//     crashes, so another retrier takes the key over, starting again at the
+//     key's head. Every outcome a retrier records is fenced by its lease.
+//   - At least once: a replay whose outcome could not be recorded (crash,
+//     lost lease, database error) runs again. Pair the handler with the
+//     idempotency package or make it naturally idempotent.
+//   - Replica lag (L21): a handler that reads an incomplete order from a
+//     lagging replica returns reliable.RetryAfter(d, err); the message waits
+//     in the table at least d, and its key's later messages wait behind it.
+//
+// # Operations
+//
+// [Table.Migrate] applies the embedded schema explicitly (never from a
+// constructor). [Table.Stats] gives depth, due entries, dead entries and the
+// oldest due time for metrics and alerts (L18). [Table.Cleanup], run by each
+// Retrier every CleanupInterval, deletes finished history older than the
+// retention in batches (L17). Keyless messages have no order to keep and
+// never block each other.
+//
+// Claiming scans the group's pending and dead entries for the head of each
+// key, which is cheap while the table holds retries, as it should; a table
+// holding a large backlog (hundreds of thousands of entries) makes each poll
+// proportionally slower.
+package retry

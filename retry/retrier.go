@@ -1,0 +1,423 @@
+package retry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reliable-go/reliable"
+)
+
+// Retrier replays a table's parked entries through a handler.
+//
+// Its workers claim keys (lanes) whose head entry is due by taking a lease
+// on the key, then replay the key's entries in their original order: an
+// entry that succeeds is deleted (or kept as done), and the next one runs; an
+// entry that fails is rescheduled with exponential backoff and jitter and the
+// key waits for it; after MaxAttempts failures, or at once for a permanent
+// error, the entry is dead and the notifier is called.
+//
+// Several retriers, in one process or many, may run on one table and group:
+// a key's lease admits one retrier at a time, and every change a retrier
+// makes to an entry is fenced by its lease, so a retrier that lost its lease
+// (paused, partitioned) cannot apply a stale outcome. The retrier renews its
+// leases while it works and cancels the handler's context when a lease is
+// lost; a crashed retrier's keys are taken over when its leases expire.
+type Retrier struct {
+	t       *Table
+	h       reliable.Handler
+	cfg     RetrierConfig
+	log     *slog.Logger
+	claims  atomic.Uint64
+	owner   string
+	running atomic.Bool
+
+	// releaseOnStop is false only in tests that simulate a crash.
+	releaseOnStop bool
+}
+
+// NewRetrier returns a retrier replaying t's entries through h.
+func NewRetrier(t *Table, h reliable.Handler, cfg RetrierConfig) (*Retrier, error) {
+	var p reliable.Problems
+	p.Addf(t == nil, "table is nil")
+	p.Addf(h == nil, "handler is nil")
+	if err := p.Err("retrier"); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults(t)
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		cfg.Owner = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return &Retrier{
+		t: t, h: h, cfg: cfg, log: cfg.Logger.With("component", "retrier", "group", t.cfg.Group, "owner", cfg.Owner),
+		owner: cfg.Owner + "/" + hex.EncodeToString(b[:]), releaseOnStop: true,
+	}, nil
+}
+
+// Run replays due entries until ctx ends, then lets in-flight handlers finish
+// (up to ShutdownTimeout), releases its leases and returns nil. Database
+// errors are logged and retried, never returned. Run may be called once.
+func (r *Retrier) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("retry: Retrier.Run called twice")
+	}
+	if r.cfg.CleanupInterval > 0 {
+		go r.cleanupLoop(ctx)
+	}
+	var (
+		wg     sync.WaitGroup
+		done   = make(chan string, r.cfg.Workers)
+		active = make(map[string]bool, r.cfg.Workers)
+		poll   = time.NewTimer(0)
+	)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case lane := <-done:
+			delete(active, lane)
+		case <-poll.C:
+		}
+		// Drain finished workers, then claim as many keys as there are free
+		// workers. A full claim means more may be due: look again as soon as a
+		// worker frees up; otherwise wait for the poll interval.
+		for drained := false; !drained; {
+			select {
+			case lane := <-done:
+				delete(active, lane)
+			default:
+				drained = true
+			}
+		}
+		free := r.cfg.Workers - len(active)
+		if free == 0 {
+			continue
+		}
+		owner := r.owner + "/" + strconv.FormatUint(r.claims.Add(1), 10)
+		lanes, err := r.claim(ctx, free, owner)
+		if err != nil && ctx.Err() == nil {
+			r.log.ErrorContext(ctx, "claiming due keys failed", "error", err)
+		}
+		for _, l := range lanes {
+			if active[l] {
+				continue // cannot happen: our own lease is live while we work on l
+			}
+			active[l] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.runLane(ctx, l, owner)
+				done <- l
+			}()
+		}
+		if len(lanes) < free {
+			poll.Reset(r.cfg.PollInterval)
+		} else {
+			poll.Reset(r.cfg.PollInterval * 10) // a worker finishing wakes us first
+		}
+	}
+}
+
+// claim leases up to n lanes whose head entry is pending and due, and that no
+// live lease covers. The lease upsert only replaces an expired lease, so of
+// two retriers claiming one lane at once exactly one gets it.
+func (r *Retrier) claim(ctx context.Context, n int, owner string) ([]string, error) {
+	t := r.t
+	rows, err := t.pool.Query(ctx, `WITH heads AS (
+  SELECT DISTINCT ON (lane) lane, state, next_attempt_at FROM `+t.table+`
+  WHERE grp = $1 AND state IN ('pending', 'dead') ORDER BY lane, id
+), due AS (
+  SELECT h.lane FROM heads h
+  WHERE h.state = 'pending' AND h.next_attempt_at <= now()
+    AND NOT EXISTS (SELECT 1 FROM `+t.leases+` l WHERE l.grp = $1 AND l.lane = h.lane AND l.expires_at > now())
+  ORDER BY h.next_attempt_at LIMIT $2
+)
+INSERT INTO `+t.leases+` AS l (grp, lane, owner, expires_at)
+SELECT $1, lane, $3, now() + $4 * interval '1 microsecond' FROM due
+ON CONFLICT (grp, lane) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+  WHERE l.expires_at <= now()
+RETURNING lane`, t.cfg.Group, n, owner, r.cfg.LeaseTTL.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("retry: claim: %w", err)
+	}
+	lanes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("retry: claim: %w", err)
+	}
+	return lanes, nil
+}
+
+// errLeaseLost stops work on a lane whose lease another retrier took.
+var errLeaseLost = errors.New("retry: lease lost")
+
+// runLane replays lane's entries in order while it holds the lease.
+func (r *Retrier) runLane(ctx context.Context, lane, owner string) {
+	// The handler's context outlives ctx by up to ShutdownTimeout so an
+	// in-flight replay can finish; it ends at once when the lease is lost.
+	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+	stopShutdown := context.AfterFunc(ctx, func() {
+		time.AfterFunc(r.cfg.ShutdownTimeout, func() { cancelWork(context.Cause(ctx)) })
+	})
+	defer stopShutdown()
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		r.heartbeat(work, lane, owner, cancelWork)
+	}()
+	defer func() {
+		cancelWork(nil)
+		<-hbDone
+		if context.Cause(work) == errLeaseLost || !r.releaseOnStop {
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := r.t.pool.Exec(rctx, `DELETE FROM `+r.t.leases+` WHERE grp = $1 AND lane = $2 AND owner = $3`,
+			r.t.cfg.Group, lane, owner); err != nil {
+			r.log.WarnContext(rctx, "releasing a lease failed; it expires by itself", "lane", lane, "error", err)
+		}
+	}()
+
+	for ctx.Err() == nil && work.Err() == nil {
+		entries, err := r.head(work, lane)
+		if err != nil {
+			if work.Err() == nil {
+				r.log.ErrorContext(ctx, "reading a key's entries failed", "lane", lane, "error", err)
+			}
+			return
+		}
+		if len(entries) == 0 {
+			return
+		}
+		for _, e := range entries {
+			if ctx.Err() != nil || work.Err() != nil {
+				return // shutting down: never start the next entry
+			}
+			if e.state == StateDead || !e.due {
+				return // blocked by a dead head, or the head waits for its backoff
+			}
+			next, err := r.replay(ctx, work, e.Entry, owner)
+			if err != nil {
+				if errors.Is(err, errLeaseLost) {
+					cancelWork(errLeaseLost)
+				} else if work.Err() == nil {
+					r.log.ErrorContext(ctx, "recording a replay outcome failed", "entry", e.ID, "error", err)
+				}
+				return
+			}
+			if !next {
+				return
+			}
+		}
+	}
+}
+
+type headEntry struct {
+	Entry
+	state State
+	due   bool
+}
+
+// head reads the lane's blocking entries in order, with whether each is due
+// by the database's clock.
+func (r *Retrier) head(ctx context.Context, lane string) ([]headEntry, error) {
+	rows, err := r.t.pool.Query(ctx, `SELECT `+entryColumns+`, next_attempt_at <= now() FROM `+r.t.table+`
+WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead') ORDER BY id LIMIT $3`, r.t.cfg.Group, lane, r.cfg.BatchSize)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (headEntry, error) {
+		var he headEntry
+		var due bool
+		e, err := scanEntry(dueScanner{row, &due})
+		he.Entry, he.state, he.due = e, e.State, due
+		return he, err
+	})
+}
+
+// dueScanner appends the "due" column to scanEntry's destinations.
+type dueScanner struct {
+	row pgx.Row
+	due *bool
+}
+
+func (s dueScanner) Scan(dest ...any) error { return s.row.Scan(append(dest, s.due)...) }
+
+// replay runs one entry through the handler and records the outcome, fenced
+// by the lease. next reports whether the lane's following entry may run now.
+func (r *Retrier) replay(ctx, work context.Context, e Entry, owner string) (next bool, err error) {
+	r.log.DebugContext(ctx, "replaying", "entry", e.ID, "message_id", e.Message.ID, "attempt", e.Message.Delivery.Attempt)
+	herr := r.handle(work, e.Message)
+	if herr == nil {
+		return true, r.succeed(work, e, owner)
+	}
+	if work.Err() != nil {
+		// Shutdown or a lost lease interrupted the handler: not the
+		// message's fault, so the attempt does not count.
+		return false, nil
+	}
+	attempts := e.Attempts + 1
+	state, delay := StatePending, max(r.t.cfg.Backoff.Delay(attempts), reliable.RetryDelay(herr))
+	if reliable.IsPermanent(herr) || attempts >= r.t.cfg.MaxAttempts {
+		state, delay = StateDead, 0
+		if r.t.cfg.ReleaseOnDead {
+			state = StateReleased
+		}
+	}
+	updated, err := r.fail(work, e, owner, attempts, state, delay, herr)
+	if err != nil {
+		return false, err
+	}
+	if updated == nil {
+		return false, nil // an operator changed the entry meanwhile: re-read the lane later
+	}
+	r.log.InfoContext(ctx, "replay failed", "entry", e.ID, "message_id", e.Message.ID, "attempt", attempts,
+		"state", state, "next_attempt_at", updated.NextAttemptAt, "error", herr)
+	if state != StatePending {
+		r.t.notify(ctx, *updated)
+	}
+	return state == StateReleased, nil
+}
+
+// handle calls the handler, turning a panic into an error so one bad message
+// cannot kill the retrier.
+func (r *Retrier) handle(ctx context.Context, msg *reliable.Message) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("retry: handler panicked: %v", p)
+		}
+	}()
+	return r.h.Handle(ctx, msg)
+}
+
+// leaseCTE renews the lease and yields a row only while owner holds it.
+func (r *Retrier) leaseCTE() string {
+	return `lease AS (UPDATE ` + r.t.leases + ` SET expires_at = now() + $5 * interval '1 microsecond'
+  WHERE grp = $1 AND lane = $2 AND owner = $3 RETURNING 1)`
+}
+
+// renewSQL extends owner's lease; it affects no row once the lease is lost.
+func (r *Retrier) renewSQL() string {
+	return `UPDATE ` + r.t.leases + ` SET expires_at = now() + $4 * interval '1 microsecond'
+WHERE grp = $1 AND lane = $2 AND owner = $3`
+}
+
+func (r *Retrier) succeed(ctx context.Context, e Entry, owner string) error {
+	fin := `DELETE FROM ` + r.t.table + ` WHERE id = $4 AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)`
+	if r.t.cfg.KeepSucceeded {
+		fin = `UPDATE ` + r.t.table + ` SET state = 'done', finished_at = now(), updated_at = now()
+  WHERE id = $4 AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)`
+	}
+	var held bool
+	err := r.t.pool.QueryRow(ctx, `WITH `+r.leaseCTE()+`, fin AS (`+fin+` RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM lease)`, r.t.cfg.Group, lane(e.Message), owner, e.ID, r.cfg.LeaseTTL.Microseconds()).Scan(&held)
+	if err != nil {
+		return fmt.Errorf("retry: record success of entry %d: %w", e.ID, err)
+	}
+	if !held {
+		return errLeaseLost
+	}
+	return nil
+}
+
+// fail records a failed attempt. It returns the updated entry, or nil when
+// the entry was no longer pending (an operator discarded it).
+func (r *Retrier) fail(ctx context.Context, e Entry, owner string, attempts int, state State, delay time.Duration, cause error) (*Entry, error) {
+	var (
+		held    bool
+		updated *Entry
+	)
+	err := pgx.BeginFunc(ctx, r.t.pool, func(tx pgx.Tx) error {
+		// Renewing the lease inside the transaction also locks it, so no
+		// retrier can take the key over until this outcome is committed.
+		tag, err := tx.Exec(ctx, r.renewSQL(), r.t.cfg.Group, lane(e.Message), owner, r.cfg.LeaseTTL.Microseconds())
+		if held = err == nil && tag.RowsAffected() == 1; !held {
+			return err
+		}
+		u, err := scanEntry(tx.QueryRow(ctx, `UPDATE `+r.t.table+` SET attempts = $3, state = $4,
+  next_attempt_at = now() + $5 * interval '1 microsecond', last_error = $6, updated_at = now(),
+  finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END
+WHERE grp = $1 AND id = $2 AND state = 'pending'
+RETURNING `+entryColumns, r.t.cfg.Group, e.ID, attempts, string(state), delay.Microseconds(), cause.Error()))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		updated = &u
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("retry: record failure of entry %d: %w", e.ID, err)
+	}
+	if !held {
+		return nil, errLeaseLost
+	}
+	return updated, nil
+}
+
+// heartbeat renews the lane's lease every LeaseTTL/3 until ctx ends. When
+// the lease is gone, or cannot be renewed before it would expire, it cancels
+// the lane's work so the handler stops.
+func (r *Retrier) heartbeat(ctx context.Context, lane, owner string, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(r.cfg.LeaseTTL / 3)
+	defer tick.Stop()
+	renewed := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		tag, err := r.t.pool.Exec(ctx, r.renewSQL(), r.t.cfg.Group, lane, owner, r.cfg.LeaseTTL.Microseconds())
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil && tag.RowsAffected() == 1:
+			renewed = time.Now()
+		case err == nil:
+			r.log.WarnContext(ctx, "lease lost: another retrier took the key over", "lane", lane)
+			cancel(errLeaseLost)
+			return
+		case time.Since(renewed) > r.cfg.LeaseTTL*2/3:
+			r.log.ErrorContext(ctx, "lease not renewable: stopping the key's work", "lane", lane, "error", err)
+			cancel(errLeaseLost)
+			return
+		}
+	}
+}
+
+func (r *Retrier) cleanupLoop(ctx context.Context) {
+	tick := time.NewTicker(r.cfg.CleanupInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := r.t.Cleanup(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.log.ErrorContext(ctx, "retry table cleanup failed", "error", err)
+		} else if n > 0 {
+			r.log.InfoContext(ctx, "retry table cleaned up", "deleted", n)
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package retry
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/pgmigrate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrNotFound is returned by the operator API for an entry that does not
+// exist in the group or is not in a state the operation applies to.
+var ErrNotFound = errors.New("retry: entry not found")
+
+// Table is the ordered retry table of one consumer group, in PostgreSQL (L11).
+//
+// The consumer uses three calls per delivery, inside the message's key lane:
+// [Table.Blocked] (does the key have entries waiting?), then [Table.Park]
+// (put the message behind them, or park it after a retryable failure) or
+// [Table.DeadLetter] (a permanent failure). A [Retrier] replays the parked
+// entries. The remaining methods are the operator API.
+//
+// One key's Park calls must not run concurrently: the consumer's per-key
+// lane guarantees it, and the entries' sequence (their ID) is then the order
+// of the messages.
+type Table struct {
+	pool   *pgxpool.Pool
+	cfg    TableConfig
+	log    *slog.Logger
+	target pgmigrate.Target
+	table  string // sanitized entries table
+	leases string // sanitized leases table
+}
+
+// NewTable returns the retry table of cfg.Group on pool. It does not touch
+// the database: call [Table.Migrate] once (at deploy or start-up).
+func NewTable(pool *pgxpool.Pool, cfg TableConfig) (*Table, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if pool == nil {
+		return nil, &reliable.ConfigError{Component: "retry table", Problems: []string{"pool is nil"}}
+	}
+	cfg = cfg.withDefaults()
+	target := pgmigrate.Target{Schema: cfg.Schema, Table: cfg.TableName}
+	return &Table{
+		pool: pool, cfg: cfg, log: cfg.Logger.With("component", "retry", "group", cfg.Group),
+		target: target, table: target.Ident(""), leases: target.Ident("_leases"),
+	}, nil
+}
+
+// Config returns the table's configuration with defaults applied.
+func (t *Table) Config() TableConfig { return t.cfg }
+
+// Migrate creates or upgrades the tables from the embedded migrations. It is
+// idempotent and safe to run from several instances at once.
+func (t *Table) Migrate(ctx context.Context) error {
+	return pgmigrate.Apply(ctx, t.pool, migrations, "migrations", t.target)
+}
+
+// Blocked reports whether key has entries waiting: pending ones, or a dead
+// one that blocks it. A message of a blocked key must be parked, not
+// handled. The empty key (keyless messages, which need no order) is never
+// blocked.
+func (t *Table) Blocked(ctx context.Context, key string) (bool, error) {
+	if key == "" {
+		return false, nil
+	}
+	var blocked bool
+	err := t.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.table+`
+  WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead'))`, t.cfg.Group, keyLane(key)).Scan(&blocked)
+	if err != nil {
+		return false, fmt.Errorf("retry: blocked %q: %w", key, err)
+	}
+	return blocked, nil
+}
+
+// Park appends msg behind its key's entries. cause is the handler's error,
+// or nil when the message was not handled because its key is blocked.
+//
+// A failed message counts its attempt (msg.Delivery.Attempt, at least 1) and
+// is due after Backoff.Delay(attempts), or reliable.RetryDelay(cause) if
+// that is longer; a message parked behind others is due at once and runs
+// when it heads its key. A permanent cause, or attempts already at
+// MaxAttempts, stores the message dead, as DeadLetter does.
+//
+// Park is idempotent per message ID: a redelivered message parked twice stays
+// one entry, in its first position. Once Park returns nil the entry is
+// committed, so the consumer may ack the delivery.
+func (t *Table) Park(ctx context.Context, msg *reliable.Message, cause error) error {
+	if reliable.IsPermanent(cause) {
+		return t.DeadLetter(ctx, msg, cause)
+	}
+	attempts, delay := 0, time.Duration(0)
+	if cause != nil {
+		attempts = max(msg.Delivery.Attempt, 1)
+		delay = max(t.cfg.Backoff.Delay(attempts), reliable.RetryDelay(cause))
+	}
+	if attempts >= t.cfg.MaxAttempts {
+		return t.DeadLetter(ctx, msg, cause)
+	}
+	_, err := t.insert(ctx, msg, StatePending, attempts, delay, cause)
+	return err
+}
+
+// DeadLetter stores msg dead at once, for a permanent failure (poison): the
+// notifier is called, and the key stays blocked unless the table has
+// ReleaseOnDead. Like Park it is idempotent per message ID, and the notifier
+// is called only by the call that stored the entry.
+func (t *Table) DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error {
+	state := StateDead
+	if t.cfg.ReleaseOnDead {
+		state = StateReleased
+	}
+	e, err := t.insert(ctx, msg, state, max(msg.Delivery.Attempt, 1), 0, cause)
+	if err != nil || e == nil {
+		return err
+	}
+	t.notify(ctx, *e)
+	return nil
+}
+
+func (t *Table) insert(ctx context.Context, msg *reliable.Message, state State, attempts int, delay time.Duration, cause error) (*Entry, error) {
+	if msg.ID == "" {
+		return nil, fmt.Errorf("retry: park: %w", &reliable.InvalidMessageError{Problems: []string{"ID is empty: a message without an ID cannot be parked idempotently"}})
+	}
+	var msgTime *time.Time
+	if !msg.Time.IsZero() {
+		msgTime = &msg.Time
+	}
+	lastErr := ""
+	if cause != nil {
+		lastErr = cause.Error()
+	}
+	row := t.pool.QueryRow(ctx, `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
+  src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+  now() + $15 * interval '1 microsecond', $16, CASE WHEN $13 = 'pending' THEN NULL ELSE now() END)
+ON CONFLICT (grp, message_id) DO NOTHING
+RETURNING `+entryColumns,
+		t.cfg.Group, lane(msg), msg.ID, msg.Key, msg.Topic, msg.Type, msg.Headers, msg.Payload, msgTime,
+		msg.Delivery.Partition, msg.Delivery.Offset, msg.Delivery.Queue, string(state), attempts,
+		delay.Microseconds(), lastErr)
+	e, err := scanEntry(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		t.log.DebugContext(ctx, "message already parked", "message_id", msg.ID, "key", msg.Key)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("retry: park %s: %w", msg, err)
+	}
+	t.log.InfoContext(ctx, "message parked", "entry", e.ID, "message_id", msg.ID, "key", msg.Key,
+		"state", e.State, "attempts", attempts, "next_attempt_at", e.NextAttemptAt, "error", lastErr)
+	return &e, nil
+}
+
+// notify tells the notifier about a dead entry. A failing notifier is logged,
+// never fatal: the entry is stored, and Stats and List show it.
+func (t *Table) notify(ctx context.Context, e Entry) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.cfg.NotifyTimeout)
+	defer cancel()
+	de := DeadEntry{Entry: e, Blocking: e.State == StateDead}
+	t.log.WarnContext(ctx, "retry entry dead", "entry", e.ID, "message_id", e.Message.ID, "key", e.Message.Key,
+		"attempts", e.Attempts, "blocking", de.Blocking, "error", e.LastError)
+	if err := t.cfg.Notifier.Notify(ctx, de); err != nil {
+		t.log.ErrorContext(ctx, "dead entry notification failed", "entry", e.ID, "error", err)
+	}
+}
