@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -158,8 +159,12 @@ func newConnManager(url string, cfg *common, role string) (*connManager, error) 
 	conn, err := dial(ctx, url, cfg)
 	cancel()
 	if err != nil {
+		// A refused login, a bad URL or a server certificate that does not
+		// verify is a configuration mistake: report it now rather than
+		// retry it in the background.
 		var ce *reliable.ConfigError
-		if fatal(err) || errors.As(err, &ce) {
+		var ve *tls.CertificateVerificationError
+		if fatal(err) || errors.As(err, &ce) || errors.As(err, &ve) {
 			return nil, err
 		}
 		m.log.Warn("broker unreachable, will keep trying", slog.String("error", err.Error()))

@@ -119,6 +119,34 @@ func closeConnections(t testing.TB, prefix string) int {
 	return n
 }
 
+// forceClose closes cm's current connection from the broker side through
+// the management API, addressing it by name ("client -> server"
+// addresses). The API knows a new connection only once its first stats are
+// in (up to 5 s), so forceClose waits for that. It reports whether it closed
+// a connection.
+func forceClose(t testing.TB, cm *connManager) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, _, err := cm.connection(ctx)
+	if err != nil {
+		return false
+	}
+	path := "/api/connections/" + url.PathEscape(conn.LocalAddr().String()+" -> "+conn.RemoteAddr().String())
+	for ctx.Err() == nil {
+		var info struct {
+			Name string `json:"name"`
+		}
+		mgmt(t, http.MethodGet, path, &info)
+		if info.Name != "" {
+			mgmt(t, http.MethodDelete, path, nil)
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
 // waitConnections waits until count connections named with prefix exist.
 func waitConnections(t testing.TB, prefix string, count int, timeout time.Duration) {
 	t.Helper()
