@@ -1,0 +1,277 @@
+package kafka
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/ordering"
+)
+
+// groupHandler is the sarama.ConsumerGroupHandler of one subscription.
+type groupHandler struct {
+	sub   *Subscriber
+	topic string // unprefixed, as the application named it
+	out   chan<- *reliable.Delivery
+
+	mu     sync.Mutex
+	claims map[*claim]struct{} // of the current session
+	stop   chan struct{}       // stops the session's committer
+	wg     sync.WaitGroup
+}
+
+// claim is the state of one partition for one session. Its deliveries
+// settle through it; once revoked, their acks do nothing.
+type claim struct {
+	topic     string // Kafka name
+	partition int32
+	tracker   *ordering.Tracker // created with the first record
+
+	mu          sync.Mutex
+	revoked     bool
+	outstanding int   // handed out, not settled
+	marked      int64 // last offset passed to MarkOffset
+	nacked      chan struct{}
+	nackOnce    sync.Once
+	space       chan struct{} // signalled on every settle
+}
+
+func (h *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	h.mu.Lock()
+	h.claims = make(map[*claim]struct{})
+	h.stop = make(chan struct{})
+	stop := h.stop
+	h.mu.Unlock()
+	h.wg.Add(1)
+	go h.commitLoop(sess, stop)
+	return nil
+}
+
+// Cleanup runs after every ConsumeClaim returned, while the member still
+// belongs to the generation: the last chance to commit for this session.
+func (h *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
+	h.mu.Lock()
+	close(h.stop)
+	h.mu.Unlock()
+	h.wg.Wait()
+	sess.Commit()
+	return nil
+}
+
+func (h *groupHandler) commitLoop(sess sarama.ConsumerGroupSession, stop chan struct{}) {
+	defer h.wg.Done()
+	t := time.NewTicker(h.sub.cfg.Consumer.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		claims := make([]*claim, 0, len(h.claims))
+		for c := range h.claims {
+			claims = append(claims, c)
+		}
+		h.mu.Unlock()
+		marked := false
+		for _, c := range claims {
+			if c.mark(sess) {
+				marked = true
+			}
+		}
+		if marked {
+			sess.Commit()
+		}
+	}
+}
+
+// mark passes the commit position to sarama when it advanced.
+func (c *claim) mark(sess sarama.ConsumerGroupSession) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tracker == nil {
+		return false
+	}
+	pos := c.tracker.CommitPosition()
+	if pos <= c.marked {
+		return false
+	}
+	sess.MarkOffset(c.topic, c.partition, pos, "")
+	c.marked = pos
+	return true
+}
+
+func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, sc sarama.ConsumerGroupClaim) error {
+	cfg := h.sub.cfg.Consumer
+	c := &claim{
+		topic:     sc.Topic(),
+		partition: sc.Partition(),
+		marked:    sc.InitialOffset(),
+		nacked:    make(chan struct{}),
+		space:     make(chan struct{}, 1),
+	}
+	h.mu.Lock()
+	h.claims[c] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.release(sess, c)
+		h.mu.Lock()
+		delete(h.claims, c)
+		h.mu.Unlock()
+	}()
+
+	ctx := sess.Context()
+	tp := topicPartition{c.topic, c.partition}
+	for {
+		// Backpressure: a partition holds at most MaxInFlightPerPartition
+		// uncommitted deliveries (L23).
+		for c.tracker != nil && c.tracker.InFlight() >= cfg.MaxInFlightPerPartition {
+			select {
+			case <-c.space:
+			case <-ctx.Done():
+				return nil
+			case <-c.nacked:
+				return nil
+			}
+		}
+		var rec *sarama.ConsumerMessage
+		select {
+		case r, ok := <-sc.Messages():
+			if !ok {
+				return nil
+			}
+			rec = r
+		case <-ctx.Done():
+			return nil
+		case <-c.nacked:
+			return nil
+		}
+		c.mu.Lock()
+		if c.tracker == nil {
+			c.tracker = ordering.NewTracker(rec.Offset)
+		}
+		if err := c.tracker.Track(rec.Offset); err != nil {
+			// Offsets go backwards only if sarama misbehaves; never hand out
+			// what the tracker cannot account for.
+			c.mu.Unlock()
+			h.sub.report(err)
+			return nil
+		}
+		c.mu.Unlock()
+
+		msg := fromRecord(rec, h.topic)
+		msg.Delivery = reliable.DeliveryInfo{
+			Partition:   rec.Partition,
+			Offset:      rec.Offset,
+			Attempt:     1,
+			Redelivered: h.sub.noteDelivered(tp, rec.Offset),
+			ReceivedAt:  time.Now(),
+		}
+		d := reliable.NewDelivery(msg, &acker{c: c, offset: rec.Offset})
+		c.mu.Lock()
+		c.outstanding++
+		c.mu.Unlock()
+		select {
+		case h.out <- d:
+		case <-ctx.Done():
+			// Never handed out: it stays incomplete in the tracker, so the
+			// commit stops before it.
+			c.unsend()
+			return nil
+		case <-c.nacked:
+			c.unsend()
+			return nil
+		}
+	}
+}
+
+// release ends the claim: it waits for the in-flight deliveries (unless the
+// subscriber is closing), marks the final commit position and commits, then
+// makes later acks of this claim's deliveries no-ops.
+func (h *groupHandler) release(sess sarama.ConsumerGroupSession, c *claim) {
+	wait := h.sub.cfg.Consumer.DrainTimeout
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+drain:
+	for {
+		c.mu.Lock()
+		n := c.outstanding
+		c.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-c.space:
+		case <-h.sub.closing:
+			break drain
+		case <-timer.C:
+			h.sub.log.Warn("kafka: partition revoked with deliveries still in flight; they will be delivered again",
+				slog.String("topic", c.topic), slog.Int("partition", int(c.partition)),
+				slog.Int("in_flight", n), slog.Duration("waited", wait))
+			break drain
+		}
+	}
+	c.mu.Lock()
+	c.revoked = true
+	c.mu.Unlock()
+	if c.mark(sess) {
+		sess.Commit()
+	}
+}
+
+// unsend takes back a delivery that was never handed out.
+func (c *claim) unsend() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.settle()
+}
+
+// settle records that a handed-out delivery was acked or nacked. The caller
+// holds c.mu.
+func (c *claim) settle() {
+	c.outstanding--
+	select {
+	case c.space <- struct{}{}:
+	default:
+	}
+}
+
+// acker settles one delivery.
+type acker struct {
+	c      *claim
+	offset int64
+}
+
+// Ack marks the delivery complete; its offset is committed once every earlier
+// one of the partition is complete too. Acking a delivery of a revoked
+// partition does nothing.
+func (a *acker) Ack(_ context.Context, _ *reliable.Delivery) error {
+	c := a.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.revoked {
+		return nil
+	}
+	c.tracker.Complete(a.offset)
+	c.settle()
+	return nil
+}
+
+// Nack leaves the delivery incomplete and restarts the partition from its
+// committed offset (see Subscriber).
+func (a *acker) Nack(_ context.Context, _ *reliable.Delivery) error {
+	c := a.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.revoked {
+		return nil
+	}
+	c.settle()
+	c.nackOnce.Do(func() { close(c.nacked) })
+	return nil
+}

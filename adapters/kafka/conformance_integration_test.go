@@ -1,0 +1,53 @@
+package kafka
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/reliabletest"
+)
+
+// TestConformance runs the SDK's conformance suite on the real 3-broker
+// cluster, with the durable producer (NewProducer) and the Subscriber.
+func TestConformance(t *testing.T) {
+	brokers := kafkaBrokers(t)
+	run := uniqueName("conf")
+	reliabletest.RunConformance(t, reliabletest.Setup{
+		Features: reliabletest.Features{
+			OrderPerKey:        true,
+			CompetingConsumers: true,
+			NackRedelivers:     true,
+			UnknownTopicFails:  true,
+			// L02/L06: kill -9 a broker after the publish was acknowledged.
+			RestartBroker: func(ctx context.Context) error {
+				if err := brokerCtlErr("kill", 2); err != nil {
+					_ = brokerCtlErr("start", 2)
+					return err
+				}
+				return brokerCtlErr("start", 2)
+			},
+		},
+		NewPublisher: func(t *testing.T) reliable.Publisher {
+			p, err := NewProducer(testConfig(t))
+			if err != nil {
+				t.Fatalf("NewProducer: %v", err)
+			}
+			return p
+		},
+		NewSubscriber: func(t *testing.T, group string) reliable.Subscriber {
+			cfg := testConfig(t)
+			cfg.Consumer.Group = run + "-" + group
+			s, err := NewSubscriber(cfg)
+			if err != nil {
+				t.Fatalf("NewSubscriber: %v", err)
+			}
+			return s
+		},
+		CreateTopic: func(t *testing.T, topic string, _ ...string) {
+			createTopic(t, brokers, topic, 3, nil)
+		},
+		Timeout: 60 * time.Second,
+	})
+}
