@@ -8,6 +8,7 @@ import (
 	"net/smtp"
 	"os"
 	"os/signal"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -42,7 +43,7 @@ func Example() {
 		order, err := fetchOrder(ctx, msg.Key)
 		if errors.Is(err, errNotYetVisible) {
 			// L21: the read replica is behind: try again later, in order.
-			return reliable.RetryAfter(2e9, err)
+			return reliable.RetryAfter(2*time.Second, err)
 		}
 		if err != nil {
 			return err // retryable by default
