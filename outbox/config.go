@@ -63,11 +63,13 @@ type Config struct {
 	Backoff reliable.Backoff
 	// MaxAttempts is the number of failed attempts after which a row is dead.
 	// A failure counts against a row when the broker confirmed other messages
-	// of the same call, or at once when the error is permanent
-	// (reliable.IsPermanent: too large, unknown topic, not authorized). When
-	// every message of a call fails with a transient error, the broker is
-	// taken to be unavailable: the relay backs off and no row is charged, so
-	// an outage of any length kills nothing. Defaults to 10.
+	// of the same call, or when the row already failed that way before; a
+	// permanent error (reliable.IsPermanent: too large, unknown topic, not
+	// authorized) makes the row dead at once. When every message of a call
+	// fails with a transient error and none of them failed alone before, the
+	// broker is taken to be unavailable: the relay backs off as a whole and
+	// no row is charged, so an outage of any length kills nothing (rows that
+	// were already failing on their own keep being charged). Defaults to 10.
 	MaxAttempts int
 	// DeadReleasesKey lets the rows after a dead row of the same key go on.
 	// By default a dead row blocks its key (strict order) until an operator

@@ -347,12 +347,16 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	var chargedErrs []string
 	transient := false
 	for i, rw := range failed {
+		// A row that already failed while others succeeded is suspect: it
+		// is charged even when nothing else in this call went through, or a
+		// lone failing row would pass for an outage forever.
+		charge := someConfirmed || rw.attempts > 0
 		switch {
 		case reliable.IsPermanent(errs[i]):
 			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
-		case someConfirmed && rw.attempts+1 >= r.cfg.MaxAttempts:
+		case charge && rw.attempts+1 >= r.cfg.MaxAttempts:
 			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
-		case someConfirmed:
+		case charge:
 			charged = append(charged, rw)
 			chargedErrs = append(chargedErrs, errs[i].Error())
 		default:
@@ -376,7 +380,7 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if transient && !someConfirmed {
+	if transient {
 		r.outages++
 		r.stats.Outages++
 		d := r.cfg.Backoff.Delay(r.outages)
