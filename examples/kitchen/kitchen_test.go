@@ -174,7 +174,10 @@ func TestConsumerAppliesEveryEventOnceInOrderDespiteLag(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = c.Run(runCtx) }()
-	go func() { defer wg.Done(); table.RunRetrier(runCtx, consumer.Deduplicated(dedupe, k), 20*time.Millisecond) }()
+	go func() {
+		defer wg.Done()
+		table.RunRetrier(runCtx, consumer.Deduplicated(dedupe, k), 20*time.Millisecond)
+	}()
 	defer func() { stop(); wg.Wait() }()
 
 	pub := broker.Publisher()
