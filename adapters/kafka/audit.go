@@ -291,8 +291,10 @@ func (tc *topicChecker) audit(ctx context.Context, topics []string) error {
 		findings, err = Audit(ctx, adm, tc.cfg, topics...)
 	}
 	if err != nil {
-		if errors.Is(err, reliable.ErrUnknownTopic) || isAuthError(err) {
-			return err
+		// The topic exists (its metadata was just read), so an "unknown
+		// topic" here is a broker that has not caught up yet: retryable.
+		if isAuthError(err) {
+			return fmt.Errorf("kafka: durability audit: %w: %w", reliable.ErrNotAuthorized, err)
 		}
 		if tc.policy == AuditStrict {
 			// Retryable: the audit could not run, e.g. the cluster is down.

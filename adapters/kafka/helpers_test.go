@@ -144,34 +144,41 @@ func deleteTopic(brokers []string, topic string) {
 	_ = adm.DeleteTopic(topic)
 }
 
+// waitLeaders waits until every broker's metadata has topic with a leader
+// for each partition: right after CreateTopic, a broker that has not caught
+// up answers "unknown topic".
 func waitLeaders(t testing.TB, brokers []string, topic string, partitions int32) {
 	t.Helper()
 	sc := sarama.NewConfig()
 	sc.Version = DefaultVersion
-	client, err := sarama.NewClient(brokers, sc)
-	if err != nil {
-		t.Fatalf("client: %v", err)
-	}
-	defer client.Close()
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok := true
-		if err := client.RefreshMetadata(topic); err != nil {
-			ok = false
-		} else {
-			for p := int32(0); p < partitions; p++ {
-				if _, err := client.Leader(topic, p); err != nil {
-					ok = false
+	for _, addr := range brokers {
+		b := sarama.NewBroker(addr)
+		if err := b.Open(sc); err != nil {
+			t.Fatalf("broker %s: %v", addr, err)
+		}
+		for {
+			ok := false
+			resp, err := b.GetMetadata(sarama.NewMetadataRequest(sc.Version, []string{topic}))
+			if err == nil && len(resp.Topics) == 1 && resp.Topics[0].Err == sarama.ErrNoError &&
+				len(resp.Topics[0].Partitions) == int(partitions) {
+				ok = true
+				for _, p := range resp.Topics[0].Partitions {
+					if p.Leader < 0 {
+						ok = false
+					}
 				}
 			}
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = b.Close()
+				t.Fatalf("topic %s: broker %s has no leaders for it after 30s (err %v)", topic, addr, err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("topic %s: partitions without a leader after 30s", topic)
-		}
-		time.Sleep(100 * time.Millisecond)
+		_ = b.Close()
 	}
 }
 
