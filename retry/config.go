@@ -158,7 +158,7 @@ func (c RetrierConfig) withDefaults(t *Table) RetrierConfig {
 		c.CleanupInterval = DefaultCleanupInterval
 	}
 	if c.Logger == nil && t != nil {
-		c.Logger = t.log
+		c.Logger = t.cfg.Logger
 	}
 	return c
 }

@@ -2,6 +2,7 @@ package retry_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,6 +109,8 @@ func consume(ctx context.Context, tbl *retry.Table, h reliable.Handler, msg *rel
 		return err
 	}
 	if blocked {
+		// nil: not handled, so no attempt is counted even if the retrier
+		// drains the key between Blocked and Park.
 		return tbl.Park(ctx, msg, nil)
 	}
 	msg.Delivery.Attempt = 1
@@ -119,6 +122,8 @@ func consume(ctx context.Context, tbl *retry.Table, h reliable.Handler, msg *rel
 	}
 	return nil
 }
+
+var errKeyBlocked = errors.New("key has earlier messages waiting")
 
 func orderMsg(key, typ string) *reliable.Message {
 	return &reliable.Message{ID: key + "/" + typ, Topic: "orders", Key: key, Type: "order." + typ, Payload: []byte(typ)}

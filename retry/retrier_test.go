@@ -119,12 +119,14 @@ func TestTwoInstancesApplyEveryMessageOnceInOrder(t *testing.T) {
 	}
 	wg.Wait()
 	consumed := time.Since(start)
-	waitFor(t, 2*time.Minute, "every message to apply", func() bool { return l.total() == n || t.Failed() })
-	select {
-	case e := <-b.dead:
-		t.Fatalf("unexpected dead entry %s: %s", e.Message.ID, e.LastError)
-	default:
-	}
+	waitFor(t, 2*time.Minute, "every message to apply", func() bool {
+		select {
+		case e := <-b.dead:
+			t.Fatalf("unexpected dead entry %s: %s", e.Message.ID, e.LastError)
+		default:
+		}
+		return l.total() == n || t.Failed()
+	})
 	l.check(t)
 	for k := range keys {
 		key := fmt.Sprintf("order-%02d", k)

@@ -86,13 +86,15 @@ func (t *Table) Blocked(ctx context.Context, key string) (bool, error) {
 }
 
 // Park appends msg behind its key's entries. cause is the handler's error,
-// or nil when the message was not handled because its key is blocked.
+// or nil (or any error, recorded as the reason) when the message was not
+// handled because its key is blocked.
 //
-// A failed message counts its attempt (msg.Delivery.Attempt, at least 1) and
-// is due after Backoff.Delay(attempts), or reliable.RetryDelay(cause) if
-// that is longer; a message parked behind others is due at once and runs
-// when it heads its key. A permanent cause, or attempts already at
-// MaxAttempts, stores the message dead, as DeadLetter does.
+// A message parked while its key has pending or dead entries is behind them:
+// it counts no attempt and is due as soon as it heads its key. Otherwise a
+// non-nil cause is a failed attempt (msg.Delivery.Attempt, at least 1): the
+// entry is due after Backoff.Delay(attempts), or reliable.RetryDelay(cause)
+// if that is longer. A permanent cause, or attempts already at MaxAttempts,
+// stores the message dead, as DeadLetter does.
 //
 // Park is idempotent per message ID: a redelivered message parked twice stays
 // one entry, in its first position. Once Park returns nil the entry is
@@ -117,9 +119,13 @@ func (t *Table) Park(ctx context.Context, msg *reliable.Message, cause error) er
 // notifier is called, and the key stays blocked unless the table has
 // ReleaseOnDead. Like Park it is idempotent per message ID, and the notifier
 // is called only by the call that stored the entry.
+//
+// A message refused for coming from another environment (cause matches
+// reliable.ErrWrongEnvironment, L07) is stored released: it belongs to no
+// order of this environment's keys, so it never blocks one.
 func (t *Table) DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error {
 	state := StateDead
-	if t.cfg.ReleaseOnDead {
+	if t.cfg.ReleaseOnDead || errors.Is(cause, reliable.ErrWrongEnvironment) {
 		state = StateReleased
 	}
 	e, err := t.insert(ctx, msg, state, max(msg.Delivery.Attempt, 1), 0, cause)
@@ -142,10 +148,18 @@ func (t *Table) insert(ctx context.Context, msg *reliable.Message, state State, 
 	if cause != nil {
 		lastErr = cause.Error()
 	}
+	// A pending message whose key already has blocking entries was not
+	// handled because of them, whatever cause the caller passes: it counts no
+	// attempt and is due as soon as it heads its key. Deciding that in the
+	// INSERT itself leaves no window between the check and the write.
 	row := t.pool.QueryRow(ctx, `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
   src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-  now() + $15 * interval '1 microsecond', $16, CASE WHEN $13 = 'pending' THEN NULL ELSE now() END)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+  CASE WHEN behind THEN 0 ELSE $14 END,
+  CASE WHEN behind THEN now() ELSE now() + $15 * interval '1 microsecond' END,
+  $16, CASE WHEN $13 = 'pending' THEN NULL ELSE now() END
+FROM (SELECT $13 = 'pending' AND EXISTS (SELECT 1 FROM `+t.table+`
+  WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')) AS behind) b
 ON CONFLICT (grp, message_id) DO NOTHING
 RETURNING `+entryColumns,
 		t.cfg.Group, lane(msg), msg.ID, msg.Key, msg.Topic, msg.Type, msg.Headers, msg.Payload, msgTime,

@@ -39,12 +39,16 @@ func TestPlacedFailsPaidAndCompletedWaitBehindIt(t *testing.T) {
 
 	for _, m := range []*reliable.Message{
 		orderMsg("order-1", "placed"), orderMsg("order-2", "placed"), orderMsg("order-1", "paid"),
-		orderMsg("order-2", "paid"), orderMsg("order-1", "completed"), orderMsg("order-2", "completed"),
+		orderMsg("order-2", "paid"),
 	} {
 		if err := consume(ctx, b.table, h, m); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// A caller may record why it parked a message behind its key: the entry
+	// still counts no attempt, because the key had entries waiting.
+	must(t, b.table.Park(ctx, orderMsg("order-1", "completed"), errKeyBlocked))
+	must(t, consume(ctx, b.table, h, orderMsg("order-2", "completed")))
 	// L10: the other order was not held up by order-1's failure.
 	if got := l.applied("order-2"); !equal(got, []string{"order.placed", "order.paid", "order.completed"}) {
 		t.Fatalf("order-2 applied %v while order-1 waited", got)
@@ -56,8 +60,14 @@ func TestPlacedFailsPaidAndCompletedWaitBehindIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 3 || entries[0].Attempts != 1 || entries[1].Attempts != 0 || entries[0].LastError == "" {
+	if len(entries) != 3 || entries[0].Attempts != 1 || entries[0].LastError == "" {
 		t.Fatalf("parked entries: %+v", entries)
+	}
+	for _, e := range entries[1:] {
+		// Parked behind: no attempt counted, due as soon as it heads the key.
+		if e.Attempts != 0 || e.NextAttemptAt.After(time.Now()) {
+			t.Fatalf("entry parked behind: %+v", e)
+		}
 	}
 
 	blip.Store(false) // the network recovers
@@ -426,5 +436,24 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if err := (retry.RetrierConfig{LeaseTTL: time.Millisecond, Workers: -1}).Validate(); !errors.As(err, &ce) || len(ce.Problems) != 2 {
 		t.Fatalf("Validate = %v", err)
+	}
+}
+
+// L07: a message from another environment is dead-lettered without
+// blocking this environment's key.
+func TestWrongEnvironmentDoesNotBlockTheKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msg := orderMsg("order-1", "placed")
+	msg.Headers = map[string]string{reliable.HeaderEnvironment: "staging"}
+	must(t, b.table.DeadLetter(ctx, msg, reliable.CheckEnvironment(msg, "prod")))
+	e := <-b.dead
+	if e.Blocking || e.State != retry.StateReleased {
+		t.Fatalf("wrong-environment entry %+v", e)
+	}
+	if blocked, err := b.table.Blocked(ctx, "order-1"); err != nil || blocked {
+		t.Fatalf("Blocked = %v, %v", blocked, err)
 	}
 }
