@@ -105,9 +105,12 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	if err != nil || len(names) == 0 {
 		return 0, err
 	}
+	// claimedAt is after the commit, so a renewal that starts later sees
+	// the lease; validUntil counts from before the statement, conservatively.
+	claimed := time.Now()
 	lanes := make([]*lane, len(names))
 	for i, name := range names {
-		lanes[i] = &lane{name: name, claimedAt: start, validUntil: start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)}
+		lanes[i] = &lane{name: name, claimedAt: claimed, validUntil: start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)}
 	}
 	r.mu.Lock()
 	r.stats.Claims += uint64(len(lanes))

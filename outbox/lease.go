@@ -36,8 +36,15 @@ func (r *Relay) renew(ctx context.Context) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.LeaseTTL/3)
 	defer cancel()
+	// Only the keys this relay works: a lease it forgot expires.
+	r.mu.Lock()
+	held := make([]string, 0, len(r.lanes))
+	for name := range r.lanes {
+		held = append(held, name)
+	}
+	r.mu.Unlock()
 	rows, err := r.pool.Query(ctx, `UPDATE reliable_outbox_leases SET expires_at = now() + $2 * interval '1 millisecond'
-		WHERE owner = $1 RETURNING lane`, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds())
+		WHERE owner = $1 AND lane = ANY($3::text[]) RETURNING lane`, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), held)
 	if err != nil {
 		return err
 	}
@@ -58,7 +65,8 @@ func (r *Relay) renew(ctx context.Context) error {
 		case ours[name]:
 			l.validUntil = valid
 		case l.claimedAt.After(start):
-			// Claimed after the renewal started: its lease is fresh.
+			// Claimed after the renewal started (not in held, or committed
+			// after its snapshot): its lease is fresh.
 		default:
 			l.lost = true
 			lost++

@@ -137,14 +137,29 @@ func TestTwoRelaysTenThousandRowsHundredKeysInCommitOrder(t *testing.T) {
 	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{Partitions: 8})
 	broker.CreateTopic("orders")
 	pubA, pubB := &countingPublisher{Publisher: broker.Publisher()}, &countingPublisher{Publisher: broker.Publisher()}
+	var relays []*outbox.Relay
 	for i, p := range []*countingPublisher{pubA, pubB} {
 		cfg := testConfig()
 		cfg.ID = fmt.Sprintf("relay-%d", i)
 		cfg.MaxKeys = 40 // neither relay can hold every key: they share and hand over
 		cfg.Window = 8
 		cfg.BatchSize = 50
-		startRelay(t, db.pool, p, cfg)
+		relays = append(relays, startRelay(t, db.pool, p, cfg))
 	}
+	defer func() {
+		if t.Failed() {
+			for _, r := range relays {
+				t.Logf("relay %s: %+v", r.ID(), r.Stats())
+			}
+			rows, _ := db.pool.Query(ctx, `SELECT o.lane, count(*), min(o.id), l.owner, l.expires_at - now()
+				FROM reliable_outbox o LEFT JOIN reliable_outbox_leases l USING (lane) GROUP BY 1, 4, 5 LIMIT 20`)
+			for rows.Next() {
+				v, _ := rows.Values()
+				t.Logf("pending: %v", v)
+			}
+			rows.Close()
+		}
+	}()
 
 	const keys, perKey, writers = 100, 100, 16
 	var wg sync.WaitGroup
