@@ -63,7 +63,9 @@ func (f *faults) handler(next reliable.Handler) reliable.Handler {
 // source wraps the order service client like a read replica that lags: at
 // staleRate, an early attempt sees the order one version behind, or not at
 // all when it is new (L21).
-func (f *faults) source(next kitchen.OrderSource) kitchen.OrderSource { return &laggingReplica{f: f, next: next} }
+func (f *faults) source(next kitchen.OrderSource) kitchen.OrderSource {
+	return &laggingReplica{f: f, next: next}
+}
 
 type laggingReplica struct {
 	f    *faults
