@@ -59,6 +59,11 @@ die() { log "ERROR: $*"; exit 1; }
 
 broker_port() { echo $((19091 + $1)); }
 controller_port() { echo $((19191 + $1)); }
+kafka_nodes() {
+  local id out=""
+  for id in "${KAFKA_IDS[@]}"; do out+="${out:+,}$id@127.0.0.1:$(broker_port "$id")"; done
+  echo "$out"
+}
 kafka_brokers() {
   local id out=""
   for id in "${KAFKA_IDS[@]}"; do out+="${out:+,}127.0.0.1:$(broker_port "$id")"; done
@@ -480,6 +485,7 @@ kafka_down() {
 env_lines() {
   cat <<EOF
 RELIABLE_KAFKA_BROKERS='$(kafka_brokers)'
+RELIABLE_KAFKA_NODES='$(kafka_nodes)'
 RELIABLE_KAFKA_HOME='$KAFKA_DIR'
 RELIABLE_SERVICES_DIR='$STATE'
 RELIABLE_SERVICES_SCRIPT='$ROOT/scripts/services.sh'

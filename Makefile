@@ -1,0 +1,54 @@
+# Developer and CI entry points. `make help` lists the targets.
+#
+# Integration tests need the local services: `make services` installs and starts
+# PostgreSQL, Redis, RabbitMQ and a 3-broker Kafka (scripts/services.sh up) and writes
+# their endpoints to .cache/services.env, which `make test` loads. Without services,
+# integration tests skip (or fail with RELIABLE_REQUIRE_SERVICES=1, as in CI).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+ENV_FILE  ?= .cache/services.env
+PKGS      ?= ./...
+TESTFLAGS ?=
+BENCH     ?= .
+
+# Loads the endpoints written by scripts/services.sh into the recipe's environment.
+LOAD_ENV = if [[ -f $(ENV_FILE) ]]; then set -a; . ./$(ENV_FILE); set +a; fi
+
+.PHONY: help services services-down services-status test test-unit lint fmt bench ci
+
+help: ## Show this help
+	@echo "Usage: make TARGET [PKGS=./producer/...] [TESTFLAGS='-run X -v']"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+services: ## Install and start PostgreSQL, Redis, RabbitMQ, 3-broker Kafka (needs root)
+	bash scripts/services.sh up
+
+services-down: ## Stop the local services
+	bash scripts/services.sh down
+
+services-status: ## Show which local services run
+	bash scripts/services.sh status
+
+test: ## Run all tests (unit and integration) with -race against the local services
+	$(LOAD_ENV); $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) $(PKGS)
+
+test-unit: ## Run unit tests only (-short: integration tests skip), fast, no services
+	$(GO) test -short -race -count=1 -timeout 5m $(TESTFLAGS) $(PKGS)
+
+lint: ## go vet, and fail if gofmt would change a file
+	$(GO) vet $(PKGS)
+	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')); \
+	if [[ -n $$files ]]; then echo "gofmt needs to format:"; echo "$$files"; exit 1; fi
+
+fmt: ## Format all Go files with gofmt
+	gofmt -w $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')
+
+bench: ## Run benchmarks once each (placeholder; peer benchmarks live in bench/)
+	$(LOAD_ENV); $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 20m $(PKGS)
+
+ci: ## What CI runs: .ci/run (services up, lint, required integration tests)
+	bash .ci/run

@@ -1,0 +1,239 @@
+// Package testenv finds, or starts, the real services that integration tests run
+// against: a 3-broker Kafka cluster, RabbitMQ, Redis and PostgreSQL.
+//
+// Each endpoint is looked up in this order:
+//
+//  1. an environment variable (RELIABLE_KAFKA_BROKERS, RELIABLE_AMQP_URL,
+//     RELIABLE_RABBITMQ_MANAGEMENT_URL, RELIABLE_REDIS_ADDR, RELIABLE_POSTGRES_DSN);
+//  2. the env file that `scripts/services.sh up` writes, <repo>/.cache/services.env
+//     (the repository root is found by walking up to go.mod), or the file named by
+//     RELIABLE_ENV_FILE;
+//  3. a container started with testcontainers-go, when a Docker engine answers;
+//  4. otherwise the test is skipped with a message that says how to get the
+//     services, except when RELIABLE_REQUIRE_SERVICES=1 (CI), where it fails.
+//
+// Endpoints from 1 and 2 are probed with a TCP dial, so a stale env file whose
+// services are no longer running skips (or fails under RELIABLE_REQUIRE_SERVICES)
+// instead of hanging. With -short every integration test is skipped.
+//
+// Fault tests use KafkaCluster (stop, kill -9 and restart brokers) and RabbitMQ
+// (restart the server, force-close connections). They need the local services of
+// scripts/services.sh. Because the test binaries of several packages run at the same
+// time, testenv serializes them through lock files: Kafka(t), AMQPURL(t) and
+// RabbitMQManagementURL(t) take a shared lock on their service for the duration of
+// the test, KafkaCluster(t) and RabbitMQ(t) an exclusive one, so a fault test never
+// kills a broker under another package's test (and waits until those finish).
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Environment variables read by testenv (and written to the env file by
+// scripts/services.sh).
+const (
+	EnvKafkaBrokers          = "RELIABLE_KAFKA_BROKERS"
+	EnvKafkaNodes            = "RELIABLE_KAFKA_NODES"
+	EnvAMQPURL               = "RELIABLE_AMQP_URL"
+	EnvRabbitMQManagementURL = "RELIABLE_RABBITMQ_MANAGEMENT_URL"
+	EnvRedisAddr             = "RELIABLE_REDIS_ADDR"
+	EnvPostgresDSN           = "RELIABLE_POSTGRES_DSN"
+	EnvServicesScript        = "RELIABLE_SERVICES_SCRIPT"
+	EnvServicesDir           = "RELIABLE_SERVICES_DIR"
+	EnvRequireServices       = "RELIABLE_REQUIRE_SERVICES"
+	EnvEnvFile               = "RELIABLE_ENV_FILE"
+	EnvNoDocker              = "RELIABLE_NO_DOCKER"
+)
+
+const howToStart = "start the services with `make services` (scripts/services.sh up) or set " +
+	"RELIABLE_* endpoints; see internal/testenv"
+
+// Required reports whether missing services fail tests (RELIABLE_REQUIRE_SERVICES=1)
+// instead of skipping them.
+func Required() bool {
+	v := os.Getenv(EnvRequireServices)
+	return v == "1" || strings.EqualFold(v, "true")
+}
+
+// unavailable skips t, or fails it when services are required.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("%s (%s=1, so this is a failure)", msg, EnvRequireServices)
+	}
+	t.Skip(msg)
+}
+
+// integration skips t in -short mode.
+func integration(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+}
+
+// RepoRoot returns the directory holding go.mod, found by walking up from the
+// working directory (a package directory under `go test`), or "" if none.
+func RepoRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+var (
+	envFileOnce sync.Once
+	envFileVals map[string]string
+	envFilePath string
+)
+
+// envFile returns the values of the env file, parsed once per process.
+func envFile() (map[string]string, string) {
+	envFileOnce.Do(func() {
+		path := os.Getenv(EnvEnvFile)
+		if path == "" {
+			if root := RepoRoot(); root != "" {
+				path = filepath.Join(root, ".cache", "services.env")
+			}
+		}
+		envFilePath = path
+		if path == "" {
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		envFileVals = ParseEnv(f)
+	})
+	return envFileVals, envFilePath
+}
+
+// ParseEnv parses KEY=VALUE lines as written by scripts/services.sh: blank lines and
+// # comments are ignored, an "export " prefix is allowed, and one level of matching
+// single or double quotes around the value is removed.
+func ParseEnv(r interface{ Read([]byte) (int, error) }) map[string]string {
+	vals := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '\'' || v[0] == '"') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		vals[k] = v
+	}
+	return vals
+}
+
+// Lookup returns the value of key from the environment or else the env file, and
+// where it came from ("" when neither has it).
+func Lookup(key string) (value, source string) {
+	if v := os.Getenv(key); v != "" {
+		return v, "environment variable " + key
+	}
+	vals, path := envFile()
+	if v := vals[key]; v != "" {
+		return v, key + " in " + path
+	}
+	return "", ""
+}
+
+// reachable dials addr (host:port) once with a short timeout.
+func reachable(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// UniqueName returns a name for a topic, queue, exchange, consumer group, table or
+// database that no other test or run uses: prefix, the test name and 8 random hex
+// digits, joined by underscores, lower case, only [a-z0-9_], at most 60 characters
+// (so it is a valid unquoted PostgreSQL identifier and a valid Kafka topic name).
+func UniqueName(t testing.TB, prefix string) string {
+	t.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatalf("testenv.UniqueName: %v", err)
+	}
+	suffix := hex.EncodeToString(b[:])
+	clean := func(s string) string {
+		var sb strings.Builder
+		underscore := false
+		for _, r := range strings.ToLower(s) {
+			ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+			if ok {
+				sb.WriteRune(r)
+				underscore = false
+			} else if !underscore && sb.Len() > 0 {
+				sb.WriteByte('_')
+				underscore = true
+			}
+		}
+		return strings.Trim(sb.String(), "_")
+	}
+	p := clean(prefix)
+	name := clean(strings.TrimPrefix(t.Name(), "Test"))
+	const maxLen = 60
+	room := maxLen - len(suffix) - 2 - len(p)
+	if room < 0 {
+		p = p[:maxLen-len(suffix)-2]
+		room = 0
+	}
+	if len(name) > room {
+		name = strings.Trim(name[len(name)-room:], "_")
+	}
+	parts := make([]string, 0, 3)
+	for _, s := range []string{p, name, suffix} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	out := strings.Join(parts, "_")
+	if out[0] >= '0' && out[0] <= '9' {
+		out = "t" + out
+	}
+	return out
+}
+
+// Context returns a context that ends after d or when the test ends, whichever
+// comes first.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
