@@ -102,7 +102,8 @@ type inflight struct {
 	// Exactly one of b and fn is set.
 	b   *batch
 	idx int
-	fn  func(error)
+	fn  func(*reliable.Message, error)
+	msg *reliable.Message // for fn
 }
 
 // batch collects the results of one Publish call.
@@ -123,7 +124,7 @@ func settle(rec *sarama.ProducerMessage, err error) {
 		err = classify(err, f.id, f.size, f.max)
 	}
 	if f.fn != nil {
-		f.fn(err)
+		f.fn(f.msg, err)
 		return
 	}
 	b := f.b
@@ -221,7 +222,8 @@ func (p *Publisher) PublishAsync(ctx context.Context, msg *reliable.Message, don
 	if err != nil {
 		return err
 	}
-	recs[0].Metadata.(*inflight).fn = func(err error) { done(msg, err) }
+	f := recs[0].Metadata.(*inflight)
+	f.fn, f.msg = done, msg
 	if _, err := p.send(ctx, recs); err != nil {
 		return err
 	}
