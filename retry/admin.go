@@ -96,12 +96,31 @@ WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')`, t.cfg.Group, key
 // retention. If a retrier is replaying the entry at that moment, that one
 // attempt may still complete.
 func (t *Table) Discard(ctx context.Context, id int64) error {
-	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'discarded', finished_at = now(), updated_at = now()
+	var found bool
+	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		var l string
+		err := tx.QueryRow(ctx, `SELECT lane FROM `+t.table+` WHERE grp = $1 AND id = $2`, t.cfg.Group, id).Scan(&l)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := t.lockLane(ctx, tx, l); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE `+t.table+` SET state = 'discarded', next_attempt_at = NULL, finished_at = now(), updated_at = now()
 WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released')`, t.cfg.Group, id)
+		if err != nil {
+			return err
+		}
+		found = tag.RowsAffected() == 1
+		return t.fixHead(ctx, tx, l)
+	})
 	if err != nil {
 		return fmt.Errorf("retry: discard %d: %w", id, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !found {
 		return fmt.Errorf("retry: discard: entry %d is not pending, dead or released: %w", id, ErrNotFound)
 	}
 	t.log.InfoContext(ctx, "operator: entry discarded", "entry", id)
@@ -112,13 +131,24 @@ WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released')`, t.cfg.
 // released (kept for inspection) and its later entries and messages flow
 // again. It returns how many entries it released.
 func (t *Table) Release(ctx context.Context, key string) (int64, error) {
-	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'released', finished_at = now(), updated_at = now()
+	var n int64
+	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		if err := t.lockLane(ctx, tx, keyLane(key)); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE `+t.table+` SET state = 'released', finished_at = now(), updated_at = now()
 WHERE grp = $1 AND lane = $2 AND state = 'dead'`, t.cfg.Group, keyLane(key))
+		if err != nil {
+			return err
+		}
+		n = tag.RowsAffected()
+		return t.fixHead(ctx, tx, keyLane(key))
+	})
 	if err != nil {
 		return 0, fmt.Errorf("retry: release %q: %w", key, err)
 	}
-	t.log.InfoContext(ctx, "operator: key released", "key", key, "entries", tag.RowsAffected())
-	return tag.RowsAffected(), nil
+	t.log.InfoContext(ctx, "operator: key released", "key", key, "entries", n)
+	return n, nil
 }
 
 // Stats summarises the group's entries, for metrics and alerts (L18).
@@ -148,8 +178,8 @@ FROM `+t.table+` WHERE grp = $1 AND state IN ('pending', 'dead', 'released')`, t
 }
 
 // Cleanup deletes the group's finished entries (done, discarded, released)
-// older than the retention, and leases left expired by crashed retriers,
-// CleanupBatchSize rows per statement so it never holds long locks (L17). It
+// older than the retention, CleanupBatchSize rows per statement so it never
+// holds long locks (L17), and leases left expired by crashed retriers. It
 // returns how many entries it deleted. Pending and blocking dead entries are
 // never deleted. A Retrier runs it every CleanupInterval.
 func (t *Table) Cleanup(ctx context.Context) (int64, error) {
@@ -170,6 +200,15 @@ func (t *Table) Cleanup(ctx context.Context) (int64, error) {
 	}
 	if _, err := t.pool.Exec(ctx, `DELETE FROM `+t.leases+` WHERE grp = $1 AND expires_at < now() - interval '1 hour'`, t.cfg.Group); err != nil {
 		return total, fmt.Errorf("retry: cleanup leases: %w", err)
+	}
+	// A safety net, not a mechanism: every head change gives the new head a
+	// due time under the lane lock, but a row deleted by hand would leave the
+	// entry behind it waiting forever.
+	if _, err := t.pool.Exec(ctx, `UPDATE `+t.table+` e SET next_attempt_at = now(), updated_at = now()
+WHERE grp = $1 AND state = 'pending' AND next_attempt_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM `+t.table+` p WHERE p.grp = $1 AND p.lane = e.lane AND p.state IN ('pending', 'dead') AND p.id < e.id)`,
+		t.cfg.Group); err != nil {
+		return total, fmt.Errorf("retry: cleanup heads: %w", err)
 	}
 	return total, nil
 }

@@ -43,7 +43,8 @@ type Entry struct {
 	State   State
 	// Attempts counts failed attempts so far, including the consumer's.
 	Attempts int
-	// NextAttemptAt is when a pending entry is due (once it heads its key).
+	// NextAttemptAt is when a pending entry is due. It is zero for an entry
+	// waiting behind its key's head: it gets a time when it becomes the head.
 	NextAttemptAt time.Time
 	// LastError is the latest failure's message.
 	LastError string
@@ -81,11 +82,11 @@ type Stats struct {
 	Released int64
 	// BlockedKeys counts keys with pending or dead entries.
 	BlockedKeys int64
-	// Due counts pending entries whose next attempt time has come (they run
-	// once they head their key).
+	// Due counts pending entries whose next attempt time has come: heads of
+	// their keys, ready for a retrier.
 	Due int64
 	// OldestDue is the earliest NextAttemptAt of a pending entry; zero when
-	// none is pending. Far in the past means the retriers are not keeping up.
+	// none has one. Far in the past means the retriers are not keeping up.
 	OldestDue time.Time
 	// OldestCreated is when the oldest pending or dead entry was parked.
 	OldestCreated time.Time
@@ -100,17 +101,21 @@ func scanEntry(row pgx.Row) (Entry, error) {
 		e        Entry
 		m        reliable.Message
 		msgTime  *time.Time
+		next     *time.Time
 		finished *time.Time
 		state    string
 	)
 	err := row.Scan(&e.ID, &e.Group, &m.ID, &m.Key, &m.Topic, &m.Type, &m.Headers, &m.Payload, &msgTime,
-		&m.Delivery.Partition, &m.Delivery.Offset, &m.Delivery.Queue, &state, &e.Attempts, &e.NextAttemptAt, &e.LastError,
+		&m.Delivery.Partition, &m.Delivery.Offset, &m.Delivery.Queue, &state, &e.Attempts, &next, &e.LastError,
 		&e.CreatedAt, &e.UpdatedAt, &finished)
 	if err != nil {
 		return Entry{}, err
 	}
 	if msgTime != nil {
 		m.Time = *msgTime
+	}
+	if next != nil {
+		e.NextAttemptAt = *next
 	}
 	if finished != nil {
 		e.FinishedAt = *finished

@@ -141,14 +141,16 @@ func (r *Retrier) Run(ctx context.Context) error {
 // two retriers claiming one lane at once exactly one gets it.
 func (r *Retrier) claim(ctx context.Context, n int, owner string) ([]string, error) {
 	t := r.t
-	rows, err := t.pool.Query(ctx, `WITH heads AS (
-  SELECT DISTINCT ON (lane) lane, state, next_attempt_at FROM `+t.table+`
-  WHERE grp = $1 AND state IN ('pending', 'dead') ORDER BY lane, id
-), due AS (
-  SELECT h.lane FROM heads h
-  WHERE h.state = 'pending' AND h.next_attempt_at <= now()
-    AND NOT EXISTS (SELECT 1 FROM `+t.leases+` l WHERE l.grp = $1 AND l.lane = h.lane AND l.expires_at > now())
-  ORDER BY h.next_attempt_at LIMIT $2
+	// Only heads have a due time, so the due index yields candidates that are
+	// (almost always) heads; the NOT EXISTS guards against an operator having
+	// made a later entry due.
+	rows, err := t.pool.Query(ctx, `WITH due AS (
+  SELECT e.lane FROM `+t.table+` e
+  WHERE e.grp = $1 AND e.state = 'pending' AND e.next_attempt_at <= now()
+    AND NOT EXISTS (SELECT 1 FROM `+t.table+` p
+      WHERE p.grp = $1 AND p.lane = e.lane AND p.state IN ('pending', 'dead') AND p.id < e.id)
+    AND NOT EXISTS (SELECT 1 FROM `+t.leases+` l WHERE l.grp = $1 AND l.lane = e.lane AND l.expires_at > now())
+  ORDER BY e.next_attempt_at LIMIT $2
 )
 INSERT INTO `+t.leases+` AS l (grp, lane, owner, expires_at)
 SELECT $1, lane, $3, now() + $4 * interval '1 microsecond' FROM due
@@ -208,11 +210,14 @@ func (r *Retrier) runLane(ctx context.Context, lane, owner string) {
 		if len(entries) == 0 {
 			return
 		}
-		for _, e := range entries {
+		for i, e := range entries {
 			if ctx.Err() != nil || work.Err() != nil {
 				return // shutting down: never start the next entry
 			}
-			if e.state == StateDead || !e.due {
+			// The first entry read is the head; each later one became the
+			// head, due at once, when the one before it succeeded or was
+			// released.
+			if e.state == StateDead || (i == 0 && !e.due) {
 				return // blocked by a dead head, or the head waits for its backoff
 			}
 			next, err := r.replay(ctx, work, e.Entry, owner)
@@ -240,7 +245,7 @@ type headEntry struct {
 // head reads the lane's blocking entries in order, with whether each is due
 // by the database's clock.
 func (r *Retrier) head(ctx context.Context, lane string) ([]headEntry, error) {
-	rows, err := r.t.pool.Query(ctx, `SELECT `+entryColumns+`, next_attempt_at <= now() FROM `+r.t.table+`
+	rows, err := r.t.pool.Query(ctx, `SELECT `+entryColumns+`, coalesce(next_attempt_at <= now(), false) FROM `+r.t.table+`
 WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead') ORDER BY id LIMIT $3`, r.t.cfg.Group, lane, r.cfg.BatchSize)
 	if err != nil {
 		return nil, err
@@ -324,12 +329,24 @@ WHERE grp = $1 AND lane = $2 AND owner = $3`
 func (r *Retrier) succeed(ctx context.Context, e Entry, owner string) error {
 	fin := `DELETE FROM ` + r.t.table + ` WHERE id = $4 AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)`
 	if r.t.cfg.KeepSucceeded {
-		fin = `UPDATE ` + r.t.table + ` SET state = 'done', finished_at = now(), updated_at = now()
+		fin = `UPDATE ` + r.t.table + ` SET state = 'done', next_attempt_at = NULL, finished_at = now(), updated_at = now()
   WHERE id = $4 AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)`
 	}
+	// The entry after this one becomes the head: it is due now. (Sibling
+	// statements share a snapshot, so "after" is by ID, not "first left".)
+	promote := `UPDATE ` + r.t.table + ` SET next_attempt_at = now(), updated_at = now()
+  WHERE id = (SELECT id FROM ` + r.t.table + ` WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead') AND id > $4
+    ORDER BY id LIMIT 1)
+  AND state = 'pending' AND next_attempt_at IS NULL AND EXISTS (SELECT 1 FROM fin)`
 	var held bool
-	err := r.t.pool.QueryRow(ctx, `WITH `+r.leaseCTE()+`, fin AS (`+fin+` RETURNING 1)
-SELECT EXISTS (SELECT 1 FROM lease)`, r.t.cfg.Group, lane(e.Message), owner, e.ID, r.cfg.LeaseTTL.Microseconds()).Scan(&held)
+	err := pgx.BeginFunc(ctx, r.t.pool, func(tx pgx.Tx) error {
+		if err := r.t.lockLane(ctx, tx, lane(e.Message)); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `WITH `+r.leaseCTE()+`, fin AS (`+fin+` RETURNING 1), promote AS (`+promote+` RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM promote)`,
+			r.t.cfg.Group, lane(e.Message), owner, e.ID, r.cfg.LeaseTTL.Microseconds()).Scan(&held, new(int64))
+	})
 	if err != nil {
 		return fmt.Errorf("retry: record success of entry %d: %w", e.ID, err)
 	}
@@ -347,6 +364,9 @@ func (r *Retrier) fail(ctx context.Context, e Entry, owner string, attempts int,
 		updated *Entry
 	)
 	err := pgx.BeginFunc(ctx, r.t.pool, func(tx pgx.Tx) error {
+		if err := r.t.lockLane(ctx, tx, lane(e.Message)); err != nil {
+			return err
+		}
 		// Renewing the lease inside the transaction also locks it, so no
 		// retrier can take the key over until this outcome is committed.
 		tag, err := tx.Exec(ctx, r.renewSQL(), r.t.cfg.Group, lane(e.Message), owner, r.cfg.LeaseTTL.Microseconds())
@@ -354,15 +374,21 @@ func (r *Retrier) fail(ctx context.Context, e Entry, owner string, attempts int,
 			return err
 		}
 		u, err := scanEntry(tx.QueryRow(ctx, `UPDATE `+r.t.table+` SET attempts = $3, state = $4,
-  next_attempt_at = now() + $5 * interval '1 microsecond', last_error = $6, updated_at = now(),
+  next_attempt_at = CASE WHEN $4 = 'pending' THEN now() + $5 * interval '1 microsecond' END, last_error = $6, updated_at = now(),
   finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END
 WHERE grp = $1 AND id = $2 AND state = 'pending'
 RETURNING `+entryColumns, r.t.cfg.Group, e.ID, attempts, string(state), delay.Microseconds(), cause.Error()))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
+		if err != nil {
+			return err
+		}
 		updated = &u
-		return err
+		if state == StateReleased {
+			return r.t.fixHead(ctx, tx, lane(e.Message))
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("retry: record failure of entry %d: %w", e.ID, err)

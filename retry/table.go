@@ -150,22 +150,30 @@ func (t *Table) insert(ctx context.Context, msg *reliable.Message, state State, 
 	}
 	// A pending message whose key already has blocking entries was not
 	// handled because of them, whatever cause the caller passes: it counts no
-	// attempt and is due as soon as it heads its key. Deciding that in the
-	// INSERT itself leaves no window between the check and the write.
-	row := t.pool.QueryRow(ctx, `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
+	// attempt and gets no due time until it heads its key. The lane lock
+	// makes that check and the insert atomic with respect to the retrier
+	// moving the lane's head.
+	var e Entry
+	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		if err := t.lockLane(ctx, tx, lane(msg)); err != nil {
+			return err
+		}
+		var err error
+		e, err = scanEntry(tx.QueryRow(ctx, `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
   src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error, finished_at)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
   CASE WHEN behind THEN 0 ELSE $14 END,
-  CASE WHEN behind THEN now() ELSE now() + $15 * interval '1 microsecond' END,
+  CASE WHEN behind OR $13 <> 'pending' THEN NULL ELSE now() + $15 * interval '1 microsecond' END,
   $16, CASE WHEN $13 = 'pending' THEN NULL ELSE now() END
 FROM (SELECT $13 = 'pending' AND EXISTS (SELECT 1 FROM `+t.table+`
   WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')) AS behind) b
 ON CONFLICT (grp, message_id) DO NOTHING
 RETURNING `+entryColumns,
-		t.cfg.Group, lane(msg), msg.ID, msg.Key, msg.Topic, msg.Type, msg.Headers, msg.Payload, msgTime,
-		msg.Delivery.Partition, msg.Delivery.Offset, msg.Delivery.Queue, string(state), attempts,
-		delay.Microseconds(), lastErr)
-	e, err := scanEntry(row)
+			t.cfg.Group, lane(msg), msg.ID, msg.Key, msg.Topic, msg.Type, msg.Headers, msg.Payload, msgTime,
+			msg.Delivery.Partition, msg.Delivery.Offset, msg.Delivery.Queue, string(state), attempts,
+			delay.Microseconds(), lastErr))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		t.log.DebugContext(ctx, "message already parked", "message_id", msg.ID, "key", msg.Key)
 		return nil, nil
@@ -174,8 +182,26 @@ RETURNING `+entryColumns,
 		return nil, fmt.Errorf("retry: park %s: %w", msg, err)
 	}
 	t.log.InfoContext(ctx, "message parked", "entry", e.ID, "message_id", msg.ID, "key", msg.Key,
-		"state", e.State, "attempts", attempts, "next_attempt_at", e.NextAttemptAt, "error", lastErr)
+		"state", e.State, "attempts", e.Attempts, "next_attempt_at", e.NextAttemptAt, "error", lastErr)
 	return &e, nil
+}
+
+// lockLane serialises, until tx ends, everything that parks into a lane or
+// moves its head. Distinct lanes whose hashes collide merely wait for each
+// other.
+func (t *Table) lockLane(ctx context.Context, tx pgx.Tx, lane string) error {
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, t.table+"\x1f"+t.cfg.Group+"\x1f"+lane)
+	return err
+}
+
+// fixHead gives the lane's head a due time (now) if it is pending without
+// one: after the previous head was removed, released or discarded. Run it
+// under the lane lock, after the change, in the same transaction.
+func (t *Table) fixHead(ctx context.Context, tx pgx.Tx, lane string) error {
+	_, err := tx.Exec(ctx, `UPDATE `+t.table+` SET next_attempt_at = now(), updated_at = now()
+WHERE id = (SELECT id FROM `+t.table+` WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead') ORDER BY id LIMIT 1)
+  AND state = 'pending' AND next_attempt_at IS NULL`, t.cfg.Group, lane)
+	return err
 }
 
 // notify tells the notifier about a dead entry. A failing notifier is logged,
