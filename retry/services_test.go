@@ -1,71 +1,24 @@
 package retry_test
 
-// Service endpoints for the integration tests. internal/testenv was not yet
-// available when these tests were written, so this small helper reads the same
-// variables: RELIABLE_POSTGRES_DSN, or the env file
-// .cache/services.env written by scripts/services.sh. Without them the tests
-// skip, unless RELIABLE_REQUIRE_SERVICES=1.
+// Service endpoints for the integration tests come from internal/testenv
+// (environment variables, the env file of scripts/services.sh, or
+// containers); without them the tests skip, unless RELIABLE_REQUIRE_SERVICES=1.
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reliable-go/reliable/internal/testenv"
 )
-
-var (
-	envOnce sync.Once
-	envFile map[string]string
-)
-
-func serviceEnv(name string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	envOnce.Do(func() {
-		envFile = map[string]string{}
-		dir, _ := os.Getwd()
-		for ; dir != "/" && dir != "."; dir = filepath.Dir(dir) {
-			f, err := os.Open(filepath.Join(dir, ".cache", "services.env"))
-			if err != nil {
-				continue
-			}
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
-				if ok && !strings.HasPrefix(k, "#") {
-					envFile[k] = strings.Trim(v, `'"`)
-				}
-			}
-			f.Close()
-			return
-		}
-	})
-	return envFile[name]
-}
-
-func missing(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("RELIABLE_REQUIRE_SERVICES") == "1" {
-		t.Fatalf("%s not configured and RELIABLE_REQUIRE_SERVICES=1", what)
-	}
-	t.Skipf("%s not configured", what)
-}
 
 func testPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	dsn := serviceEnv("RELIABLE_POSTGRES_DSN")
-	if dsn == "" {
-		missing(t, "RELIABLE_POSTGRES_DSN")
-	}
+	dsn := testenv.PostgresDSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -85,7 +38,9 @@ func testPool(t testing.TB) *pgxpool.Pool {
 }
 
 // uniqueName returns prefix plus random hex, a valid unquoted identifier, so
-// parallel runs never share a table or namespace.
+// parallel runs never share a table or namespace. It is shorter than
+// testenv.UniqueName, leaving room for the suffixes of derived index and
+// companion table names within PostgreSQL's 63 bytes.
 func uniqueName(prefix string) string {
 	var b [5]byte
 	_, _ = rand.Read(b[:])
