@@ -339,14 +339,10 @@ func (r *Retrier) succeed(ctx context.Context, e Entry, owner string) error {
     ORDER BY id LIMIT 1)
   AND state = 'pending' AND next_attempt_at IS NULL AND EXISTS (SELECT 1 FROM fin)`
 	var held bool
-	err := pgx.BeginFunc(ctx, r.t.pool, func(tx pgx.Tx) error {
-		if err := r.t.lockLane(ctx, tx, lane(e.Message)); err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, `WITH `+r.leaseCTE()+`, fin AS (`+fin+` RETURNING 1), promote AS (`+promote+` RETURNING 1)
+	err := r.t.withLaneLock(ctx, lane(e.Message), `WITH `+r.leaseCTE()+`, fin AS (`+fin+` RETURNING 1), promote AS (`+promote+` RETURNING 1)
 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM promote)`,
-			r.t.cfg.Group, lane(e.Message), owner, e.ID, r.cfg.LeaseTTL.Microseconds()).Scan(&held, new(int64))
-	})
+		[]any{r.t.cfg.Group, lane(e.Message), owner, e.ID, r.cfg.LeaseTTL.Microseconds()},
+		func(row pgx.Row) error { return row.Scan(&held, new(int64)) })
 	if err != nil {
 		return fmt.Errorf("retry: record success of entry %d: %w", e.ID, err)
 	}

@@ -154,12 +154,7 @@ func (t *Table) insert(ctx context.Context, msg *reliable.Message, state State, 
 	// makes that check and the insert atomic with respect to the retrier
 	// moving the lane's head.
 	var e Entry
-	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		if err := t.lockLane(ctx, tx, lane(msg)); err != nil {
-			return err
-		}
-		var err error
-		e, err = scanEntry(tx.QueryRow(ctx, `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
+	err := t.withLaneLock(ctx, lane(msg), `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
   src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error, finished_at)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
   CASE WHEN behind THEN 0 ELSE $14 END,
@@ -168,10 +163,12 @@ SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
 FROM (SELECT $13 = 'pending' AND EXISTS (SELECT 1 FROM `+t.table+`
   WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')) AS behind) b
 ON CONFLICT (grp, message_id) DO NOTHING
-RETURNING `+entryColumns,
-			t.cfg.Group, lane(msg), msg.ID, msg.Key, msg.Topic, msg.Type, msg.Headers, msg.Payload, msgTime,
-			msg.Delivery.Partition, msg.Delivery.Offset, msg.Delivery.Queue, string(state), attempts,
-			delay.Microseconds(), lastErr))
+RETURNING `+entryColumns, []any{
+		t.cfg.Group, lane(msg), msg.ID, msg.Key, msg.Topic, msg.Type, msg.Headers, msg.Payload, msgTime,
+		msg.Delivery.Partition, msg.Delivery.Offset, msg.Delivery.Queue, string(state), attempts,
+		delay.Microseconds(), lastErr,
+	}, func(row pgx.Row) (err error) {
+		e, err = scanEntry(row)
 		return err
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -186,12 +183,38 @@ RETURNING `+entryColumns,
 	return &e, nil
 }
 
-// lockLane serialises, until tx ends, everything that parks into a lane or
-// moves its head. Distinct lanes whose hashes collide merely wait for each
-// other.
+// The lane lock serialises, until its transaction ends, everything that
+// parks into a lane or moves its head. Distinct lanes whose hashes collide
+// merely wait for each other.
+const lockSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
+
+func (t *Table) lockKey(lane string) string { return t.table + "\x1f" + t.cfg.Group + "\x1f" + lane }
+
+// lockLane takes the lane lock in tx.
 func (t *Table) lockLane(ctx context.Context, tx pgx.Tx, lane string) error {
-	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, t.table+"\x1f"+t.cfg.Group+"\x1f"+lane)
+	_, err := tx.Exec(ctx, lockSQL, t.lockKey(lane))
 	return err
+}
+
+// withLaneLock takes the lane lock and runs query in one round trip: a pgx
+// batch is one implicit transaction, so the lock is held until the query's
+// effects commit, and the query, a statement of its own, sees (READ
+// COMMITTED) everything committed before the lock was granted.
+func (t *Table) withLaneLock(ctx context.Context, lane, query string, args []any, scan func(pgx.Row) error) error {
+	var b pgx.Batch
+	b.Queue(lockSQL, t.lockKey(lane))
+	b.Queue(query, args...)
+	br := t.pool.SendBatch(ctx, &b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return err
+	}
+	serr := scan(br.QueryRow())
+	cerr := br.Close()
+	if serr != nil {
+		return serr
+	}
+	return cerr
 }
 
 // fixHead gives the lane's head a due time (now) if it is pending without
