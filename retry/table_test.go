@@ -141,6 +141,7 @@ func TestSevenFailuresMakeADeadEntryThatBlocksItsKey(t *testing.T) {
 	if got := l.applied("order-2"); len(got) != 1 {
 		t.Fatalf("order-2 applied %v, want it to flow", got)
 	}
+	// L18: the depth, dead count and blocked keys are there for alerts.
 	st, err := b.table.Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
