@@ -192,7 +192,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...*reliable.Message) erro
 	for i, m := range msgs {
 		e := b.errs[i]
 		if !b.settled[i] {
-			e = fmt.Errorf("kafka: stopped waiting for the acknowledgement: %w", ctx.Err())
+			e = fmt.Errorf("kafka: stopped waiting for the acknowledgement: %w: %w", reliable.ErrNotConfirmed, ctx.Err())
 		}
 		if e != nil {
 			failed = append(failed, reliable.MessageError{MessageID: m.ID, Err: e})
