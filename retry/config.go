@@ -54,14 +54,16 @@ type TableConfig struct {
 	Notifier Notifier
 	// NotifyTimeout bounds each Notify call. Defaults to 10s.
 	NotifyTimeout time.Duration
-	// Retention is how long finished entries (discarded, released, and
-	// succeeded ones with KeepSucceeded) are kept before Cleanup deletes them
-	// (L17). Defaults to 7 days. Pending and blocking dead entries are never
-	// deleted by Cleanup.
+	// Retention is how long finished entries (done, discarded, released) are
+	// kept before Cleanup deletes them (L17). Defaults to 7 days. Pending and
+	// blocking dead entries are never deleted by Cleanup.
 	Retention time.Duration
-	// KeepSucceeded keeps entries that a retry applied, in state done, for
-	// Retention, as history. By default they are deleted at once.
-	KeepSucceeded bool
+	// DeleteSucceeded deletes an entry as soon as a retry applied it. By
+	// default it is kept, done, for Retention: then a redelivered copy (its
+	// consumer crashed before committing the offset) is recognised by Park
+	// and not applied a second time behind the key's newer messages. Set it
+	// only when the handler is deduplicated (the idempotency package).
+	DeleteSucceeded bool
 	// CleanupBatchSize is how many rows one Cleanup statement deletes.
 	// Defaults to 1000.
 	CleanupBatchSize int

@@ -22,7 +22,8 @@ const (
 	// StateReleased is dead but no longer blocks its key; it stays for
 	// inspection until Cleanup removes it after the retention.
 	StateReleased State = "released"
-	// StateDone was applied by a retry; kept only with KeepSucceeded.
+	// StateDone was applied by a retry; kept for the retention unless the
+	// table has DeleteSucceeded.
 	StateDone State = "done"
 	// StateDiscarded was dropped by an operator.
 	StateDiscarded State = "discarded"

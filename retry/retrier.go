@@ -327,10 +327,10 @@ WHERE grp = $1 AND lane = $2 AND owner = $3`
 }
 
 func (r *Retrier) succeed(ctx context.Context, e Entry, owner string) error {
-	fin := `DELETE FROM ` + r.t.table + ` WHERE id = $4 AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)`
-	if r.t.cfg.KeepSucceeded {
-		fin = `UPDATE ` + r.t.table + ` SET state = 'done', next_attempt_at = NULL, finished_at = now(), updated_at = now()
+	fin := `UPDATE ` + r.t.table + ` SET state = 'done', next_attempt_at = NULL, finished_at = now(), updated_at = now()
   WHERE id = $4 AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)`
+	if r.t.cfg.DeleteSucceeded {
+		fin = `DELETE FROM ` + r.t.table + ` WHERE id = $4 AND state = 'pending' AND EXISTS (SELECT 1 FROM lease)`
 	}
 	// The entry after this one becomes the head: it is due now. (Sibling
 	// statements share a snapshot, so "after" is by ID, not "first left".)

@@ -97,8 +97,10 @@ func (t *Table) Blocked(ctx context.Context, key string) (bool, error) {
 // stores the message dead, as DeadLetter does.
 //
 // Park is idempotent per message ID: a redelivered message parked twice stays
-// one entry, in its first position. Once Park returns nil the entry is
-// committed, so the consumer may ack the delivery.
+// one entry, in its first position, and one a retry already applied (kept
+// done for the retention) or an operator discarded is not parked again. Once
+// Park returns nil the entry is committed, so the consumer may ack the
+// delivery.
 func (t *Table) Park(ctx context.Context, msg *reliable.Message, cause error) error {
 	if reliable.IsPermanent(cause) {
 		return t.DeadLetter(ctx, msg, cause)
