@@ -13,10 +13,6 @@ import (
 	"github.com/reliable-go/reliable/ordering"
 )
 
-// errKeyBlocked is the cause recorded for a message parked behind its key's
-// earlier entries.
-var errKeyBlocked = errors.New("consumer: key has earlier messages waiting in the retry table")
-
 // Consumer consumes one topic through the pipeline described in the package
 // documentation.
 type Consumer struct {
@@ -192,7 +188,9 @@ func (c *Consumer) outcome(ctx context.Context, msg *reliable.Message) (Outcome,
 		}
 		if blocked {
 			release()
-			return c.park(ctx, log, msg, errKeyBlocked), nil
+			// A nil cause: the message did not fail, it waits its turn. If the
+			// retrier emptied the key meanwhile, it is due at once.
+			return c.park(ctx, log, msg, nil), nil
 		}
 	}
 
