@@ -209,7 +209,8 @@ func deleteTopic(t testing.TB, topo Topology, topic string, groups ...string) {
 	defer ch.Close()
 	topo = topo.withDefaults()
 	for _, g := range groups {
-		for _, q := range topo.queues(topic, g, nil) {
+		qs, _ := topo.queues(topic, g, nil)
+		for _, q := range qs {
 			_, _ = ch.QueueDelete(q, false, false, false)
 		}
 		_, _ = ch.QueueDelete(DeadLetterQueueName(topic, g), false, false, false)

@@ -23,6 +23,9 @@ const (
 	// DefaultDialTimeout bounds the TCP connect plus the TLS and AMQP
 	// handshakes of one dial.
 	DefaultDialTimeout = 10 * time.Second
+	// DefaultShardStandby is how long a subscriber with primary shards waits
+	// before registering on the other shards as a standby.
+	DefaultShardStandby = 3 * time.Second
 	// DefaultHeartbeat is the AMQP heartbeat interval: a silent network (no
 	// RST) is detected after about two of them.
 	DefaultHeartbeat = 10 * time.Second
@@ -86,6 +89,7 @@ type subscriberConfig struct {
 	common
 	prefetch    int
 	shards      []int
+	standby     time.Duration
 	environment string
 }
 
@@ -176,13 +180,23 @@ func WithPrefetch(n int) SubscriberOption {
 	return subscriberOption(func(c *subscriberConfig) { c.prefetch = n })
 }
 
-// WithShardIndexes makes a Subscriber of a sharded topology (Topology.Shards
-// > 1) consume only the given shard queues, numbered from 0. Defaults to
-// all shards. Each shard queue has a single active consumer, so instances
-// that all consume every shard share the shards first come, first served,
-// and take over the shards of an instance that stops.
-func WithShardIndexes(indexes ...int) SubscriberOption {
-	return subscriberOption(func(c *subscriberConfig) { c.shards = append([]int(nil), indexes...) })
+// WithShardIndexes gives a Subscriber of a sharded topology (Topology.Shards
+// > 1) its primary shards, numbered from 0: it consumes them at once and
+// the other shards only after the standby delay (see WithShardStandby).
+// Each shard queue has a single active consumer, the first one registered,
+// so instances started with different primary shards each become the active
+// consumer of their own shards, and the standby registrations take over the
+// shards of an instance that stops. Defaults to every shard at once.
+func WithShardIndexes(primary ...int) SubscriberOption {
+	return subscriberOption(func(c *subscriberConfig) { c.shards = append([]int(nil), primary...) })
+}
+
+// WithShardStandby sets how long a Subscriber with primary shards waits
+// before it also registers on the other shards, as a standby. A negative
+// delay never registers on them (a static assignment: a stopped instance's
+// shards wait for it). Defaults to DefaultShardStandby.
+func WithShardStandby(d time.Duration) SubscriberOption {
+	return subscriberOption(func(c *subscriberConfig) { c.standby = d })
 }
 
 // WithEnvironment makes a Subscriber refuse messages whose environment
@@ -241,6 +255,9 @@ func newSubscriberConfig(opts []SubscriberOption) (subscriberConfig, error) {
 	c.withDefaults()
 	if c.prefetch == 0 {
 		c.prefetch = DefaultPrefetch
+	}
+	if c.standby == 0 {
+		c.standby = DefaultShardStandby
 	}
 	return c, nil
 }

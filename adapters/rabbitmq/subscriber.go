@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -86,11 +87,14 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 		return nil, &reliable.ConfigError{Component: "rabbitmq subscribe", Problems: []string{"topic is empty"}}
 	}
 	sub := &subscription{
-		s:      s,
-		topic:  topic,
-		queues: s.cfg.topology.queues(topic, s.group, s.cfg.shards),
-		out:    make(chan *reliable.Delivery),
-		log:    s.cm.log.With(slog.String("topic", topic), slog.String("group", s.group)),
+		s:     s,
+		topic: topic,
+		out:   make(chan *reliable.Delivery),
+		log:   s.cm.log.With(slog.String("topic", topic), slog.String("group", s.group)),
+	}
+	sub.queues, sub.standby = s.cfg.topology.queues(topic, s.group, s.cfg.shards)
+	if s.cfg.standby < 0 {
+		sub.standby = nil
 	}
 	conn, _, err := s.cm.connection(ctx)
 	if err == nil {
@@ -125,12 +129,13 @@ func (s *Subscriber) Close() error {
 // subscription is one Subscribe call: it consumes its queues on one channel
 // at a time, replacing the channel whenever it breaks.
 type subscription struct {
-	s      *Subscriber
-	topic  string
-	queues []string
-	out    chan *reliable.Delivery
-	log    *slog.Logger
-	gen    uint64
+	s       *Subscriber
+	topic   string
+	queues  []string // consumed at once
+	standby []string // consumed after the standby delay
+	out     chan *reliable.Delivery
+	log     *slog.Logger
+	gen     uint64
 }
 
 // consumeChan is one channel generation of a subscription. Deliveries keep a
@@ -199,11 +204,16 @@ func (sub *subscription) consume(ctx context.Context, redeclare bool) (healthy b
 	}
 	sub.gen++
 	cc := &consumeChan{ch: ch, gen: sub.gen}
+	var fwd sync.WaitGroup
+	stop := make(chan struct{})
 	defer func() {
 		// Mark dead before closing: an Ack racing with the close is then
-		// dropped here instead of failing inside the library.
+		// dropped here instead of failing inside the library. Closing the
+		// channel closes the delivery channels the forwarders range over.
 		cc.dead.Store(true)
 		_ = ch.Close()
+		close(stop)
+		fwd.Wait()
 	}()
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 	// Per-consumer prefetch (global=false): global QoS is a channel error on
@@ -216,15 +226,19 @@ func (sub *subscription) consume(ctx context.Context, redeclare bool) (healthy b
 		queue string
 	}
 	in := make(chan tagged)
-	ended := make(chan string, len(sub.queues)) // queue whose consumer ended
-	var fwd sync.WaitGroup
-	stop := make(chan struct{})
-	defer func() { close(stop); fwd.Wait() }()
-	for i, q := range sub.queues {
-		tag := fmt.Sprintf("reliable-%s-%d-%d", s.group, sub.gen, i)
-		deliveries, err := ch.ConsumeWithContext(ctx, q, tag, false, false, false, false, nil)
+	ended := make(chan string, len(sub.queues)+len(sub.standby)) // queue whose consumer ended
+	consumers := 0
+	startConsumer := func(q string) error {
+		tag := fmt.Sprintf("reliable-%s-%d-%d", s.group, sub.gen, consumers)
+		consumers++
+		// Not ConsumeWithContext: its basic.cancel when ctx ends would let a
+		// single-active-consumer queue activate the next consumer while
+		// this one still holds unacked deliveries, which then come back
+		// after newer ones (seen on 3.10 quorum queues). Closing the
+		// channel returns them first.
+		deliveries, err := ch.Consume(q, tag, false, false, false, false, nil)
 		if err != nil {
-			return false, fmt.Errorf("consume %q: %w", q, classify(err))
+			return fmt.Errorf("consume %q: %w", q, classify(err))
 		}
 		fwd.Add(1)
 		go func() {
@@ -238,12 +252,33 @@ func (sub *subscription) consume(ctx context.Context, redeclare bool) (healthy b
 			}
 			ended <- q
 		}()
+		return nil
+	}
+	for _, q := range sub.queues {
+		if err := startConsumer(q); err != nil {
+			return false, err
+		}
+	}
+	var standby <-chan time.Time
+	if len(sub.standby) > 0 {
+		t := time.NewTimer(s.cfg.standby)
+		defer t.Stop()
+		standby = t.C
 	}
 	for {
 		select {
 		case t := <-in:
 			if err := sub.forward(ctx, cc, t.d, t.queue); err != nil {
 				return true, err
+			}
+		case <-standby:
+			// Register on the other shards: single active consumer keeps
+			// them with their current consumers, and hands them to this
+			// one when those stop.
+			for _, q := range sub.standby {
+				if err := startConsumer(q); err != nil {
+					return true, err
+				}
 			}
 		case q := <-ended:
 			if ctx.Err() != nil {

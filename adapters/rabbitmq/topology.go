@@ -103,22 +103,32 @@ func deadLetterExchangeName(topic string) string { return topic + ".dlx" }
 
 func shardExchangeName(topic, group string) string { return QueueName(topic, group) + ".shards" }
 
-// queues returns the queue names a subscriber of group consumes.
-func (t Topology) queues(topic, group string, shards []int) []string {
+// queues returns the queue names a subscriber of group consumes at once
+// (primary) and after the standby delay: without sharding the group's
+// queue; with sharding the primary shards and the others, or every shard at
+// once when primary is empty.
+func (t Topology) queues(topic, group string, primary []int) (first, standby []string) {
 	if t.Shards <= 1 {
-		return []string{QueueName(topic, group)}
+		return []string{QueueName(topic, group)}, nil
 	}
-	if len(shards) == 0 {
-		shards = make([]int, t.Shards)
-		for i := range shards {
-			shards[i] = i
+	isPrimary := make(map[int]bool, len(primary))
+	for _, i := range primary {
+		if !isPrimary[i] {
+			isPrimary[i] = true
+			first = append(first, ShardQueueName(topic, group, i))
 		}
 	}
-	names := make([]string, len(shards))
-	for i, s := range shards {
-		names[i] = ShardQueueName(topic, group, s)
+	for i := 0; i < t.Shards; i++ {
+		if isPrimary[i] {
+			continue
+		}
+		if len(primary) == 0 {
+			first = append(first, ShardQueueName(topic, group, i))
+		} else {
+			standby = append(standby, ShardQueueName(topic, group, i))
+		}
 	}
-	return names
+	return first, standby
 }
 
 // queueArgs returns the arguments of a group queue that dead-letters to

@@ -132,9 +132,13 @@ func TestQueueArguments(t *testing.T) {
 	if _, ok := c["x-delivery-limit"]; ok {
 		t.Fatalf("classic queue got a delivery limit: %v", c)
 	}
-	names := Topology{Shards: 3}.withDefaults().queues("orders", "g", []int{2, 0})
-	if strings.Join(names, ",") != "orders.g.2,orders.g.0" {
-		t.Fatalf("shard queues %v", names)
+	primary, standby := Topology{Shards: 3}.withDefaults().queues("orders", "g", []int{2, 0})
+	if strings.Join(primary, ",") != "orders.g.2,orders.g.0" || strings.Join(standby, ",") != "orders.g.1" {
+		t.Fatalf("shard queues %v, standby %v", primary, standby)
+	}
+	all, none := Topology{Shards: 2}.withDefaults().queues("orders", "g", nil)
+	if strings.Join(all, ",") != "orders.g.0,orders.g.1" || none != nil {
+		t.Fatalf("all shards %v, standby %v", all, none)
 	}
 }
 
