@@ -7,6 +7,7 @@ import (
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/idempotency"
+	"github.com/reliable-go/reliable/retry"
 )
 
 // RetryTable is the ordered per-key retry table the consumer parks messages
@@ -20,6 +21,13 @@ type RetryTable interface {
 	Park(ctx context.Context, msg *reliable.Message, cause error) error
 	// DeadLetter stores msg as dead with cause as the reason.
 	DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error
+}
+
+// Replayer is a retry table that replays its own entries; Run starts Replay
+// with the consumer's deduplicated handler. The in-memory
+// reliabletest.RetryTable implements it; *retry.Table gets a retry.Retrier.
+type Replayer interface {
+	Replay(ctx context.Context, h reliable.Handler) error
 }
 
 // DeadLetterer receives messages that must never be handled: poison
@@ -43,6 +51,12 @@ type Config struct {
 	// (L09-L11). Without one, retryable failures are retried inline in the
 	// key's lane, InlineAttempts times.
 	RetryTable RetryTable
+	// Retrier configures the retrier that Run starts when RetryTable is a
+	// *retry.Table: it replays parked entries through the same handler and
+	// dedupe store. Set DisableRetrier to run retriers elsewhere.
+	Retrier retry.RetrierConfig
+	// DisableRetrier stops Run from starting a retrier for RetryTable.
+	DisableRetrier bool
 	// DeadLetter receives poison and wrong-environment messages. Defaults to
 	// RetryTable. With neither, a poison message is nacked so the broker's
 	// own dead-letter policy applies, and a wrong-environment message is

@@ -11,6 +11,7 @@ import (
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/idempotency"
 	"github.com/reliable-go/reliable/ordering"
+	"github.com/reliable-go/reliable/retry"
 )
 
 // Consumer consumes one topic through the pipeline described in the package
@@ -65,6 +66,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		Rate:        c.cfg.Rate,
 	})
 	c.lanes.Store(lanes)
+	retrierDone, err := c.startRetrier(ctx)
+	if err != nil {
+		cancelWork()
+		_ = c.sub.Close()
+		return err
+	}
 	c.cfg.Logger.InfoContext(ctx, "consumer started", slog.String("topic", c.cfg.Topic),
 		slog.Int("concurrency", c.cfg.Concurrency))
 
@@ -97,7 +104,44 @@ loop:
 	if err := c.sub.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("consumer: close subscriber: %w", err)
 	}
+	<-retrierDone
 	return runErr
+}
+
+// startRetrier runs the retry table's retrier until ctx ends, replaying
+// through the same handler and dedupe store as first deliveries. The
+// returned channel closes when it has stopped.
+func (c *Consumer) startRetrier(ctx context.Context) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	h := Deduplicated(c.cfg.Dedupe, reliable.HandlerFunc(c.handle))
+	var run func() error
+	switch t := c.cfg.RetryTable.(type) {
+	case nil:
+	case *retry.Table:
+		if c.cfg.DisableRetrier {
+			break
+		}
+		r, err := retry.NewRetrier(t, h, c.cfg.Retrier)
+		if err != nil {
+			return nil, fmt.Errorf("consumer: %w", err)
+		}
+		run = func() error { return r.Run(ctx) }
+	case Replayer:
+		if !c.cfg.DisableRetrier {
+			run = func() error { return t.Replay(ctx, h) }
+		}
+	}
+	if run == nil {
+		close(done)
+		return done, nil
+	}
+	go func() {
+		defer close(done)
+		if err := run(); err != nil && ctx.Err() == nil {
+			c.cfg.Logger.Error("consumer: retrier stopped", slog.String("error", err.Error()))
+		}
+	}()
+	return done, nil
 }
 
 // SetConcurrency changes how many keys are handled at once, while running

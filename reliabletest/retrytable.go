@@ -23,6 +23,7 @@ type RetryTable struct {
 	keys map[string][]*RetryEntry
 	ids  map[string]bool
 	dead []*RetryEntry
+	busy map[string]bool // keys being replayed, so concurrent replays never share a key
 }
 
 // RetryEntry is a parked message.
@@ -36,7 +37,7 @@ type RetryEntry struct {
 
 // NewRetryTable returns an empty table.
 func NewRetryTable() *RetryTable {
-	return &RetryTable{keys: make(map[string][]*RetryEntry), ids: make(map[string]bool)}
+	return &RetryTable{keys: make(map[string][]*RetryEntry), ids: make(map[string]bool), busy: make(map[string]bool)}
 }
 
 // Blocked reports whether key has entries, pending or dead.
@@ -119,13 +120,28 @@ func (t *RetryTable) ReplayDue(ctx context.Context, h reliable.Handler) int {
 	var keys []string
 	now := time.Now()
 	for k, es := range t.keys {
-		if !es[0].Dead && !es[0].NextAt.After(now) {
+		if !es[0].Dead && !es[0].NextAt.After(now) && !t.busy[k] {
 			keys = append(keys, k)
+			t.busy[k] = true
 		}
 	}
 	t.mu.Unlock()
 	done := 0
 	for _, k := range keys {
+		done += t.replayKey(ctx, k, h)
+	}
+	return done
+}
+
+// replayKey replays k's entries in order until one fails, then releases k.
+func (t *RetryTable) replayKey(ctx context.Context, k string, h reliable.Handler) int {
+	done := 0
+	defer func() {
+		t.mu.Lock()
+		delete(t.busy, k)
+		t.mu.Unlock()
+	}()
+	{
 		for ctx.Err() == nil {
 			t.mu.Lock()
 			es := t.keys[k]
@@ -181,4 +197,11 @@ func (t *RetryTable) RunRetrier(ctx context.Context, h reliable.Handler, interva
 		case <-tick.C:
 		}
 	}
+}
+
+// Replay replays due entries every 10ms until ctx ends; the consumer
+// package's Run calls it for this table. It returns nil.
+func (t *RetryTable) Replay(ctx context.Context, h reliable.Handler) error {
+	t.RunRetrier(ctx, h, 10*time.Millisecond)
+	return nil
 }
