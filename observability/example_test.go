@@ -1,0 +1,61 @@
+package observability_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"net/http"
+	"os"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/consumer"
+	"github.com/reliable-go/reliable/observability"
+	"github.com/reliable-go/reliable/reliabletest"
+)
+
+// A service wires metrics and tracing once: the Prometheus endpoint, the
+// publisher wrapper, the handler wrapper and the consumer's Observe hook.
+func Example() {
+	mp, metricsHandler, err := observability.NewPrometheus()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = mp.Shutdown(context.Background()) }()
+	tp := sdktrace.NewTracerProvider() // add your exporter: sdktrace.WithBatcher(otlpExporter)
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	tel, err := observability.New(observability.Config{MeterProvider: mp, TracerProvider: tp, System: "kafka"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	http.Handle("/metrics", metricsHandler)
+
+	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{}) // your adapter's publisher here
+	broker.CreateTopic("orders")
+	pub := tel.Publisher(broker.Publisher())
+	msg := &reliable.Message{Topic: "orders", Key: "order-1", Type: "order.placed"}
+	if err := pub.Publish(context.Background(), msg); err != nil {
+		log.Fatal(err)
+	}
+
+	handler := tel.Handler(reliable.HandlerFunc(func(ctx context.Context, m *reliable.Message) error {
+		slog.InfoContext(ctx, "order applied", observability.MessageAttrs(m)...)
+		return nil
+	}))
+	_, err = consumer.New(broker.Subscriber("kitchen", reliabletest.SubscriberOptions{}), handler,
+		consumer.Config{Topic: "orders", Observe: tel.Observe})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(msg.Headers["traceparent"] != "")
+	// Output: true
+}
+
+// LogHandler puts the span's IDs on every record logged with a context.
+func ExampleLogHandler() {
+	logger := slog.New(observability.LogHandler(slog.NewJSONHandler(os.Stdout, nil)))
+	logger.InfoContext(context.Background(), "no span, no IDs")
+	_ = logger
+}

@@ -1,0 +1,7 @@
+package observability
+
+// Test hooks: the watchers with their sources as functions.
+var (
+	WatchRetryFunc  = (*Telemetry).watchRetry
+	WatchOutboxFunc = (*Telemetry).watchOutbox
+)
