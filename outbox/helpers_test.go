@@ -1,59 +1,18 @@
 package outbox_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/reliable-go/reliable/internal/testenv"
 	"github.com/reliable-go/reliable/outbox"
 )
-
-// serviceEnv returns a service endpoint from the environment or from the
-// .cache/services.env file that scripts/services.sh writes at the repository
-// root.
-func serviceEnv(name string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	dir, _ := os.Getwd()
-	for range 5 {
-		f, err := os.Open(filepath.Join(dir, ".cache", "services.env"))
-		if err == nil {
-			defer f.Close()
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
-				if ok && k == name {
-					return strings.Trim(v, `'"`)
-				}
-			}
-			return ""
-		}
-		dir = filepath.Dir(dir)
-	}
-	return ""
-}
-
-func requireService(t testing.TB, name string) string {
-	t.Helper()
-	v := serviceEnv(name)
-	if v == "" {
-		if os.Getenv("RELIABLE_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("%s is not set and RELIABLE_REQUIRE_SERVICES=1", name)
-		}
-		t.Skipf("%s not set; start the services with scripts/services.sh up", name)
-	}
-	return v
-}
 
 // testDB is one test's private schema on the real PostgreSQL.
 type testDB struct {
@@ -66,7 +25,7 @@ type testDB struct {
 // a pool whose search_path points at it.
 func newTestDB(t testing.TB, maxConns int32) *testDB {
 	t.Helper()
-	dsn := requireService(t, "RELIABLE_POSTGRES_DSN")
+	dsn := testenv.PostgresDSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	schema := fmt.Sprintf("outbox_test_%d_%d", time.Now().UnixNano(), rand.IntN(1e6))

@@ -27,6 +27,10 @@ const (
 	childDSNEnv    = "OUTBOX_TEST_RELAY_DSN"
 	childSchemaEnv = "OUTBOX_TEST_RELAY_SCHEMA"
 	childFileEnv   = "OUTBOX_TEST_RELAY_FILE"
+	// childBrokerEnv selects the child's publisher: "kafka" (brokers in
+	// childFileEnv, comma separated), "rabbitmq" (URL in childFileEnv), or
+	// empty for the file publisher.
+	childBrokerEnv = "OUTBOX_TEST_RELAY_BROKER"
 )
 
 func TestMain(m *testing.M) {
@@ -52,7 +56,12 @@ func runKilledRelay() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	pub := &killAfterConfirm{Publisher: &filePublisher{path: os.Getenv(childFileEnv)}}
+	inner, err := childPublisher(os.Getenv(childBrokerEnv), os.Getenv(childFileEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	pub := &killAfterConfirm{Publisher: inner}
 	rcfg := testConfig()
 	rcfg.ID = "relay-that-dies"
 	r, err := outbox.NewRelay(pool, pub, rcfg)
