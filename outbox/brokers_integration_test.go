@@ -42,7 +42,7 @@ func childPublisher(kind, endpoint string) (reliable.Publisher, error) {
 // brokerKit is one real broker with a fresh topic.
 type brokerKit struct {
 	kind, endpoint, topic string
-	subscribe          func(t *testing.T, ctx context.Context) (<-chan *reliable.Delivery, func())
+	subscribe             func(t *testing.T, ctx context.Context) (<-chan *reliable.Delivery, func())
 }
 
 func kafkaKit(t *testing.T, brokers []string) *brokerKit {
