@@ -1,0 +1,64 @@
+package consumer
+
+import (
+	"errors"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/adapters/kafka"
+	"github.com/reliable-go/reliable/adapters/rabbitmq"
+)
+
+// NewKafka returns a consumer of cfg.Topic in the Kafka consumer group
+// kcfg.Consumer.Group, with the Kafka adapter's durable defaults: auto-commit
+// off, offsets committed only up to the first incomplete message (L04, L05).
+// When cfg.Environment is empty it takes kcfg.Environment, so the consumer
+// refuses other environments' messages (L07).
+func NewKafka(kcfg kafka.Config, h reliable.Handler, cfg Config) (*Consumer, error) {
+	if cfg.Environment == "" {
+		cfg.Environment = kcfg.Environment
+	}
+	if err := precheck(h, cfg); err != nil {
+		return nil, err
+	}
+	sub, err := kafka.NewSubscriber(kcfg)
+	if err != nil {
+		return nil, err
+	}
+	return newClosingOnError(sub, h, cfg)
+}
+
+// NewRabbitMQ returns a consumer of cfg.Topic as a member of group (the
+// group's queue of the topic exchange, shared by the group's instances), with
+// manual acks of each delivery only once complete (L01).
+func NewRabbitMQ(url, group string, h reliable.Handler, cfg Config, opts ...rabbitmq.SubscriberOption) (*Consumer, error) {
+	if err := precheck(h, cfg); err != nil {
+		return nil, err
+	}
+	sub, err := rabbitmq.NewSubscriber(url, group, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return newClosingOnError(sub, h, cfg)
+}
+
+// precheck refuses a bad config before a connection is opened.
+func precheck(h reliable.Handler, cfg Config) error {
+	var p reliable.Problems
+	p.Addf(h == nil, "handler is nil")
+	var ce *reliable.ConfigError
+	if errors.As(cfg.Validate(), &ce) {
+		for _, s := range ce.Problems {
+			p.Addf(true, "%s", s)
+		}
+	}
+	return p.Err("consumer")
+}
+
+func newClosingOnError(sub reliable.Subscriber, h reliable.Handler, cfg Config) (*Consumer, error) {
+	c, err := New(sub, h, cfg)
+	if err != nil {
+		_ = sub.Close()
+		return nil, err
+	}
+	return c, nil
+}
