@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -29,8 +30,8 @@ type Publisher struct {
 	prod   sarama.AsyncProducer
 	topics *topicChecker
 
-	mu     sync.RWMutex // held for reading while sending to prod.Input()
-	closed bool
+	mu     sync.RWMutex  // held for reading while sending to prod.Input()
+	closed atomic.Bool   // set under mu
 	done   chan struct{} // closed when both result channels are drained
 }
 
@@ -218,22 +219,40 @@ func (p *Publisher) PublishAsync(ctx context.Context, msg *reliable.Message, don
 	if done == nil {
 		return errors.New("kafka: PublishAsync needs a done function")
 	}
-	recs, err := p.prepare(ctx, []*reliable.Message{msg})
+	if p.closed.Load() {
+		return reliable.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	rec, err := p.record(msg, time.Now())
 	if err != nil {
 		return err
 	}
-	f := recs[0].Metadata.(*inflight)
-	f.fn, f.msg = done, msg
-	if _, err := p.send(ctx, recs); err != nil {
-		return err
+	if !p.topics.known(rec.Topic) {
+		if err := p.topics.check(ctx, rec.Topic); err != nil {
+			return err
+		}
 	}
-	return nil
+	f := rec.Metadata.(*inflight)
+	f.fn, f.msg = done, msg
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed.Load() {
+		return reliable.ErrClosed
+	}
+	select {
+	case p.prod.Input() <- rec:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kafka: not sent: %w", ctx.Err())
+	}
 }
 
 // prepare validates msgs, stamps IDs and times, checks sizes and topics, and
 // returns the records to send; nothing is sent on error.
 func (p *Publisher) prepare(ctx context.Context, msgs []*reliable.Message) ([]*sarama.ProducerMessage, error) {
-	if p.isClosed() {
+	if p.closed.Load() {
 		return nil, reliable.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
@@ -243,22 +262,10 @@ func (p *Publisher) prepare(ctx context.Context, msgs []*reliable.Message) ([]*s
 	recs := make([]*sarama.ProducerMessage, len(msgs))
 	var topics []string
 	for i, m := range msgs {
-		if m == nil {
-			return nil, &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
-		}
-		m.EnsureID()
-		if m.Time.IsZero() {
-			m.Time = now
-		}
-		if err := m.Validate(); err != nil {
+		rec, err := p.record(m, now)
+		if err != nil {
 			return nil, err
 		}
-		rec := toRecord(m, p.prefix+m.Topic, p.cfg.Environment)
-		size := recordSize(rec)
-		if size > p.cfg.Producer.MaxMessageBytes {
-			return nil, &reliable.MessageTooLargeError{MessageID: m.ID, Size: size, Max: p.cfg.Producer.MaxMessageBytes}
-		}
-		rec.Metadata = &inflight{id: m.ID, size: size, max: p.cfg.Producer.MaxMessageBytes}
 		recs[i] = rec
 		if !p.topics.known(rec.Topic) && !contains(topics, rec.Topic) {
 			topics = append(topics, rec.Topic)
@@ -268,6 +275,28 @@ func (p *Publisher) prepare(ctx context.Context, msgs []*reliable.Message) ([]*s
 		return nil, err
 	}
 	return recs, nil
+}
+
+// record validates and stamps m and builds its record, with an inflight as
+// its Metadata.
+func (p *Publisher) record(m *reliable.Message, now time.Time) (*sarama.ProducerMessage, error) {
+	if m == nil {
+		return nil, &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
+	}
+	m.EnsureID()
+	if m.Time.IsZero() {
+		m.Time = now
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	rec := toRecord(m, p.prefix+m.Topic, p.cfg.Environment)
+	size := recordSize(rec)
+	if size > p.cfg.Producer.MaxMessageBytes {
+		return nil, &reliable.MessageTooLargeError{MessageID: m.ID, Size: size, Max: p.cfg.Producer.MaxMessageBytes}
+	}
+	rec.Metadata = &inflight{id: m.ID, size: size, max: p.cfg.Producer.MaxMessageBytes}
+	return rec, nil
 }
 
 func contains(list []string, s string) bool {
@@ -283,7 +312,7 @@ func contains(list []string, s string) bool {
 func (p *Publisher) send(ctx context.Context, recs []*sarama.ProducerMessage) (int, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if p.closed {
+	if p.closed.Load() {
 		return 0, reliable.ErrClosed
 	}
 	in := p.prod.Input()
@@ -315,22 +344,16 @@ func (p *Publisher) Audit(ctx context.Context, topics ...string) ([]Finding, err
 	return Audit(ctx, adm, p.cfg.Audit, p.kafkaTopics(topics)...)
 }
 
-func (p *Publisher) isClosed() bool {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.closed
-}
-
 // Close waits up to Config.Producer.CloseTimeout for records in flight to be
 // acknowledged or fail, then closes the connections. Publish after Close
 // returns reliable.ErrClosed.
 func (p *Publisher) Close() error {
 	p.mu.Lock()
-	if p.closed {
+	if p.closed.Load() {
 		p.mu.Unlock()
 		return nil
 	}
-	p.closed = true
+	p.closed.Store(true)
 	p.mu.Unlock()
 
 	p.prod.AsyncClose()
