@@ -63,6 +63,9 @@ func TestMurmur2MatchesKafkaVectors(t *testing.T) {
 // cluster for a table of keys, and one more check produces them to a real
 // 6-partition topic and reads back where they landed.
 func TestMurmur2MatchesJavaClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a JVM; skipped in -short mode")
+	}
 	java, err := exec.LookPath("java")
 	if err != nil {
 		t.Skip("no java on PATH")
