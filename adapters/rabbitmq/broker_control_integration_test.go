@@ -3,10 +3,17 @@ package rabbitmq
 import (
 	"context"
 	"testing"
+
+	"github.com/reliable-go/reliable/internal/testenv"
 )
 
-// restartBroker returns the function that stops and starts the shared
-// RabbitMQ server, or nil when the test environment cannot.
+// restartBroker takes exclusive use of the shared RabbitMQ server for the
+// rest of t (other packages' RabbitMQ tests wait) and returns a function
+// that stops and starts it, waiting until it answers again.
 func restartBroker(t testing.TB) func(ctx context.Context) error {
-	return nil
+	srv := testenv.RabbitMQ(t)
+	return func(ctx context.Context) error {
+		t.Logf("restarting RabbitMQ")
+		return srv.Restart(ctx)
+	}
 }

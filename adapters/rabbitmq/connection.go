@@ -215,7 +215,11 @@ func (m *connManager) run(conn *amqp.Connection) {
 					return
 				default:
 				}
-				m.log.Warn("reconnect failed", slog.Int("attempt", failures), slog.String("error", err.Error()))
+				level := slog.LevelDebug
+				if failures%10 == 2 { // the first failed redial, then every 10th
+					level = slog.LevelWarn
+				}
+				m.log.Log(context.Background(), level, "reconnect failed", slog.Int("attempt", failures), slog.String("error", err.Error()))
 				continue
 			}
 			conn = c

@@ -1,62 +1,25 @@
 package rabbitmq
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/reliable-go/reliable/internal/testenv"
 )
 
-// Endpoints of the shared test services: from the environment or the env
-// file scripts/services.sh writes. Tests skip without them unless
-// RELIABLE_REQUIRE_SERVICES=1.
+// Endpoints come from internal/testenv, which also holds a shared lock on
+// RabbitMQ for the test, so another package's restart test waits for it.
 
-func serviceEnv(key string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	dir, _ := os.Getwd()
-	for ; dir != "/" && dir != "."; dir = filepath.Dir(dir) {
-		f, err := os.Open(filepath.Join(dir, ".cache", "services.env"))
-		if err != nil {
-			continue
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export "), "=")
-			if ok && k == key {
-				return strings.Trim(v, `'"`)
-			}
-		}
-		return ""
-	}
-	return ""
-}
-
-func need(t testing.TB, key string) string {
-	t.Helper()
-	v := serviceEnv(key)
-	if v == "" {
-		if os.Getenv("RELIABLE_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("%s is not set and RELIABLE_REQUIRE_SERVICES=1", key)
-		}
-		t.Skipf("%s not set: no RabbitMQ to test against", key)
-	}
-	return v
-}
-
-func amqpURL(t testing.TB) string { return need(t, "RELIABLE_AMQP_URL") }
+func amqpURL(t testing.TB) string { return testenv.AMQPURL(t) }
 
 var nameSeq atomic.Int64
 
@@ -68,7 +31,7 @@ func uniqueName(prefix string) string {
 // mgmt calls the management API.
 func mgmt(t testing.TB, method, path string, out any) {
 	t.Helper()
-	base, err := url.Parse(need(t, "RELIABLE_RABBITMQ_MANAGEMENT_URL"))
+	base, err := url.Parse(testenv.RabbitMQManagementURL(t))
 	if err != nil {
 		t.Fatalf("management URL: %v", err)
 	}
@@ -98,27 +61,6 @@ func mgmt(t testing.TB, method, path string, out any) {
 	}
 }
 
-// closeConnections force-closes, through the management API, every broker
-// connection whose client-provided name starts with prefix, and returns how
-// many it closed. Only this test's connections are touched: the broker is
-// shared.
-func closeConnections(t testing.TB, prefix string) int {
-	t.Helper()
-	var conns []struct {
-		Name             string `json:"name"`
-		UserProvidedName string `json:"user_provided_name"`
-	}
-	mgmt(t, http.MethodGet, "/api/connections?columns=name,user_provided_name", &conns)
-	n := 0
-	for _, c := range conns {
-		if strings.HasPrefix(c.UserProvidedName, prefix) {
-			mgmt(t, http.MethodDelete, "/api/connections/"+url.PathEscape(c.Name), nil)
-			n++
-		}
-	}
-	return n
-}
-
 // forceClose closes cm's current connection from the broker side through
 // the management API, addressing it by name ("client -> server"
 // addresses). The API knows a new connection only once its first stats are
@@ -145,31 +87,6 @@ func forceClose(t testing.TB, cm *connManager) bool {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return false
-}
-
-// waitConnections waits until count connections named with prefix exist.
-func waitConnections(t testing.TB, prefix string, count int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var conns []struct {
-			UserProvidedName string `json:"user_provided_name"`
-		}
-		mgmt(t, http.MethodGet, "/api/connections?columns=user_provided_name", &conns)
-		n := 0
-		for _, c := range conns {
-			if strings.HasPrefix(c.UserProvidedName, prefix) {
-				n++
-			}
-		}
-		if n >= count {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections named %s*, want %d", n, prefix, count)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // rawConn opens a plain amqp091-go connection for test setup and checks.

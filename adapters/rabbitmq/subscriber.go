@@ -66,8 +66,8 @@ func NewSubscriber(url, group string, opts ...SubscriberOption) (*Subscriber, er
 }
 
 // StaleSettlements returns how many Ack and Nack calls were dropped because
-// the delivery's channel had been replaced since it was delivered. Their
-// messages are redelivered.
+// the delivery's channel had broken or been replaced since it was
+// delivered. Their messages are redelivered.
 func (s *Subscriber) StaleSettlements() int64 { return s.stale.Load() }
 
 // Subscribe declares the group's queues of topic (topic's exchange must
@@ -339,43 +339,38 @@ type acker struct {
 // Ack acks the delivery's tag alone (multiple=false). When the delivery's
 // channel has been replaced it does nothing: the tag would belong to another
 // message on the new channel, or draw a 406 PRECONDITION_FAILED (PITFALLS
-// B3). The broker redelivers such a message.
+// B3). The broker redelivers such a message. The same holds when the ack
+// cannot be written because the connection just broke: amqp091-go's Ack
+// fails only when the channel or its connection is gone.
 func (a *acker) Ack(_ context.Context, d *reliable.Delivery) error {
-	if a.cc.dead.Load() {
-		a.dropped(d, "ack")
-		return nil
-	}
-	if err := a.cc.ch.Ack(a.tag, false); err != nil {
-		if errors.Is(err, amqp.ErrClosed) || a.cc.ch.IsClosed() {
-			a.dropped(d, "ack")
-			return nil
-		}
-		return fmt.Errorf("rabbitmq: ack message %q: %w", d.Message.ID, err)
-	}
-	return nil
+	return a.settle(d, "ack", func() error { return a.cc.ch.Ack(a.tag, false) })
 }
 
 // Nack requeues the delivery. On a quorum queue each requeue counts towards
 // the delivery limit, past which the message is dead-lettered. Stale
 // deliveries are dropped as in Ack.
 func (a *acker) Nack(_ context.Context, d *reliable.Delivery) error {
+	return a.settle(d, "nack", func() error { return a.cc.ch.Nack(a.tag, false, true) })
+}
+
+func (a *acker) settle(d *reliable.Delivery, op string, send func() error) error {
 	if a.cc.dead.Load() {
-		a.dropped(d, "nack")
+		a.dropped(d, op, nil)
 		return nil
 	}
-	if err := a.cc.ch.Nack(a.tag, false, true); err != nil {
-		if errors.Is(err, amqp.ErrClosed) || a.cc.ch.IsClosed() {
-			a.dropped(d, "nack")
-			return nil
-		}
-		return fmt.Errorf("rabbitmq: nack message %q: %w", d.Message.ID, err)
+	if err := send(); err != nil {
+		a.cc.dead.Store(true)
+		a.dropped(d, op, err)
 	}
 	return nil
 }
 
-func (a *acker) dropped(d *reliable.Delivery, op string) {
+func (a *acker) dropped(d *reliable.Delivery, op string, err error) {
 	a.s.stale.Add(1)
-	a.s.cm.log.Debug("dropped settlement of a delivery from a replaced channel; the broker redelivers it",
-		slog.String("op", op), slog.String("message_id", d.Message.ID),
-		slog.String("generation", strconv.FormatUint(a.cc.gen, 10)))
+	attrs := []any{slog.String("op", op), slog.String("message_id", d.Message.ID),
+		slog.String("generation", strconv.FormatUint(a.cc.gen, 10))}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	a.s.cm.log.Debug("dropped settlement of a delivery whose channel is gone; the broker redelivers it", attrs...)
 }
