@@ -151,6 +151,10 @@ func realKafka(ctx context.Context, cfg config, runID string, log *slog.Logger) 
 	}
 	kcfg := kafkaConfig(brokers, log)
 	kcfg.Consumer.Group = group + "-" + runID
+	// Audit at construction: the constructors fail until the new topic's
+	// metadata is visible, instead of the first publish failing for good
+	// with an unknown topic.
+	kcfg.Audit.Topics = []string{topic}
 	if rf < 3 {
 		kcfg.Audit.Policy = kafka.AuditWarn
 	}

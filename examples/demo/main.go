@@ -62,7 +62,17 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer func() {
+		// A broker that went away can hold up a client's Close; never let
+		// that keep the demo from exiting.
+		closed := make(chan struct{})
+		go func() { a.close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(30 * time.Second):
+			log.Error("demo: shutdown took over 30s; exiting anyway")
+		}
+	}()
 	fmt.Fprintf(stdout, "reliable demo: %d orders through %s\n", cfg.Orders, a.broker.label)
 	fmt.Fprintf(stdout, "  kitchen display: %s (watch it fill up)\n", a.kitchenURL)
 	if err := a.generate(ctx); err != nil {

@@ -138,10 +138,10 @@ func (a *app) waitSettled(ctx context.Context) (figures, error) {
 		}
 		select {
 		case <-ctx.Done():
-			if err != nil {
-				return f, err
-			}
-			return a.figures(context.WithoutCancel(ctx))
+			// Timed out: report what the data shows now.
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			return a.figures(last)
 		case <-tick.C:
 		}
 	}
