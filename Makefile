@@ -33,8 +33,23 @@ services-down: ## Stop the local services
 services-status: ## Show which local services run
 	bash scripts/services.sh status
 
+# The service smoke tests (internal/smoke, which also kill and restart brokers) run
+# first and alone: they fail fast when a service is broken, and their broker kills
+# cannot disturb other packages' tests. Then everything else runs.
+SMOKE_PKG := github.com/reliable-go/reliable/internal/smoke
+
 test: ## Run all tests (unit and integration) with -race against the local services
-	$(LOAD_ENV); $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) $(PKGS)
+	@$(LOAD_ENV); \
+	pkgs=$$($(GO) list $(PKGS)); \
+	if grep -qx '$(SMOKE_PKG)' <<<"$$pkgs"; then \
+		echo "$(GO) test -race -count=1 -timeout 10m $(TESTFLAGS) ./internal/smoke"; \
+		$(GO) test -race -count=1 -timeout 10m $(TESTFLAGS) $(SMOKE_PKG); \
+		pkgs=$$(grep -vx '$(SMOKE_PKG)' <<<"$$pkgs" || true); \
+	fi; \
+	if [[ -n $$pkgs ]]; then \
+		echo "$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) $(PKGS) (without ./internal/smoke)"; \
+		$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) $$pkgs; \
+	fi
 
 test-unit: ## Run unit tests only (-short: integration tests skip), fast, no services
 	$(GO) test -short -race -count=1 -timeout 5m $(TESTFLAGS) $(PKGS)

@@ -282,8 +282,8 @@ func TestPostgresRoundTrip(t *testing.T) {
 // min.insync.replicas=2), start the broker again and wait until the cluster is
 // whole, then read back every message.
 func TestKafkaBrokerKillAndRestart(t *testing.T) {
+	cluster := testenv.KafkaCluster(t) // may wait for other packages' Kafka tests
 	ctx := testenv.Context(t, 4*time.Minute)
-	cluster := testenv.KafkaCluster(t)
 	brokers := cluster.Brokers()
 	topic := testenv.UniqueName(t, "smoke_kill")
 	testenv.CreateTopic(t, brokers, topic, 1)
@@ -344,8 +344,8 @@ func TestKafkaBrokerKillAndRestart(t *testing.T) {
 
 // TestKafkaBrokerGracefulStop stops a follower gracefully, produces, and starts it.
 func TestKafkaBrokerGracefulStop(t *testing.T) {
-	ctx := testenv.Context(t, 3*time.Minute)
 	cluster := testenv.KafkaCluster(t)
+	ctx := testenv.Context(t, 3*time.Minute)
 	brokers := cluster.Brokers()
 	topic := testenv.UniqueName(t, "smoke_stop")
 	testenv.CreateTopic(t, brokers, topic, 1)
@@ -384,8 +384,8 @@ func TestKafkaBrokerGracefulStop(t *testing.T) {
 // force-closed connection sees CONNECTION_FORCED, and a persistent message in a
 // durable queue survives a full server restart.
 func TestRabbitMQCloseConnectionsAndRestart(t *testing.T) {
+	rmq := testenv.RabbitMQ(t) // may wait for other packages' RabbitMQ tests
 	ctx := testenv.Context(t, 3*time.Minute)
-	rmq := testenv.RabbitMQ(t)
 	name := "smoke-" + testenv.UniqueName(t, "conn")
 	dial := func() *amqp.Connection {
 		conn, err := amqp.DialConfig(rmq.AMQPURL(), amqp.Config{

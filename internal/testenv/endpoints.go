@@ -17,27 +17,13 @@ const (
 	viaDocker               // testcontainers
 )
 
-// resolve returns the value of key or skips/fails t. addrs extracts the host:port
-// addresses to probe from the value; one answering is enough.
-func resolve(t testing.TB, service, key string, addrs func(string) ([]string, error)) (string, source) {
+// find returns the configured value of key (environment, env file, or a container)
+// or skips/fails t when there is none. It does not probe the endpoint.
+func find(t testing.TB, service, key string) (string, source) {
 	t.Helper()
 	integration(t)
-	if v, src := Lookup(key); v != "" {
-		as, err := addrs(v)
-		if err != nil {
-			t.Fatalf("testenv: %s: bad %s: %v", service, src, err)
-		}
-		var errs []error
-		for _, a := range as {
-			err := reachable(a)
-			if err == nil {
-				return v, viaLocal
-			}
-			errs = append(errs, err)
-		}
-		unavailable(t, "testenv: %s at %s (%s) does not answer: %v; %s",
-			service, redact(v), src, errors.Join(errs...), howToStart)
-		return "", viaLocal
+	if v, _ := Lookup(key); v != "" {
+		return v, viaLocal
 	}
 	v, err := fromDocker(key)
 	if err == nil {
@@ -47,6 +33,43 @@ func resolve(t testing.TB, service, key string, addrs func(string) ([]string, er
 	unavailable(t, "testenv: no %s: %s is not set, no env file at %s, and no container (%v); %s",
 		service, key, envPath, err, howToStart)
 	return "", viaLocal
+}
+
+// probe skips/fails t unless one of the addresses in value v answers. addrs
+// extracts the host:port addresses from v.
+func probe(t testing.TB, service, key, v string, addrs func(string) ([]string, error)) {
+	t.Helper()
+	_, src := Lookup(key)
+	if src == "" {
+		src = "container"
+	}
+	as, err := addrs(v)
+	if err != nil {
+		t.Fatalf("testenv: %s: bad %s: %v", service, src, err)
+	}
+	var errs []error
+	for _, a := range as {
+		err := reachable(a)
+		if err == nil {
+			return
+		}
+		errs = append(errs, err)
+	}
+	unavailable(t, "testenv: %s at %s (%s) does not answer: %v; %s",
+		service, redact(v), src, errors.Join(errs...), howToStart)
+}
+
+// resolve finds the value of key, holds the service lock (when lock is not "") in
+// shared mode, and then probes it: after the lock, so that a test started while a
+// fault test of another package has the service down waits instead of skipping.
+func resolve(t testing.TB, service, key, lock string, addrs func(string) ([]string, error)) (string, source) {
+	t.Helper()
+	v, src := find(t, service, key)
+	if lock != "" {
+		lockService(t, lock, lockShared)
+	}
+	probe(t, service, key, v, addrs)
+	return v, src
 }
 
 func redact(v string) string {
@@ -90,21 +113,14 @@ func urlHostPort(defaultPort string) func(string) ([]string, error) {
 	}
 }
 
-func kafkaBrokers(t testing.TB) ([]string, source) {
-	t.Helper()
-	v, src := resolve(t, "Kafka", EnvKafkaBrokers, hostPorts)
-	b, _ := hostPorts(v)
-	return b, src
-}
-
 // Kafka returns the bootstrap addresses of the Kafka cluster (three brokers with
 // replication factor 3 and min.insync.replicas=2 when started by
 // scripts/services.sh). The test holds a shared lock on Kafka until it ends, so
 // fault tests of other packages wait for it.
 func Kafka(t testing.TB) []string {
 	t.Helper()
-	b, _ := kafkaBrokers(t)
-	lockService(t, "kafka", lockShared)
+	v, _ := resolve(t, "Kafka", EnvKafkaBrokers, "kafka", hostPorts)
+	b, _ := hostPorts(v)
 	return b
 }
 
@@ -112,8 +128,7 @@ func Kafka(t testing.TB) []string {
 // amqp://reliable:reliable@127.0.0.1:5672/. The test holds a shared lock on RabbitMQ.
 func AMQPURL(t testing.TB) string {
 	t.Helper()
-	v, _ := resolve(t, "RabbitMQ", EnvAMQPURL, urlHostPort("5672"))
-	lockService(t, "rabbitmq", lockShared)
+	v, _ := resolve(t, "RabbitMQ", EnvAMQPURL, "rabbitmq", urlHostPort("5672"))
 	return v
 }
 
@@ -122,15 +137,14 @@ func AMQPURL(t testing.TB) string {
 // shared lock on RabbitMQ.
 func RabbitMQManagementURL(t testing.TB) string {
 	t.Helper()
-	v, _ := resolve(t, "RabbitMQ management API", EnvRabbitMQManagementURL, urlHostPort("15672"))
-	lockService(t, "rabbitmq", lockShared)
+	v, _ := resolve(t, "RabbitMQ management API", EnvRabbitMQManagementURL, "rabbitmq", urlHostPort("15672"))
 	return strings.TrimSuffix(v, "/")
 }
 
 // RedisAddr returns the host:port of Redis.
 func RedisAddr(t testing.TB) string {
 	t.Helper()
-	v, _ := resolve(t, "Redis", EnvRedisAddr, hostPorts)
+	v, _ := resolve(t, "Redis", EnvRedisAddr, "", hostPorts)
 	return v
 }
 
@@ -140,6 +154,6 @@ func RedisAddr(t testing.TB) string {
 // schemas.
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
-	v, _ := resolve(t, "PostgreSQL", EnvPostgresDSN, urlHostPort("5432"))
+	v, _ := resolve(t, "PostgreSQL", EnvPostgresDSN, "", urlHostPort("5432"))
 	return v
 }

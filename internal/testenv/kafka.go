@@ -192,7 +192,11 @@ type Cluster struct {
 // fails under RELIABLE_REQUIRE_SERVICES=1.
 func KafkaCluster(t testing.TB) *Cluster {
 	t.Helper()
-	brokers, src := kafkaBrokers(t)
+	v, src := find(t, "Kafka", EnvKafkaBrokers)
+	brokers, err := hostPorts(v)
+	if err != nil {
+		t.Fatalf("testenv: bad %s: %v", EnvKafkaBrokers, err)
+	}
 	if src != viaLocal {
 		unavailable(t, "testenv: Kafka runs in a container: no cluster control; %s", howToStart)
 	}
@@ -205,6 +209,9 @@ func KafkaCluster(t testing.TB) *Cluster {
 		t.Fatalf("testenv: %v", err)
 	}
 	lockService(t, "kafka", lockExclusive)
+	// With the lock held no fault test has brokers down on purpose: if none answers,
+	// the services are not running (skip or fail rather than start them from a test).
+	probe(t, "Kafka", EnvKafkaBrokers, v, hostPorts)
 	c := &Cluster{t: t, brokers: brokers, nodes: nodes, script: script, env: scriptEnv(), touched: map[int32]bool{}}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

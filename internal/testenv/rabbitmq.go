@@ -34,8 +34,8 @@ type RabbitMQServer struct {
 // or fails under RELIABLE_REQUIRE_SERVICES=1.
 func RabbitMQ(t testing.TB) *RabbitMQServer {
 	t.Helper()
-	amqpURL, src := resolve(t, "RabbitMQ", EnvAMQPURL, urlHostPort("5672"))
-	mgmtURL, _ := resolve(t, "RabbitMQ management API", EnvRabbitMQManagementURL, urlHostPort("15672"))
+	amqpURL, src := find(t, "RabbitMQ", EnvAMQPURL)
+	mgmtURL, _ := find(t, "RabbitMQ management API", EnvRabbitMQManagementURL)
 	if src != viaLocal {
 		unavailable(t, "testenv: RabbitMQ runs in a container: no server control; %s", howToStart)
 	}
@@ -44,12 +44,19 @@ func RabbitMQ(t testing.TB) *RabbitMQServer {
 		unavailable(t, "testenv: cannot control RabbitMQ: scripts/services.sh not found (%s)", EnvServicesScript)
 	}
 	lockService(t, "rabbitmq", lockExclusive)
+	probe(t, "RabbitMQ", EnvAMQPURL, amqpURL, urlHostPort("5672"))
 	r := &RabbitMQServer{
 		amqpURL: amqpURL,
 		mgmtURL: strings.TrimSuffix(mgmtURL, "/"),
 		script:  script,
 		env:     scriptEnv(),
 		http:    &http.Client{Timeout: 10 * time.Second},
+	}
+	// Wait until it answers fully (management API included).
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := r.Start(ctx); err != nil {
+		t.Fatalf("testenv: RabbitMQ is not running before the test: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
