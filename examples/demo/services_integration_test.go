@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/reliable-go/reliable/examples/internal/env"
+	"github.com/reliable-go/reliable/internal/testenv"
 )
 
 // The same demo on the real services (the CI runs it): a real Kafka cluster
@@ -13,10 +15,12 @@ import (
 // the retry table in PostgreSQL, the dedupe records in Redis. Skipped when
 // the services are not configured, unless RELIABLE_REQUIRE_SERVICES=1.
 func TestDemoOnRealKafkaPostgresRedis(t *testing.T) {
-	v := env.Require(t, env.KafkaBrokers, env.PostgresDSN, env.RedisAddr)
 	cfg := testConfig(100)
 	cfg.Broker, cfg.Store, cfg.Dedupe = "kafka", "postgres", "redis"
-	cfg.KafkaBrokers, cfg.PostgresDSN, cfg.RedisAddr = v[0], v[1], v[2]
+	cfg.KafkaBrokers = strings.Join(testenv.Kafka(t), ",")
+	cfg.PostgresDSN = testenv.PostgresDSN(t)
+	cfg.RedisAddr = testenv.RedisAddr(t)
+	cfg.Schema = testenv.UniqueName(t, "demo")
 	t.Cleanup(func() { dropSchema(t, cfg) })
 	runDemo(t, cfg)
 }
@@ -24,10 +28,11 @@ func TestDemoOnRealKafkaPostgresRedis(t *testing.T) {
 // On RabbitMQ, with the dedupe record written in the kitchen's own
 // PostgreSQL transaction.
 func TestDemoOnRealRabbitMQPostgres(t *testing.T) {
-	v := env.Require(t, env.AMQPURL, env.PostgresDSN)
 	cfg := testConfig(100)
 	cfg.Broker, cfg.Store, cfg.Dedupe = "rabbitmq", "postgres", "postgres"
-	cfg.AMQPURL, cfg.PostgresDSN = v[0], v[1]
+	cfg.AMQPURL = testenv.AMQPURL(t)
+	cfg.PostgresDSN = testenv.PostgresDSN(t)
+	cfg.Schema = testenv.UniqueName(t, "demo")
 	t.Cleanup(func() { dropSchema(t, cfg) })
 	runDemo(t, cfg)
 }

@@ -13,12 +13,13 @@ import (
 	"github.com/reliable-go/reliable/examples/kitchen"
 	"github.com/reliable-go/reliable/examples/orders"
 	"github.com/reliable-go/reliable/idempotency"
+	"github.com/reliable-go/reliable/internal/testenv"
 )
 
 func testPool(t *testing.T) *pgxpool.Pool {
-	dsn := env.Require(t, env.PostgresDSN)[0]
+	dsn := testenv.PostgresDSN(t)
 	ctx := ctxT(t, 10*time.Second)
-	schema := fmt.Sprintf("ex_kitchen_%d", time.Now().UnixNano())
+	schema := testenv.UniqueName(t, "ex_kitchen")
 	pool, err := env.OpenPostgres(ctx, dsn, schema, 12)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/reliable-go/reliable/examples/internal/env"
 	"github.com/reliable-go/reliable/examples/orders"
+	"github.com/reliable-go/reliable/internal/testenv"
 	"github.com/reliable-go/reliable/outbox"
 	"github.com/reliable-go/reliable/reliabletest"
 )
@@ -17,9 +18,9 @@ import (
 // leaves neither, and the relay publishes exactly the committed events, in
 // order per order.
 func TestPostgresStoreWritesEventsInTheSameTransaction(t *testing.T) {
-	dsn := env.Require(t, env.PostgresDSN)[0]
+	dsn := testenv.PostgresDSN(t)
 	ctx := ctxT(t)
-	schema := fmt.Sprintf("ex_orders_%d", time.Now().UnixNano())
+	schema := testenv.UniqueName(t, "ex_orders")
 	pool, err := env.OpenPostgres(ctx, dsn, schema, 8)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 )
 
 // Names of the variables.
@@ -62,21 +61,4 @@ func loadFile() {
 		}
 		dir = parent
 	}
-}
-
-// Require returns the values of names for an integration test. When one is
-// missing the test is skipped, or fails when RELIABLE_REQUIRE_SERVICES=1.
-func Require(t testing.TB, names ...string) []string {
-	t.Helper()
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = Lookup(n)
-		if out[i] == "" {
-			if os.Getenv("RELIABLE_REQUIRE_SERVICES") == "1" {
-				t.Fatalf("%s is not set and RELIABLE_REQUIRE_SERVICES=1", n)
-			}
-			t.Skipf("%s is not set: skipping (run scripts/services.sh up, or set it)", n)
-		}
-	}
-	return out
 }
