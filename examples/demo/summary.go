@@ -167,7 +167,7 @@ func (a *app) printSummary(w io.Writer, f figures, took time.Duration) {
 	p("")
 	p("  Read from the data (orders store, kitchen store and its ledger of applied events), after %s:", took.Round(time.Millisecond))
 	p("    orders created        %6d  %s", f.Created, mark(f.Created == f.Want))
-	p("    events published      %6d", f.Events)
+	p("    events (1 per change) %6d", f.Events)
 	p("    orders displayed      %6d  %s", f.Displayed, mark(f.Displayed == f.Created))
 	p("    final states correct  %6d  %s", f.Correct, mark(f.Correct == f.Created))
 	p("    lost                  %6d  %s", f.Lost, mark(f.Lost == 0))

@@ -129,7 +129,7 @@ func (m *MemoryStore) RunRelay(ctx context.Context, pub reliable.Publisher, logg
 			continue
 		}
 		err := pub.Publish(ctx, batch...)
-		m.remove(batch, err)
+		m.remove(batch, err, logger)
 		if err == nil {
 			failures = 0
 			continue
@@ -164,8 +164,10 @@ func (m *MemoryStore) headOfKeys() []*reliable.Message {
 
 // remove drops the confirmed events of batch from the queue: all of them
 // when err is nil, those not listed as failed when err is a PublishError,
-// none otherwise.
-func (m *MemoryStore) remove(batch []*reliable.Message, err error) {
+// none otherwise. An event that failed permanently (too large, unknown
+// topic) would fail forever: it is dropped with an error log, which the
+// outbox relay would instead keep as a dead row.
+func (m *MemoryStore) remove(batch []*reliable.Message, err error, logger *slog.Logger) {
 	confirmed := make(map[string]bool, len(batch))
 	var pe *reliable.PublishError
 	switch {
@@ -174,9 +176,17 @@ func (m *MemoryStore) remove(batch []*reliable.Message, err error) {
 			confirmed[e.ID] = true
 		}
 	case errors.As(err, &pe):
-		failed := pe.FailedIDs()
+		failed := make(map[string]error, len(pe.Failed))
+		for _, f := range pe.Failed {
+			failed[f.MessageID] = f.Err
+		}
 		for _, e := range batch {
-			if !failed[e.ID] {
+			ferr, ok := failed[e.ID]
+			if ok && reliable.IsPermanent(ferr) {
+				logger.Error("orders relay: event dropped after a permanent failure", slog.String("message", e.String()),
+					slog.String("error", ferr.Error()))
+			}
+			if !ok || reliable.IsPermanent(ferr) {
 				confirmed[e.ID] = true
 			}
 		}
