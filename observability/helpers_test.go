@@ -78,4 +78,3 @@ func sample(text, name string, labels ...string) string {
 	}
 	return ""
 }
-

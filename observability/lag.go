@@ -134,10 +134,14 @@ func ReadKafkaLag(ctx context.Context, client sarama.Client, admin sarama.Cluste
 	}
 	committed := committedOffsets(resp)
 	if len(topics) == 0 {
-		for t, ps := range committed {
-			for p := range ps {
-				parts[t] = append(parts[t], p)
+		// Every partition of the topics the group committed on, also those
+		// it has not committed on yet.
+		for t := range committed {
+			ps, err := client.Partitions(t)
+			if err != nil {
+				return gl, fmt.Errorf("partitions of topic %q: %w", t, err)
 			}
+			parts[t] = ps
 		}
 	}
 	if gl.State == "Dead" && !anyCommitted(committed) {

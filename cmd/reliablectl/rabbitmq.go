@@ -90,20 +90,20 @@ func (m *mgmt) get(ctx context.Context, path string, v any) error {
 
 // queueInfo is what the management API says about a queue.
 type queueInfo struct {
-	Name                string         `json:"name"`
-	VHost               string         `json:"vhost"`
-	Durable             bool           `json:"durable"`
-	AutoDelete          bool           `json:"auto_delete"`
-	Exclusive           bool           `json:"exclusive"`
-	Type                string         `json:"type"`
-	Arguments           map[string]any `json:"arguments"`
-	Policy              string         `json:"policy"`
-	EffectivePolicy     map[string]any `json:"effective_policy_definition"`
-	Messages            int64          `json:"messages"`
-	MessagesPersistent  *int64         `json:"messages_persistent"`
-	Consumers           int            `json:"consumers"`
-	MessagesUnacked     int64          `json:"messages_unacknowledged"`
-	MessagesReady       int64          `json:"messages_ready"`
+	Name               string         `json:"name"`
+	VHost              string         `json:"vhost"`
+	Durable            bool           `json:"durable"`
+	AutoDelete         bool           `json:"auto_delete"`
+	Exclusive          bool           `json:"exclusive"`
+	Type               string         `json:"type"`
+	Arguments          map[string]any `json:"arguments"`
+	Policy             string         `json:"policy"`
+	EffectivePolicy    map[string]any `json:"effective_policy_definition"`
+	Messages           int64          `json:"messages"`
+	MessagesPersistent *int64         `json:"messages_persistent"`
+	Consumers          int            `json:"consumers"`
+	MessagesUnacked    int64          `json:"messages_unacknowledged"`
+	MessagesReady      int64          `json:"messages_ready"`
 }
 
 // setting returns a queue argument ("x-"+name) or, when absent, the
