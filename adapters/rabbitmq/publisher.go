@@ -184,6 +184,16 @@ func (p *Publisher) checkExchanges(ctx context.Context, msgs []*reliable.Message
 	return unknown, nil
 }
 
+// ctxError is the error for ctx ending while doing what; it names the
+// broker's resource alarm when one blocks the connection.
+func (p *Publisher) ctxError(ctx context.Context, what string) error {
+	// With ctx done, waitUnblocked returns at once: nil, or the alarm.
+	if err := p.cm.waitUnblocked(ctx); err != nil {
+		return err
+	}
+	return fmt.Errorf("rabbitmq: %s: %w", what, ctx.Err())
+}
+
 // pick returns a confirm channel, preferring one that no call is sending on.
 func (p *Publisher) pick() *confirmChannel {
 	start := p.next.Add(1)
@@ -351,7 +361,7 @@ func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message)
 	case r = <-done:
 	case <-ctx.Done():
 		go func() { cc.release(<-done, msgs, 0) }()
-		return nil, fmt.Errorf("rabbitmq: publish: %w", ctx.Err())
+		return nil, cc.p.ctxError(ctx, "publish")
 	}
 	if h := cc.p.testHookAfterSend; h != nil {
 		h()
@@ -369,11 +379,7 @@ func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message)
 			}
 		case <-ctx.Done():
 			go cc.release(r, msgs, i)
-			// With ctx done, waitUnblocked only adds the alarm's reason.
-			if err := cc.p.cm.waitUnblocked(ctx); err != nil {
-				return nil, err
-			}
-			return nil, fmt.Errorf("rabbitmq: waiting for confirms: %w", ctx.Err())
+			return nil, cc.p.ctxError(ctx, "waiting for confirms")
 		}
 	}
 	if r.pc != nil {
