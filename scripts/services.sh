@@ -33,7 +33,7 @@
 # - PID 1 is not systemd; `service`/init.d scripts and pg_ctlcluster work, and
 #   /usr/sbin/policy-rc.d (exit 101) keeps apt from starting services on install.
 # - RabbitMQ 3.10.8 starts with /etc/init.d/rabbitmq-server (start-stop-daemon + rabbitmqctl
-#   wait); a full stop+start takes ~15 s, `rabbitmqctl stop_app/start_app` ~7 s.
+#   wait); a full stop+start (rabbitmq-restart) takes 15-18 s, `rabbitmqctl stop_app/start_app` ~7 s.
 #   NODENAME=rabbit@localhost avoids depending on the host name.
 # - Kafka 3.9.1 runs from `mvn dependency:copy-dependencies` of org.apache.kafka:kafka_2.13
 #   plus org.slf4j:slf4j-reload4j (see internal/testenv/kafka/pom.xml); main classes

@@ -3,6 +3,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +24,13 @@ import (
 // Inside one process the lock is held by the process as a whole: tests of the same
 // package run one after another unless they call t.Parallel, and a subtest of a fault
 // test may use the service it holds exclusively.
+//
+// Child processes (a test that runs its own binary as a consumer to kill -9 it, say)
+// are covered by their parent's lock: while a process holds a lock, the environment
+// variable RELIABLE_TESTENV_HELD_<SERVICE> says so, children inherit it, and a child
+// takes no lock the parent already holds. Otherwise a child asking for a shared lock
+// behind a waiting fault test would wait for the fault test, which waits for the
+// parent, which waits for the child.
 
 type lockMode int
 
@@ -85,6 +93,10 @@ func lockService(t testing.TB, service string, mode lockMode) {
 	}
 	locksMu.Unlock()
 
+	if inheritedLock(service) >= mode {
+		return // a parent process holds it for us
+	}
+
 	l.mu.Lock()
 	if l.held < mode {
 		if err := l.raise(t, mode, lockTimeout(t)); err != nil {
@@ -138,6 +150,7 @@ func (l *serviceLock) raise(t testing.TB, mode lockMode, timeout time.Duration) 
 		return fmt.Errorf("%s lock on %s: %w", mode, l.name, err)
 	}
 	l.held = mode
+	setHeldEnv(l.name, mode)
 	if waited {
 		t.Logf("testenv: got %s use of %s", mode, l.name)
 	}
@@ -158,11 +171,49 @@ func (l *serviceLock) release(mode lockMode) {
 		if l.held == lockExclusive {
 			_ = flock(l.main, lockShared, true) // downgrade
 			l.held = lockShared
+			setHeldEnv(l.name, lockShared)
 		}
 	default:
 		_ = flock(l.main, lockNone, false)
 		l.held = lockNone
+		setHeldEnv(l.name, lockNone)
 	}
+}
+
+func heldEnvName(service string) string {
+	return "RELIABLE_TESTENV_HELD_" + strings.ToUpper(strings.ReplaceAll(service, "-", "_"))
+}
+
+var inheritedOnce sync.Map // service -> lockMode held by the parent at process start
+
+// inheritedLock returns the lock mode a parent process held on service when this
+// process started.
+func inheritedLock(service string) lockMode {
+	if m, ok := inheritedOnce.Load(service); ok {
+		return m.(lockMode)
+	}
+	m := lockNone
+	switch os.Getenv(heldEnvName(service)) {
+	case "shared":
+		m = lockShared
+	case "exclusive":
+		m = lockExclusive
+	}
+	// Only what the environment said before this process took locks of its own.
+	actual, _ := inheritedOnce.LoadOrStore(service, m)
+	return actual.(lockMode)
+}
+
+// setHeldEnv advertises the lock this process holds to the children it starts.
+func setHeldEnv(service string, mode lockMode) {
+	if inheritedLock(service) != lockNone {
+		return // keep the parent's value for our own children
+	}
+	if mode == lockNone {
+		_ = os.Unsetenv(heldEnvName(service))
+		return
+	}
+	_ = os.Setenv(heldEnvName(service), mode.String())
 }
 
 func flockWait(f *os.File, mode lockMode, deadline time.Time, onWait func()) error {

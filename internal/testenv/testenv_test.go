@@ -132,3 +132,28 @@ func TestLockExclusiveWaitsForShared(t *testing.T) {
 		t.Fatal("shared lock blocked after the exclusive holder was released")
 	}
 }
+
+// TestLockCoversChildProcess: a child process started while this one holds the lock
+// exclusively gets the service without waiting (it would otherwise deadlock).
+func TestLockCoversChildProcess(t *testing.T) {
+	const service = "testenv-selftest-child"
+	if os.Getenv("TESTENV_LOCK_CHILD2") == "1" {
+		lockService(t, service, lockShared)
+		lockService(t, service, lockExclusive)
+		return
+	}
+	t.Run("holder", func(t *testing.T) {
+		lockService(t, service, lockExclusive)
+		if got := os.Getenv(heldEnvName(service)); got != "exclusive" {
+			t.Fatalf("%s = %q while holding the lock", heldEnvName(service), got)
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLockCoversChildProcess$")
+		cmd.Env = append(os.Environ(), "TESTENV_LOCK_CHILD2=1", "RELIABLE_LOCK_TIMEOUT=3s")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("child could not take the lock its parent holds: %v\n%s", err, out)
+		}
+	})
+	if v := os.Getenv(heldEnvName(service)); v != "" {
+		t.Errorf("%s = %q after release", heldEnvName(service), v)
+	}
+}
