@@ -296,6 +296,10 @@ func (tc *topicChecker) audit(ctx context.Context, topics []string) error {
 		if isAuthError(err) {
 			return fmt.Errorf("kafka: durability audit: %w: %w", reliable.ErrNotAuthorized, err)
 		}
+		if errors.Is(err, reliable.ErrUnknownTopic) {
+			// Not wrapped: the permanent sentinel would stop the retries.
+			err = fmt.Errorf("%w: a broker does not list the topic yet (%v)", reliable.ErrNotConfirmed, err)
+		}
 		if tc.policy == AuditStrict {
 			// Retryable: the audit could not run, e.g. the cluster is down.
 			return fmt.Errorf("kafka: durability audit could not run: %w", err)

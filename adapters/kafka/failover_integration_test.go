@@ -23,25 +23,23 @@ func envInt(key string, def int) int {
 // RELIABLE_KAFKA_FAILOVER_MESSAGES sets the count (default 50000, about 25s
 // under -race on the test machine).
 func TestLeaderKillWhileProducing(t *testing.T) {
-	brokers := kafkaBrokers(t)
+	c := cluster(t)
+	brokers := c.Brokers()
 	n := envInt("RELIABLE_KAFKA_FAILOVER_MESSAGES", 50000)
 	topic := uniqueName("failover")
 	createTopic(t, brokers, topic, 3, nil)
-	victim := leaderOf(t, brokers, topic, 0)
-	t.Cleanup(func() {
-		if err := brokerCtlErr("start", victim); err != nil {
-			t.Error(err)
-		}
-		waitISR(t, brokers, topic, 3)
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	victim, err := c.Leader(ctx, topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	pub, err := NewProducer(testConfig(t))
 	if err != nil {
 		t.Fatalf("NewProducer: %v", err)
 	}
 	defer pub.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 
 	l := newLedger()
 	var (
@@ -55,7 +53,7 @@ func TestLeaderKillWhileProducing(t *testing.T) {
 		confirmed.Store(int64(done))
 		if done >= n/4 && killStarted.CompareAndSwap(false, true) {
 			go func() {
-				err := brokerCtlErr("kill", victim)
+				err := c.KillBroker(ctx, victim)
 				atKill.Store(confirmed.Load())
 				killDone <- err
 			}()
@@ -76,8 +74,8 @@ func TestLeaderKillWhileProducing(t *testing.T) {
 	}
 	t.Logf("published %d keyed messages in %s (%.0f msg/s); broker %d (leader of partition 0) killed after %d",
 		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), victim, atKill.Load())
-	if got := leaderOf(t, brokers, topic, 0); got == victim {
-		t.Fatalf("partition 0 is still led by the dead broker %d", victim)
+	if got, err := c.Leader(ctx, topic, 0); err != nil || got == victim {
+		t.Fatalf("partition 0 is led by %d (%v), the dead broker is %d", got, err, victim)
 	}
 
 	dups := l.verifyLog(t, readAll(t, brokers, topic), topic)
@@ -90,7 +88,8 @@ func TestLeaderKillWhileProducing(t *testing.T) {
 // (NotEnoughReplicas, timeouts, leader not available), not fail or drop;
 // after the brokers return, everything arrives.
 func TestTwoBrokersDown(t *testing.T) {
-	brokers := kafkaBrokers(t)
+	c := cluster(t)
+	brokers := c.Brokers()
 	topic := uniqueName("twodown")
 	createTopic(t, brokers, topic, 3, nil)
 	pub, err := NewProducer(testConfig(t))
@@ -108,14 +107,13 @@ func TestTwoBrokersDown(t *testing.T) {
 	}
 	l.confirm(before)
 
-	// Brokers 2 and 3 go down; whatever happens, they come back.
+	// Brokers 2 and 3 go down (testenv starts them again whatever happens);
+	// broker 1 survives.
 	for _, id := range []int32{2, 3} {
-		t.Cleanup(func() { _ = brokerCtlErr("start", id) })
+		if err := c.KillBroker(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
-	brokerCtl(t, "kill", 2)
-	brokerCtl(t, "kill", 3)
-	// Broker 1 survives; the test bootstraps from it so the client keeps a
-	// connection to the cluster.
 
 	during := keyedMessages(topic, 300, 20, 200)
 	result := make(chan error, 1)
@@ -128,8 +126,11 @@ func TestTwoBrokersDown(t *testing.T) {
 	}
 
 	restart := time.Now()
-	brokerCtl(t, "start", 2)
-	brokerCtl(t, "start", 3)
+	for _, id := range []int32{2, 3} {
+		if err := c.StartBroker(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	select {
 	case err := <-result:
 		if err != nil {
@@ -145,7 +146,9 @@ func TestTwoBrokersDown(t *testing.T) {
 		t.Fatalf("publish after the outage: %v", err)
 	}
 	l.confirm(after)
-	waitISR(t, brokers, topic, 3)
+	if err := c.WaitHealthy(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
 	dups := l.verifyLog(t, readAll(t, brokers, topic), topic)
 	t.Logf("ledger: %d confirmed, 0 lost, 0 reordered, %d duplicates", len(l.produced), dups)
 }

@@ -151,9 +151,18 @@ func committedOffsets(t testing.TB, adm sarama.ClusterAdmin, group, topic string
 	for i := range ps {
 		ps[i] = int32(i)
 	}
-	resp, err := adm.ListConsumerGroupOffsets(group, map[string][]int32{topic: ps})
-	if err != nil {
-		t.Fatalf("list group offsets: %v", err)
+	var resp *sarama.OffsetFetchResponse
+	var err error
+	// The coordinator may be loading offsets after a broker restart.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err = adm.ListConsumerGroupOffsets(group, map[string][]int32{topic: ps})
+		if err == nil && resp.Err == sarama.ErrNoError {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("list group offsets: %v / %v", err, resp)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	out := map[int32]int64{}
 	for p, b := range resp.Blocks[topic] {
@@ -192,7 +201,10 @@ func startKill9Child(t *testing.T, topic, group, ledger, name string) *exec.Cmd 
 // appending each processed delivery to the ledger before acking it. It runs
 // until it is killed.
 func runKill9Child(t *testing.T) {
-	cfg := testConfig(t)
+	// Not through testenv: the parent already holds the lock on Kafka, and a
+	// second lock request could queue behind another package's fault test
+	// that waits for the parent.
+	cfg := Config{Brokers: strings.Split(os.Getenv("RELIABLE_KAFKA_BROKERS"), ","), Logger: testLogger()}
 	cfg.Consumer.Group = os.Getenv(envChildGroup)
 	cfg.Consumer.CommitInterval = 50 * time.Millisecond
 	cfg.Consumer.MaxInFlightPerPartition = 64
