@@ -131,7 +131,7 @@ func TestEndpointsFromEnvironment(t *testing.T) {
 func TestRedact(t *testing.T) {
 	a := &app{secrets: []string{"reliable", passwordOf("postgres://u:p%40ss@h/db"), passwordOf("host=h password=longsecretvalue")}}
 	for in, want := range map[string]string{
-		"reliablectl: amqp://reliable:reliable@h/":    "reliablectl: amqp://reliable:xxxxx@h/",
+		"reliablectl: amqp://reliable:reliable@h/":     "reliablectl: amqp://reliable:xxxxx@h/",
 		"dial postgres://u:p%40ss@h/db":                "dial postgres://u:xxxxx@h/db",
 		"cannot parse host=h password=longsecretvalue": "cannot parse host=h password=xxxxx",
 		"bare longsecretvalue":                         "bare xxxxx",

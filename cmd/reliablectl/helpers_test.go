@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,3 +58,9 @@ func (r result) decode(t testing.TB, v any) {
 		t.Fatalf("stdout is not JSON: %v\n%s", err, r.stdout)
 	}
 }
+
+var quietLog = slog.New(slog.DiscardHandler)
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
