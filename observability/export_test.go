@@ -4,4 +4,5 @@ package observability
 var (
 	WatchRetryFunc  = (*Telemetry).watchRetry
 	WatchOutboxFunc = (*Telemetry).watchOutbox
+	WatchLagFunc    = (*Telemetry).watchLag
 )

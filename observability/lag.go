@@ -310,9 +310,15 @@ func (t *Telemetry) WatchKafkaLag(client sarama.Client, group string, topics ...
 		return nil, fmt.Errorf("observability: cluster admin: %w", err)
 	}
 	// The admin is not closed: closing it would close the shared client.
+	return t.watchLag(group, func(ctx context.Context) (GroupLag, error) {
+		return ReadKafkaLag(ctx, client, admin, group, topics...)
+	})
+}
+
+func (t *Telemetry) watchLag(group string, read func(context.Context) (GroupLag, error)) (metric.Registration, error) {
 	g := attribute.String(AttrGroup, group)
 	return t.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
-		gl, err := ReadKafkaLag(ctx, client, admin, group, topics...)
+		gl, err := read(ctx)
 		if err != nil {
 			t.pollFailed(ctx, "kafka_lag", err, slog.String("group", group))
 			return nil
