@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/jackc/pgx/v5"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/consumer"
 	"github.com/reliable-go/reliable/observability"
+	"github.com/reliable-go/reliable/outbox"
 	"github.com/reliable-go/reliable/reliabletest"
 )
 
@@ -58,4 +60,23 @@ func ExampleLogHandler() {
 	logger := slog.New(observability.LogHandler(slog.NewJSONHandler(os.Stdout, nil)))
 	logger.InfoContext(context.Background(), "no span, no IDs")
 	_ = logger
+}
+
+// The outbox pattern: inject the request's trace context into the message
+// before outbox.Add, in the same transaction as the business change. The
+// outbox stores the headers; the relay publishes through tel.Publisher, whose
+// span continues the request's trace, and the consumer's span follows it.
+func ExampleTelemetry_Inject() {
+	tel, err := observability.New(observability.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	placeOrder := func(ctx context.Context, tx pgx.Tx, orderID string) error {
+		// ... INSERT the order in tx ...
+		msg := &reliable.Message{Topic: "orders", Key: orderID, Type: "order.placed"}
+		tel.Inject(ctx, msg)
+		return outbox.Add(ctx, tx, msg)
+	}
+	_ = placeOrder
+	// At start-up: outbox.NewRelay(pool, tel.Publisher(producer), outbox.Config{})
 }
