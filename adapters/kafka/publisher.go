@@ -95,6 +95,10 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 	return p, nil
 }
 
+// errClosed matches reliable.ErrClosed and is permanent, so a retry loop
+// around a closed publisher stops.
+var errClosed = reliable.Permanent(reliable.ErrClosed)
+
 // inflight is a record's sarama Metadata: where its result goes.
 type inflight struct {
 	id   string
@@ -220,7 +224,7 @@ func (p *Publisher) PublishAsync(ctx context.Context, msg *reliable.Message, don
 		return errors.New("kafka: PublishAsync needs a done function")
 	}
 	if p.closed.Load() {
-		return reliable.ErrClosed
+		return errClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -239,7 +243,7 @@ func (p *Publisher) PublishAsync(ctx context.Context, msg *reliable.Message, don
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed.Load() {
-		return reliable.ErrClosed
+		return errClosed
 	}
 	select {
 	case p.prod.Input() <- rec:
@@ -253,7 +257,7 @@ func (p *Publisher) PublishAsync(ctx context.Context, msg *reliable.Message, don
 // returns the records to send; nothing is sent on error.
 func (p *Publisher) prepare(ctx context.Context, msgs []*reliable.Message) ([]*sarama.ProducerMessage, error) {
 	if p.closed.Load() {
-		return nil, reliable.ErrClosed
+		return nil, errClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -313,7 +317,7 @@ func (p *Publisher) send(ctx context.Context, recs []*sarama.ProducerMessage) (i
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed.Load() {
-		return 0, reliable.ErrClosed
+		return 0, errClosed
 	}
 	in := p.prod.Input()
 	for i, rec := range recs {

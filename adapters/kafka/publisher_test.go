@@ -86,3 +86,9 @@ func TestStaleAckIgnored(t *testing.T) {
 		t.Fatalf("commit position %d, want 12", pos)
 	}
 }
+
+func TestClosedIsPermanent(t *testing.T) {
+	if !errors.Is(errClosed, reliable.ErrClosed) || !reliable.IsPermanent(errClosed) {
+		t.Fatalf("errClosed = %v: must match ErrClosed and be permanent", errClosed)
+	}
+}
