@@ -18,7 +18,7 @@ func envInt(key string, def int) int {
 
 // L06: the leader of a partition is killed (kill -9) while keyed messages are
 // produced with acks=all. Every message Publish confirmed must be in the
-// topic, and each key's messages in the order they were published.
+// topic, and each key's messages in the order they were published (L08).
 //
 // RELIABLE_KAFKA_FAILOVER_MESSAGES sets the count (default 50000, about 25s
 // under -race on the test machine).

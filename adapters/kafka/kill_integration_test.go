@@ -29,7 +29,8 @@ const (
 // batch, with deliveries completing out of order on parallel workers. The
 // committed offset must never pass a message that was not processed, at any
 // moment; after a new process takes over, every message has been processed
-// at least once.
+// at least once. The duplicates it reports are what consumer-side dedupe
+// absorbs (L20).
 func TestConsumerKill9(t *testing.T) {
 	if os.Getenv(envChild) == "1" {
 		runKill9Child(t)

@@ -44,7 +44,8 @@ func partitionOf(t testing.TB, key string, n int32) int32 {
 	return p
 }
 
-// The default partitioner puts a key where the Java client does:
+// L08: one order's events share a partition, the same one whichever language
+// produced them. The default partitioner puts a key where the Java client does:
 // toPositive(murmur2(key)) % partitions, with the expected hashes taken from
 // Kafka's own tests, not from sarama.
 func TestMurmur2MatchesKafkaVectors(t *testing.T) {
