@@ -1,0 +1,150 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/reliable-go/reliable"
+)
+
+// Broker kinds the campaign runs on.
+const (
+	brokerKafka    = "kafka"
+	brokerRabbitMQ = "rabbitmq"
+)
+
+// Fault kinds, in the order the schedule injects them.
+const (
+	faultConsumerKill   = "consumer-kill"
+	faultRelayKill      = "relay-kill"
+	faultBrokerKill     = "broker-kill"      // Kafka: kill -9 the partition leader, restart it
+	faultRabbitRestart  = "rabbitmq-restart" // RabbitMQ: restart the server
+	faultConnCut        = "conn-cut"         // reset every proxied connection, refuse new ones a while
+	faultHandlerFailure = "handler-failures" // a window of transient handler failures
+	faultBurst          = "burst"            // a batch job writes many orders at once
+	faultSlowDownstream = "slow-downstream"  // handler latency spike
+)
+
+// faultKinds returns the fault kinds that apply to broker.
+func faultKinds(broker string) []string {
+	brokerFault := faultBrokerKill
+	if broker == brokerRabbitMQ {
+		brokerFault = faultRabbitRestart
+	}
+	return []string{faultConsumerKill, faultBurst, faultRelayKill, faultHandlerFailure, brokerFault,
+		faultSlowDownstream, faultConnCut}
+}
+
+// Config is one campaign's settings. The parent fills it from flags and
+// hands it to every child process as JSON (the file run.json in the run
+// directory), so all processes agree on names and rates.
+type Config struct {
+	Broker    string        // brokerKafka or brokerRabbitMQ
+	Messages  int           // orders to write; 0 with Duration: until Duration passes
+	Duration  time.Duration // write for this long (when Messages is 0)
+	Keys      int           // order keys (each with its own sequence)
+	Consumers int           // consumer processes
+	Relays    int           // relay processes
+	Faults    []string      // fault kinds to inject
+	Seed      uint64        // decides transient failures and fault targets
+	Rate      float64       // steady orders per second written outside bursts
+	Burst     int           // orders one burst writes at once
+	// FailRate is the baseline fraction of first and second attempts that
+	// fail transiently; the handler-failures fault raises it to FaultFailRate
+	// for a window.
+	FailRate, FaultFailRate float64
+	// Latency is the handler's extra latency during slow-downstream.
+	Latency time.Duration
+	// PoisonEvery makes every n-th order a poison message on a key of its own
+	// (0: none). Poison messages are expected to end dead in the retry table.
+	PoisonEvery int
+	// Partitions of the Kafka topic; Shards of the RabbitMQ group queue.
+	Partitions int
+	Shards     int
+	// FaultGap is the pause between two faults.
+	FaultGap time.Duration
+	// StallTimeout fails the campaign when nothing more is applied for this
+	// long after writing ended.
+	StallTimeout time.Duration
+	// Backlog, when above 0, runs the memory mode instead of a campaign: it
+	// writes Backlog orders first, then drains them with one relay, then with
+	// one consumer, measuring each one's peak RSS.
+	Backlog int
+
+	// Filled by the parent at setup.
+	RunID       string
+	Dir         string // run directory: config, control file, child logs
+	Schema      string // PostgreSQL schema holding every table of the run
+	PostgresDSN string // direct, for the writer and the verifier
+	ProxiedDSN  string // through the connection-cut proxy, for relays and consumers
+	Topic       string // unprefixed topic (Kafka: prefixed by Environment)
+	Group       string // consumer group
+	Environment string
+	Kafka       []string
+	AMQPURL     string // direct
+	ProxiedAMQP string // through the proxy, for children
+}
+
+func (c *Config) validate() error {
+	var p reliable.Problems
+	p.Addf(c.Broker != brokerKafka && c.Broker != brokerRabbitMQ, "-broker is %q, want kafka or rabbitmq", c.Broker)
+	p.Addf(c.Backlog == 0 && c.Messages <= 0 && c.Duration <= 0, "set -messages N or -duration D")
+	p.Addf(c.Messages < 0, "-messages is negative")
+	p.Addf(c.Keys < 1, "-keys must be at least 1")
+	p.Addf(c.Consumers < 1, "-consumers must be at least 1")
+	p.Addf(c.Relays < 1, "-relays must be at least 1")
+	p.Addf(c.Rate <= 0, "-rate must be positive")
+	p.Addf(c.FailRate < 0 || c.FailRate >= 1, "-fail-rate must be in [0, 1)")
+	p.Addf(c.FaultFailRate < 0 || c.FaultFailRate >= 1, "-fault-fail-rate must be in [0, 1)")
+	p.Addf(c.Partitions < 1, "-partitions must be at least 1")
+	p.Addf(c.Backlog < 0, "-backlog is negative")
+	known := faultKinds(c.Broker)
+	for _, f := range c.Faults {
+		p.Addf(!slices.Contains(known, f), "fault %q is not one of %s for %s", f, strings.Join(known, ", "), c.Broker)
+	}
+	return p.Err("reliable-soak")
+}
+
+// parseFaults turns "all", "none" or a comma-separated list into kinds.
+func parseFaults(s, broker string) []string {
+	switch strings.TrimSpace(s) {
+	case "all":
+		return faultKinds(broker)
+	case "", "none":
+		return nil
+	}
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+const configFile = "run.json"
+
+func (c *Config) write() error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.Dir, configFile), b, 0o644)
+}
+
+func readConfig(dir string) (*Config, error) {
+	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return nil, fmt.Errorf("read run config: %w", err)
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("parse run config: %w", err)
+	}
+	return &c, nil
+}

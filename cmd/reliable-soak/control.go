@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+)
+
+// Control is what the parent changes while children run: the fault windows
+// that act inside a child (handler failures, latency, bursts). The parent
+// writes it to control.json in the run directory (write, then rename, so a
+// reader never sees half a file); children poll it.
+type Control struct {
+	FailRate float64       // fraction of early attempts failing transiently
+	Latency  time.Duration // extra handler latency (slow downstream)
+	Bursts   int           // bursts requested so far; the writer runs each once
+}
+
+const controlFile = "control.json"
+
+func writeControl(dir string, c Control) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, controlFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, controlFile))
+}
+
+// controlWatcher holds the latest Control a child read.
+type controlWatcher struct {
+	cur atomic.Pointer[Control]
+}
+
+func newControlWatcher(initial Control) *controlWatcher {
+	w := &controlWatcher{}
+	w.cur.Store(&initial)
+	return w
+}
+
+func (w *controlWatcher) Load() Control { return *w.cur.Load() }
+
+// watch re-reads the control file every interval until ctx ends. A file that
+// is missing or unreadable keeps the last value.
+func (w *controlWatcher) watch(ctx context.Context, dir string, interval time.Duration) {
+	path := filepath.Join(dir, controlFile)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		// The file is tiny: read it every time rather than trust mtimes,
+		// whose granularity may hide two writes in a row.
+		if b, err := os.ReadFile(path); err == nil {
+			var c Control
+			if json.Unmarshal(b, &c) == nil {
+				w.cur.Store(&c)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

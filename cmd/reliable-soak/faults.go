@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/reliable-go/reliable/internal/testenv"
+)
+
+// How long the windowed faults last.
+const (
+	failureWindow = 10 * time.Second
+	slowWindow    = 10 * time.Second
+	brokerDown    = 8 * time.Second // a killed broker stays down this long
+	cutRefusal    = 3 * time.Second // a connection cut refuses reconnects this long
+)
+
+// FaultEvent is one injected fault, as logged and reported.
+type FaultEvent struct {
+	Kind   string    `json:"kind"`
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	Detail string    `json:"detail"`
+	Error  string    `json:"error,omitempty"`
+}
+
+// injector injects faults into a running campaign.
+type injector struct {
+	cfg     *Config
+	procs   *procs
+	proxies []*proxy
+	log     *slog.Logger
+	rng     *rand.Rand
+	start   time.Time
+
+	mu      sync.Mutex
+	control Control
+	events  []FaultEvent
+}
+
+func newInjector(cfg *Config, p *procs, proxies []*proxy, log *slog.Logger, start time.Time) *injector {
+	return &injector{cfg: cfg, procs: p, proxies: proxies, log: log, start: start,
+		rng: rand.New(rand.NewPCG(cfg.Seed, 0xfa17)), control: Control{FailRate: cfg.FailRate}}
+}
+
+// schedule injects the configured faults one after another, FaultGap apart,
+// cycling through them until writing is done and each ran at least once.
+func (in *injector) schedule(ctx context.Context, writingDone <-chan struct{}) {
+	if len(in.cfg.Faults) == 0 {
+		return
+	}
+	for i := 0; ctx.Err() == nil; i++ {
+		if i >= len(in.cfg.Faults) {
+			select {
+			case <-writingDone:
+				return
+			default:
+			}
+		}
+		in.inject(ctx, in.cfg.Faults[i%len(in.cfg.Faults)])
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(in.cfg.FaultGap):
+		}
+	}
+}
+
+// inject runs one fault to its end and records it.
+func (in *injector) inject(ctx context.Context, kind string) {
+	ev := FaultEvent{Kind: kind, Start: time.Now()}
+	in.log.Info("fault begins", slog.String("fault", kind), slog.String("t", in.since(ev.Start)))
+	var detail string
+	var err error
+	switch kind {
+	case faultConsumerKill:
+		detail, err = in.killAndRestart(ctx, in.pick(roleConsumer))
+	case faultRelayKill:
+		detail, err = in.killAndRestart(ctx, in.pick(roleRelay))
+	case faultBrokerKill:
+		detail, err = in.killLeader(ctx)
+	case faultRabbitRestart:
+		detail, err = in.restartRabbitMQ(ctx)
+	case faultConnCut:
+		detail = in.cut()
+	case faultHandlerFailure:
+		detail, err = in.window(ctx, failureWindow, func(c *Control) { c.FailRate = in.cfg.FaultFailRate },
+			func(c *Control) { c.FailRate = in.cfg.FailRate })
+		detail = fmt.Sprintf("fail rate %.0f%% of first and second attempts for %s%s",
+			in.cfg.FaultFailRate*100, failureWindow, detail)
+	case faultSlowDownstream:
+		detail, err = in.window(ctx, slowWindow, func(c *Control) { c.Latency = in.cfg.Latency },
+			func(c *Control) { c.Latency = 0 })
+		detail = fmt.Sprintf("handler latency %s ±50%% for %s%s", in.cfg.Latency, slowWindow, detail)
+	case faultBurst:
+		err = in.update(func(c *Control) { c.Bursts++ })
+		detail = fmt.Sprintf("a batch job writes %d orders at once, %d per transaction", in.cfg.Burst, burstTx)
+	default:
+		err = fmt.Errorf("unknown fault %q", kind)
+	}
+	ev.End, ev.Detail = time.Now(), detail
+	if err != nil {
+		ev.Error = err.Error()
+		in.log.Error("fault failed", slog.String("fault", kind), slog.String("error", err.Error()))
+	}
+	in.log.Info("fault ends", slog.String("fault", kind), slog.String("t", in.since(ev.End)),
+		slog.Duration("took", ev.End.Sub(ev.Start).Round(time.Millisecond)), slog.String("detail", detail))
+	in.mu.Lock()
+	in.events = append(in.events, ev)
+	in.mu.Unlock()
+}
+
+func (in *injector) since(t time.Time) string {
+	return "+" + t.Sub(in.start).Round(100*time.Millisecond).String()
+}
+
+// pick chooses a process of role at random (by the seed).
+func (in *injector) pick(role string) string {
+	var names []string
+	for _, c := range in.procs.list() {
+		if c.role == role {
+			names = append(names, c.name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return names[in.rng.IntN(len(names))]
+}
+
+// killAndRestart kills -9 the named process and starts it again after a
+// short pause, under the same name (a relay keeps its ID, so it takes its
+// leases back at once).
+func (in *injector) killAndRestart(ctx context.Context, name string) (string, error) {
+	c := in.procs.get(name)
+	if c == nil {
+		return "", fmt.Errorf("no process to kill")
+	}
+	pid, err := in.procs.kill(name)
+	if err != nil {
+		return "", err
+	}
+	pause := time.Duration(500+in.rng.IntN(2000)) * time.Millisecond
+	select {
+	case <-ctx.Done():
+	case <-time.After(pause):
+	}
+	if err := in.procs.start(name, c.role, c.index); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("kill -9 %s (pid %d), restarted after %s as pid %d", name, pid,
+		pause.Round(time.Millisecond), in.procs.get(name).cmd.Process.Pid), nil
+}
+
+// killLeader kills -9 the broker leading a random partition of the topic,
+// keeps it down for brokerDown, starts it again and waits until the cluster
+// is whole. It holds testenv's exclusive Kafka lock throughout.
+func (in *injector) killLeader(ctx context.Context) (string, error) {
+	var detail string
+	err := inScope("broker-kill", in.log, func(tb testing.TB) error {
+		cluster := testenv.KafkaCluster(tb) // exclusive lock; restores killed brokers at the end
+		topic := in.cfg.Environment + "." + in.cfg.Topic
+		partition := int32(in.rng.IntN(in.cfg.Partitions))
+		lctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		leader, err := cluster.Leader(lctx, topic, partition)
+		if err != nil {
+			return err
+		}
+		if err := cluster.KillBroker(lctx, leader); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(brokerDown):
+		}
+		sctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+		defer cancel2()
+		if err := cluster.StartBroker(sctx, leader); err != nil {
+			return err
+		}
+		back := time.Now()
+		if err := cluster.WaitHealthy(sctx, topic); err != nil {
+			return err
+		}
+		detail = fmt.Sprintf("kill -9 broker %d (leader of %s/%d), down %s, in sync again %s after restart",
+			leader, topic, partition, brokerDown, time.Since(back).Round(100*time.Millisecond))
+		return nil
+	})
+	return detail, err
+}
+
+// restartRabbitMQ restarts the RabbitMQ server, holding testenv's exclusive
+// RabbitMQ lock.
+func (in *injector) restartRabbitMQ(ctx context.Context) (string, error) {
+	var detail string
+	err := inScope("rabbitmq-restart", in.log, func(tb testing.TB) error {
+		srv := testenv.RabbitMQ(tb)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+		defer cancel()
+		start := time.Now()
+		if err := srv.Restart(rctx); err != nil {
+			return err
+		}
+		detail = fmt.Sprintf("server restarted (every connection dropped), answering again after %s",
+			time.Since(start).Round(100*time.Millisecond))
+		return nil
+	})
+	return detail, err
+}
+
+// cut resets every proxied connection and refuses new ones for cutRefusal.
+func (in *injector) cut() string {
+	var parts []string
+	for _, p := range in.proxies {
+		n := p.Cut(cutRefusal)
+		parts = append(parts, p.name+": "+strconv.Itoa(n))
+	}
+	return fmt.Sprintf("reset the children's connections (%s), refused reconnects for %s",
+		strings.Join(parts, ", "), cutRefusal)
+}
+
+// window applies on to the control file, waits d, and applies off.
+func (in *injector) window(ctx context.Context, d time.Duration, on, off func(*Control)) (string, error) {
+	if err := in.update(on); err != nil {
+		return "", err
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	return "", in.update(off)
+}
+
+func (in *injector) update(f func(*Control)) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	f(&in.control)
+	return writeControl(in.cfg.Dir, in.control)
+}
+
+func (in *injector) eventList() []FaultEvent {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]FaultEvent(nil), in.events...)
+}

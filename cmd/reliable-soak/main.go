@@ -1,0 +1,190 @@
+// Command reliable-soak proves the SDK's promise end to end: nothing lost,
+// nothing applied twice, every key in order, under faults, on the real
+// services. It runs an order flow as separate processes (this binary
+// re-executed with a role):
+//
+//   - writer: commits orders (soak_orders) with their outbox messages in one
+//     transaction (outbox.Add), steadily and in bursts;
+//   - relay (several): outbox.Relay publishing to Kafka or RabbitMQ through
+//     the adapters' durable producers;
+//   - consumer (several): consumer.NewKafka or consumer.NewRabbitMQ with
+//     PostgreSQL dedupe, the ordered retry table and key lanes, applying each
+//     event to soak_results and recording it done in the same transaction.
+//
+// While they run, a schedule injects faults, each logged with a timestamp:
+// kill -9 and restart of a consumer, kill -9 and restart of a relay, kill -9
+// of the Kafka partition leader (or a RabbitMQ restart), a cut of every
+// PostgreSQL (and AMQP) connection of the children through an in-process
+// TCP proxy, a window of transient handler failures, a burst of orders like
+// a batch job, a slow downstream (handler latency). Poison messages are
+// mixed in and must end dead in the retry table.
+//
+// The verdict is read from the databases: every committed order applied
+// exactly once, per key in sequence order (apply order is a bigserial),
+// nothing stuck but the poison. It prints a table (or JSON) with the faults
+// by kind and each process's peak RSS (getrusage of the exited process), and
+// exits 1 when any promise was broken.
+//
+// Examples:
+//
+//	go run ./cmd/reliable-soak -messages 20000 -faults all            # CI's short campaign
+//	go run ./cmd/reliable-soak -broker rabbitmq -messages 20000 -faults all
+//	go run ./cmd/reliable-soak -duration 60m -rate 400 -faults all    # long campaign
+//	go run ./cmd/reliable-soak -backlog 1000000                       # peak RSS draining 1M
+//
+// Services come from the RELIABLE_* environment variables or the env file of
+// scripts/services.sh (.cache/services.env), as for the integration tests.
+// Broker faults take internal/testenv's exclusive locks, so they wait for
+// other packages' running tests and never kill a broker under them.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func main() {
+	if isChild() {
+		os.Exit(childMain())
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the flags that are not part of the run's Config.
+type options struct {
+	report  string
+	keep    bool
+	timeout time.Duration
+	quiet   bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
+	cfg := &Config{}
+	var o options
+	var faults string
+	fs := flag.NewFlagSet("reliable-soak", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Broker, "broker", brokerKafka, "kafka or rabbitmq")
+	fs.IntVar(&cfg.Messages, "messages", 0, "orders to write (default 20000 unless -duration or -backlog is set)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "write orders for this long instead of -messages")
+	fs.IntVar(&cfg.Keys, "keys", 1000, "order keys; each key's events must apply in sequence")
+	fs.IntVar(&cfg.Consumers, "consumers", 3, "consumer processes")
+	fs.IntVar(&cfg.Relays, "relays", 2, "relay processes")
+	fs.StringVar(&faults, "faults", "all", `faults to inject: "all", "none" or a list of `+
+		strings.Join(append(faultKinds(brokerKafka), faultRabbitRestart), ","))
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the injected failures and of fault targets")
+	fs.StringVar(&o.report, "report", "table", "table (Markdown) or json")
+	fs.Float64Var(&cfg.Rate, "rate", 250, "steady orders per second outside bursts")
+	fs.IntVar(&cfg.Burst, "burst", 2000, "orders one burst writes at once")
+	fs.Float64Var(&cfg.FailRate, "fail-rate", 0.01, "baseline fraction of first and second handler attempts failing transiently")
+	fs.Float64Var(&cfg.FaultFailRate, "fault-fail-rate", 0.3, "that fraction during the handler-failures fault")
+	fs.DurationVar(&cfg.Latency, "latency", 100*time.Millisecond, "handler latency during the slow-downstream fault")
+	fs.IntVar(&cfg.PoisonEvery, "poison-every", 2500, "every n-th order is a poison message on a key of its own (0: none)")
+	fs.IntVar(&cfg.Partitions, "partitions", 6, "partitions of the Kafka topic")
+	fs.IntVar(&cfg.Shards, "shards", 0, "RabbitMQ: shard queues of the group (default 2 per consumer)")
+	fs.DurationVar(&cfg.FaultGap, "fault-gap", 5*time.Second, "pause between two faults")
+	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", 3*time.Minute, "fail when nothing settles for this long after writing and faults ended")
+	fs.IntVar(&cfg.Backlog, "backlog", 0, "memory mode: load N orders, drain them with one relay, then one consumer, and report their peak RSS")
+	fs.StringVar(&cfg.Dir, "dir", "", "run directory for config and child logs (default: a new temporary directory)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the run's schema, topic and directory")
+	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: never; a stall still ends the run)")
+	fs.BoolVar(&o.quiet, "quiet", false, "log warnings and errors only")
+	if err := fs.Parse(args); err != nil {
+		return nil, o, err
+	}
+	if cfg.Messages == 0 && cfg.Duration == 0 && cfg.Backlog == 0 {
+		cfg.Messages = 20000
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = 2 * cfg.Consumers
+	}
+	if cfg.Backlog > 0 {
+		cfg.Consumers, cfg.Relays, faults = 1, 1, "none"
+	}
+	cfg.Faults = parseFaults(faults, cfg.Broker)
+	if o.report != "table" && o.report != "json" {
+		return nil, o, fmt.Errorf("-report is %q, want table or json", o.report)
+	}
+	return cfg, o, cfg.validate()
+}
+
+// run is the parent: it runs one campaign (or the backlog mode) and returns
+// the exit code: 0 when every promise held, 1 when one broke, 2 when the run
+// could not be done.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, o, err := parseFlags(args, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	// internal/testenv reads testing's flags (testing.Short) when it takes
+	// the service locks; register them and mark them parsed.
+	testing.Init()
+	_ = flag.CommandLine.Parse(nil)
+
+	level := slog.LevelInfo
+	if o.quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	rep, err := runOnce(ctx, cfg, exe, o.keep, log)
+	if rep != nil {
+		rep.Command = "reliable-soak " + strings.Join(args, " ")
+		if o.report == "json" {
+			_ = rep.writeJSON(stdout)
+		} else {
+			rep.writeTable(stdout)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "reliable-soak:", err)
+		return 2
+	}
+	if !rep.Passed() {
+		return 1
+	}
+	return 0
+}
+
+// runOnce prepares the run, runs it and tears it down.
+func runOnce(ctx context.Context, cfg *Config, exe string, keep bool, log *slog.Logger) (*Report, error) {
+	r, err := newRunner(ctx, cfg, exe, keep, log)
+	if err != nil {
+		return nil, err
+	}
+	var rep *Report
+	if cfg.Backlog > 0 {
+		rep, err = r.backlog(ctx)
+	} else {
+		rep, err = r.campaign(ctx)
+	}
+	if rep != nil && !rep.Passed() {
+		r.keep = true // keep the evidence
+	}
+	r.close()
+	if rep != nil && r.keep {
+		rep.Dir = cfg.Dir
+	}
+	return rep, err
+}
