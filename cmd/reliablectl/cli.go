@@ -70,6 +70,7 @@ func commands() *command {
 			{name: "discard", summary: "give up on a dead row: it is never published", run: outboxDiscard},
 		}},
 		{name: "retry", summary: "inspect the retry table and act on its entries", subs: []*command{
+			{name: "stats", summary: "pending, dead and due entries, blocked keys, oldest due entry", run: retryStats},
 			{name: "list", summary: "list entries, by key and state", run: retryList},
 			{name: "show", summary: "show one entry", run: retryShow},
 			{name: "retry-now", summary: "make an entry, or every entry of a key, due now", run: retryNow},

@@ -9,7 +9,7 @@
 //	reliablectl lag --group prod.kitchen --topic prod.orders
 //	reliablectl offsets reset --group prod.kitchen --topic prod.orders --to-time -2h [--execute]
 //	reliablectl outbox status | retry --id N | discard --id N
-//	reliablectl retry list|show|retry-now|discard|release --group prod.kitchen ...
+//	reliablectl retry stats|list|show|retry-now|discard|release --group prod.kitchen ...
 //
 // Every command has --help, --output table|json and --timeout.
 //
@@ -20,7 +20,7 @@
 // never printed.
 //
 // Nothing is changed without an explicit flag or command: audit, lag,
-// outbox status, retry list and retry show only read; offsets reset is a dry
+// outbox status, retry stats, list and show only read; offsets reset is a dry
 // run unless --execute is given, and then refuses while the group has active
 // members; outbox retry/discard and retry retry-now/discard/release act only
 // on the --id or --key named.

@@ -167,7 +167,16 @@ func TestRetryCommands(t *testing.T) {
 		return append(append([]string{"retry", cmd}, base...), extra...)
 	}
 
-	r := cli(t, env, args("list", "--output", "json")...)
+	r := cli(t, env, args("stats", "--output", "json")...)
+	r.expect(t, exitOK, "")
+	var stats statsView
+	r.decode(t, &stats)
+	if stats.Pending != 2 || stats.Dead != 1 || stats.BlockedKeys != 2 || stats.OldestEntryAgeSecs <= 0 {
+		t.Fatalf("stats %+v, want 2 pending, 1 dead, 2 blocked keys", stats)
+	}
+	cli(t, env, args("stats")...).expect(t, exitOK, "")
+
+	r = cli(t, env, args("list", "--output", "json")...)
 	r.expect(t, exitOK, "")
 	var list struct {
 		Entries []entryView `json:"entries"`

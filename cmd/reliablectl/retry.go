@@ -312,3 +312,60 @@ apply without the dead one.`)
 		fmt.Fprintf(w, "released %d dead entries of key %s; its later entries flow again\n", n, *key)
 	})
 }
+
+// statsView is the output of retry stats.
+type statsView struct {
+	Group              string     `json:"group"`
+	Pending            int64      `json:"pending"`
+	Dead               int64      `json:"dead"`
+	Released           int64      `json:"released"`
+	BlockedKeys        int64      `json:"blocked_keys"`
+	Due                int64      `json:"due"`
+	OldestDue          *time.Time `json:"oldest_due,omitempty"`
+	OldestDueOverdueS  float64    `json:"oldest_due_overdue_seconds"`
+	OldestCreated      *time.Time `json:"oldest_created,omitempty"`
+	OldestEntryAgeSecs float64    `json:"oldest_entry_age_seconds"`
+}
+
+func retryStats(ctx context.Context, a *app, args []string) error {
+	f := a.newFlags("retry stats", "--group GROUP [flags]", `
+Summarises a group's retry table, as its metrics do (L18): pending and dead
+entries (both block their keys), blocked keys, entries due now and how long
+the most overdue one has waited, and the oldest entry's age.`)
+	var r retryFlags
+	r.register(f)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := f.required(map[string]string{"group": r.group}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	pool, t, err := r.open(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	s, err := t.Stats(ctx)
+	if err != nil {
+		return missingTable(err, "retry table "+r.table, r.pg.schema)
+	}
+	now := time.Now()
+	v := statsView{Group: r.group, Pending: s.Pending, Dead: s.Dead, Released: s.Released, BlockedKeys: s.BlockedKeys, Due: s.Due}
+	var overdue, oldest time.Duration
+	if !s.OldestDue.IsZero() {
+		v.OldestDue = &s.OldestDue
+		overdue = max(now.Sub(s.OldestDue), 0)
+		v.OldestDueOverdueS = overdue.Seconds()
+	}
+	if !s.OldestCreated.IsZero() {
+		v.OldestCreated = &s.OldestCreated
+		oldest = now.Sub(s.OldestCreated)
+		v.OldestEntryAgeSecs = oldest.Seconds()
+	}
+	return a.emit(f, v, func(w io.Writer) {
+		row(w, "PENDING", "DEAD", "RELEASED", "BLOCKED KEYS", "DUE", "OLDEST DUE OVERDUE", "OLDEST ENTRY")
+		row(w, v.Pending, v.Dead, v.Released, v.BlockedKeys, v.Due, age(overdue), age(oldest))
+	})
+}
