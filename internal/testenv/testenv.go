@@ -23,6 +23,18 @@
 // RabbitMQManagementURL(t) take a shared lock on their service for the duration of
 // the test, KafkaCluster(t) and RabbitMQ(t) an exclusive one, so a fault test never
 // kills a broker under another package's test (and waits until those finish).
+// Packages with their own broker-control helpers should call KafkaCluster(t) or
+// RabbitMQ(t) in them to take part in this.
+//
+// Other variables: RELIABLE_LOCK_TIMEOUT (how long to wait for a lock, default 15m),
+// RELIABLE_NO_DOCKER=1 (never start containers), RELIABLE_ENV_FILE (env file path).
+//
+// Local cluster facts (scripts/services.sh): Apache Kafka 3.9.1 in KRaft mode, nodes
+// 1, 2, 3 on 127.0.0.1:19092..19094 (controllers on 19192..19194),
+// default.replication.factor=3, min.insync.replicas=2, no auto topic creation,
+// broker.session.timeout.ms=6000 (a killed broker is fenced within ~6 s),
+// replica.lag.time.max.ms=10000. RabbitMQ 3.10 with the management and
+// consistent-hash exchange plugins, user reliable/reliable (administrator).
 package testenv
 
 import (
