@@ -9,6 +9,7 @@ import (
 	neturl "net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -130,15 +131,16 @@ type connManager struct {
 	role string
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	conn    *amqp.Connection
-	gen     uint64
-	ready   chan struct{} // closed once conn is set, fatalErr is set, or closed
-	fatal   error
-	lastErr error
-	blocked chan struct{} // non-nil while the broker blocks publishing
-	reason  string
-	closed  bool
+	mu        sync.Mutex
+	conn      *amqp.Connection
+	gen       uint64
+	ready     chan struct{} // closed once conn is set, fatalErr is set, or closed
+	fatal     error
+	lastErr   error
+	blocked   chan struct{} // non-nil while the broker blocks publishing
+	reason    string
+	isBlocked atomic.Bool // blocked != nil, read without the lock
+	closed    bool
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -293,6 +295,7 @@ func (m *connManager) setBlocked(b amqp.Blocking) {
 	if b.Active {
 		if m.blocked == nil {
 			m.blocked = make(chan struct{})
+			m.isBlocked.Store(true)
 		}
 		m.reason = b.Reason
 		m.log.Warn("broker blocked publishing (resource alarm)", slog.String("reason", b.Reason))
@@ -309,6 +312,7 @@ func (m *connManager) unblockLocked() {
 		close(m.blocked)
 		m.blocked = nil
 		m.reason = ""
+		m.isBlocked.Store(false)
 	}
 }
 
@@ -317,6 +321,9 @@ func (m *connManager) unblockLocked() {
 // it returns with the alarm's reason. Publishing to a blocked connection
 // would hang in the socket write (amqp091-go #111).
 func (m *connManager) waitUnblocked(ctx context.Context) error {
+	if !m.isBlocked.Load() {
+		return nil
+	}
 	m.mu.Lock()
 	blocked, reason := m.blocked, m.reason
 	m.mu.Unlock()

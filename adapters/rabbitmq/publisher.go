@@ -36,6 +36,7 @@ type Publisher struct {
 
 	closeMu sync.RWMutex // Publish holds it shared, Close exclusively
 	closed  atomic.Bool
+	done    chan struct{} // closed by Close: stops the reapers
 
 	// testHookAfterSend, when set, runs after a call's messages were sent and
 	// before their confirms are read.
@@ -59,14 +60,17 @@ func NewPublisher(url string, opts ...PublisherOption) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{cm: cm, cfg: cfg}
+	p := &Publisher{cm: cm, cfg: cfg, done: make(chan struct{})}
 	p.chans = make([]*confirmChannel, cfg.channels)
 	for i := range p.chans {
-		p.chans[i] = &confirmChannel{
-			p:      p,
-			lock:   make(chan struct{}, 1),
-			window: make(chan struct{}, cfg.window),
+		cc := &confirmChannel{
+			p:        p,
+			lock:     make(chan struct{}, 1),
+			window:   make(chan struct{}, cfg.window),
+			inflight: make(chan *amqp.DeferredConfirmation, cfg.window),
 		}
+		p.chans[i] = cc
+		go cc.reap()
 	}
 	return p, nil
 }
@@ -216,16 +220,34 @@ func (p *Publisher) Close() error {
 	p.closeMu.Lock()
 	defer p.closeMu.Unlock()
 	p.cm.close()
+	close(p.done)
 	return nil
 }
 
 // confirmChannel is one slot of the channel pool. It owns a confirm-mode
 // channel, reopened after it closes, and the window of in-flight messages.
 type confirmChannel struct {
-	p      *Publisher
-	lock   chan struct{} // held while a call sends; a channel so waiting obeys ctx
-	window chan struct{} // one token per message published and not confirmed
-	cur    *pubChan      // guarded by lock
+	p        *Publisher
+	lock     chan struct{}                   // held while a call sends; a channel so waiting obeys ctx
+	window   chan struct{}                   // one token per message published and not confirmed
+	inflight chan *amqp.DeferredConfirmation // the published ones, in order, for reap
+	cur      *pubChan                        // guarded by lock
+}
+
+// reap returns each message's window token once its confirm (or nack, or
+// channel close) arrived, in publish order, like a raw sliding window: one
+// goroutine per channel frees a whole burst of confirms at once, instead of
+// each waiting caller being woken to return its own tokens.
+func (cc *confirmChannel) reap() {
+	for {
+		select {
+		case dc := <-cc.inflight:
+			<-dc.Done() // always closes: ack, nack, or the channel's end
+			<-cc.window
+		case <-cc.p.done:
+			return
+		}
+	}
 }
 
 // pubChan is one amqp091-go channel in confirm mode, with its returns.
@@ -234,8 +256,9 @@ type pubChan struct {
 	barriers chan chan struct{}
 	drained  chan struct{} // closed once the channel closed and every return was recorded
 
-	mu       sync.Mutex
-	returned map[string]amqp.Return // by message ID
+	mu        sync.Mutex
+	returned  map[string]amqp.Return // by message ID
+	nReturned atomic.Int64           // len(returned), read without the lock
 }
 
 func notConfirmed(reason string) error {
@@ -303,6 +326,7 @@ func (pc *pubChan) drain(returns <-chan amqp.Return) {
 			}
 			pc.mu.Lock()
 			pc.returned[r.MessageId] = r
+			pc.nReturned.Store(int64(len(pc.returned)))
 			pc.mu.Unlock()
 		case b := <-pc.barriers:
 			close(b)
@@ -328,6 +352,7 @@ func (pc *pubChan) takeReturn(id string) (amqp.Return, bool) {
 	r, ok := pc.returned[id]
 	if ok {
 		delete(pc.returned, id)
+		pc.nReturned.Store(int64(len(pc.returned)))
 	}
 	return r, ok
 }
@@ -372,7 +397,6 @@ func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message)
 		}
 		select {
 		case <-dc.Done():
-			<-cc.window
 			if !dc.Acked() {
 				// A nack, or the channel closed first: the outcome is unknown.
 				r.errs[i] = notConfirmed("broker did not confirm (nack or channel closed)")
@@ -385,7 +409,7 @@ func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message)
 	if r.pc != nil {
 		r.pc.barrier()
 		for i, m := range msgs {
-			if r.dcs[i] == nil {
+			if r.dcs[i] == nil || r.pc.nReturned.Load() == 0 {
 				continue
 			}
 			if ret, ok := r.pc.takeReturn(m.ID); ok && r.errs[i] == nil {
@@ -398,13 +422,12 @@ func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message)
 	return r.errs, nil
 }
 
-// release frees the window tokens of r's confirms from index from on, once
-// each confirm arrives, and forgets their returns: the caller stopped waiting.
+// release forgets the returns of r's messages once their confirms arrived:
+// the caller stopped waiting.
 func (cc *confirmChannel) release(r sendResult, msgs []*reliable.Message, from int) {
 	for _, dc := range r.dcs[from:] {
 		if dc != nil {
 			<-dc.Done()
-			<-cc.window
 		}
 	}
 	if r.pc != nil {
@@ -453,6 +476,7 @@ func (cc *confirmChannel) send(ctx context.Context, msgs []*reliable.Message) se
 			return r
 		}
 		r.dcs[i] = dc
+		cc.inflight <- dc // never blocks: it has room for the whole window
 	}
 	return r
 }
