@@ -50,7 +50,7 @@ func exportedNames(t *testing.T) map[string]bool {
 	}
 	must(observability.WatchRetryFunc(b.tel, "g", func(context.Context) (retry.Stats, error) { return retry.Stats{}, nil }))
 	must(observability.WatchOutboxFunc(b.tel, "o", func(context.Context) (outbox.Status, error) { return outbox.Status{}, nil }))
-	must(observability.WatchLagFunc(b.tel, "g", func(context.Context) (observability.GroupLag, error) {
+	must(b.tel.WatchLag("g", func(context.Context) (observability.GroupLag, error) {
 		return observability.GroupLag{Topics: []observability.TopicLag{{Topic: "orders", Partitions: []observability.PartitionLag{{}}}}}, nil
 	}))
 	must(observability.WatchOutboxFunc(b.tel, "broken", func(context.Context) (outbox.Status, error) { return outbox.Status{}, context.DeadlineExceeded }))

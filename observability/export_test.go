@@ -4,5 +4,4 @@ package observability
 var (
 	WatchRetryFunc  = (*Telemetry).watchRetry
 	WatchOutboxFunc = (*Telemetry).watchOutbox
-	WatchLagFunc    = (*Telemetry).watchLag
 )

@@ -310,12 +310,17 @@ func (t *Telemetry) WatchKafkaLag(client sarama.Client, group string, topics ...
 		return nil, fmt.Errorf("observability: cluster admin: %w", err)
 	}
 	// The admin is not closed: closing it would close the shared client.
-	return t.watchLag(group, func(ctx context.Context) (GroupLag, error) {
+	return t.WatchLag(group, func(ctx context.Context) (GroupLag, error) {
 		return ReadKafkaLag(ctx, client, admin, group, topics...)
 	})
 }
 
-func (t *Telemetry) watchLag(group string, read func(context.Context) (GroupLag, error)) (metric.Registration, error) {
+// WatchLag reports the lag that read returns each time metrics are
+// collected, as WatchKafkaLag does, for brokers other than Kafka or for a
+// lag computed elsewhere (an in-memory broker in a demo, a RabbitMQ queue's
+// depth as one partition). A failed read is logged and counted in
+// MetricObserveErrors. Call Unregister on the result to stop.
+func (t *Telemetry) WatchLag(group string, read func(context.Context) (GroupLag, error)) (metric.Registration, error) {
 	g := attribute.String(AttrGroup, group)
 	return t.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		gl, err := read(ctx)
