@@ -161,7 +161,7 @@ latest.`)
 	}
 	var targets map[int32]int64
 	if !at.IsZero() {
-		plan.Target = "time " + at.UTC().Format(time.RFC3339)
+		plan.Target = "time " + at.UTC().Format(time.RFC3339Nano)
 		byTime, err := observability.OffsetsForTime(conn.admin, map[string][]int32{*topic: parts}, at.UnixMilli())
 		if err != nil {
 			return err

@@ -17,6 +17,7 @@ func (a *app) emit(f *flags, v any, table func(w io.Writer)) error {
 	if f.output == "json" {
 		enc := json.NewEncoder(&b)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		if err := enc.Encode(v); err != nil {
 			return fmt.Errorf("encode json: %w", err)
 		}
