@@ -442,3 +442,37 @@ func TestWrongEnvironmentRejected(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestDeletedExchangeFailsFast: an exchange deleted after the publisher saw
+// it closes the confirm channel with 404 on the next publish. The publisher
+// forgets what it knew, so the producer's retry fails with ErrUnknownTopic
+// instead of closing channel after channel until its context ends.
+func TestDeletedExchangeFailsFast(t *testing.T) {
+	url := amqpURL(t)
+	topic := uniqueName("deleted")
+	declareTopic(t, Topology{}, topic, "g")
+	prod, err := NewProducer(url, WithLogger(discardLogger()),
+		WithProducerConfig(producer.Config{Backoff: fastRetry, Logger: discardLogger()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := prod.Publish(ctx, &reliable.Message{Topic: topic, Payload: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := rawConn(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDelete(ExchangeName(topic), false, false); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = prod.Publish(ctx, &reliable.Message{Topic: topic, Payload: []byte("2")})
+	if !errors.Is(err, reliable.ErrUnknownTopic) || time.Since(start) > 10*time.Second {
+		t.Fatalf("publish to a deleted exchange: %v after %s, want ErrUnknownTopic", err, time.Since(start))
+	}
+	t.Logf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
+}

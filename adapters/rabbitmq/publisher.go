@@ -278,7 +278,7 @@ func (cc *confirmChannel) current(ctx context.Context) (*pubChan, error) {
 		if err != nil {
 			return nil, err
 		}
-		pc, err := openPubChan(conn)
+		pc, err := openPubChan(conn, cc.p.forgetExchanges)
 		if err == nil {
 			cc.cur = pc
 			return pc, nil
@@ -292,7 +292,12 @@ func (cc *confirmChannel) current(ctx context.Context) (*pubChan, error) {
 	}
 }
 
-func openPubChan(conn *amqp.Connection) (*pubChan, error) {
+// forgetExchanges drops the cache of existing exchanges, after a channel
+// closed with 404: an exchange was deleted, and the next Publish to it must
+// fail with ErrUnknownTopic rather than close channel after channel.
+func (p *Publisher) forgetExchanges() { p.exchanges.Clear() }
+
+func openPubChan(conn *amqp.Connection, onNotFound func()) (*pubChan, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq: open channel: %w", classify(err))
@@ -312,16 +317,34 @@ func openPubChan(conn *amqp.Connection) (*pubChan, error) {
 	// the drainer sees every return (see barrier). The drainer never blocks,
 	// so amqp091-go's 5 s notify timeout (v1.13+) never drops a return.
 	returns := ch.NotifyReturn(make(chan amqp.Return))
-	go pc.drain(returns)
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go pc.drain(returns, closes, onNotFound)
 	return pc, nil
 }
 
-func (pc *pubChan) drain(returns <-chan amqp.Return) {
+func (pc *pubChan) drain(returns <-chan amqp.Return, closes <-chan *amqp.Error, onNotFound func()) {
 	defer close(pc.drained)
 	for {
 		select {
+		case e, ok := <-closes:
+			if !ok {
+				closes = nil
+				continue
+			}
+			if e != nil && e.Code == amqp.NotFound {
+				onNotFound()
+			}
 		case r, ok := <-returns:
 			if !ok {
+				// The channel is gone; its close error, if any, is
+				// already buffered.
+				select {
+				case e := <-closes:
+					if e != nil && e.Code == amqp.NotFound {
+						onNotFound()
+					}
+				default:
+				}
 				return
 			}
 			pc.mu.Lock()
