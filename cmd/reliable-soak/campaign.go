@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -39,7 +40,7 @@ type runner struct {
 
 // newRunner prepares a run: endpoints, run directory, proxies, schema and
 // topic (or exchange and queues).
-func newRunner(ctx context.Context, cfg *Config, exe string, keep bool, log *slog.Logger) (r *runner, err error) {
+func newRunner(ctx context.Context, cfg *Config, exe string, keep, lock bool, log *slog.Logger) (r *runner, err error) {
 	r = &runner{cfg: cfg, log: log, exe: exe, keep: keep, env: newScope("soak", log), started: time.Now()}
 	defer func() {
 		if err != nil {
@@ -100,10 +101,32 @@ func newRunner(ctx context.Context, cfg *Config, exe string, keep bool, log *slo
 	if r.pool, err = openPool(ctx, cfg.PostgresDSN, cfg.Schema, "reliable-soak", 4); err != nil {
 		return r, err
 	}
+	if lock {
+		// Like an integration test, the run holds a shared lock on its
+		// broker until it ends: other packages' fault tests wait instead of
+		// killing brokers under it (a topic created while a broker is down
+		// would get fewer replicas). Its own broker faults raise the lock to
+		// exclusive while they last.
+		err = r.env.do(func(tb testing.TB) error {
+			if cfg.Broker == brokerKafka {
+				testenv.Kafka(tb)
+			} else {
+				testenv.AMQPURL(tb)
+			}
+			return nil
+		})
+		if err != nil {
+			return r, err
+		}
+	}
 	switch cfg.Broker {
 	case brokerKafka:
 		err = r.env.do(func(tb testing.TB) error {
-			testenv.CreateTopic(tb, cfg.Kafka, cfg.Environment+"."+cfg.Topic, int32(cfg.Partitions))
+			// Replication factor 3 explicitly: testenv would settle for
+			// fewer when a broker is down, and the publishers' durability
+			// audit rightly refuses such a topic.
+			testenv.CreateTopicWith(tb, cfg.Kafka, cfg.Environment+"."+cfg.Topic,
+				&sarama.TopicDetail{NumPartitions: int32(cfg.Partitions), ReplicationFactor: 3})
 			return nil
 		})
 	case brokerRabbitMQ:
@@ -171,8 +194,17 @@ func (r *runner) close() {
 		r.log.Warn("deleting the run's topic", slog.String("error", err.Error()))
 	}
 	if r.cfg.Broker == brokerRabbitMQ && r.cfg.AMQPURL != "" && r.cfg.Topic != "" {
-		if err := deleteRabbitTopology(r.cfg); err != nil {
-			r.log.Warn("deleting the run's queues", slog.String("error", err.Error()))
+		// RabbitMQ may be restarting (another package's fault test): retry.
+		for attempt := 1; ; attempt++ {
+			err := deleteRabbitTopology(r.cfg)
+			if err == nil {
+				break
+			}
+			if attempt == 5 {
+				r.log.Warn("deleting the run's queues", slog.String("error", err.Error()))
+				break
+			}
+			time.Sleep(5 * time.Second)
 		}
 	}
 	if r.tempDir {

@@ -173,5 +173,13 @@ func roll(seed uint64, id string, attempt int) float64 {
 	binary.LittleEndian.PutUint64(b[8:], uint64(attempt))
 	h.Write(b[:])
 	h.Write([]byte(id))
-	return float64(h.Sum64()>>11) / (1 << 53)
+	// FNV's high bits mix poorly for IDs that differ in their last bytes:
+	// finish with splitmix64's mixer.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / (1 << 53)
 }

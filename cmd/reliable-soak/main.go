@@ -65,6 +65,7 @@ type options struct {
 	keep    bool
 	timeout time.Duration
 	quiet   bool
+	noLock  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
@@ -98,6 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's schema, topic and directory")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: never; a stall still ends the run)")
 	fs.BoolVar(&o.quiet, "quiet", false, "log warnings and errors only")
+	fs.BoolVar(&o.noLock, "no-lock", false, "do not hold testenv's shared lock on the broker for the whole run "+
+		"(other packages' fault tests may then kill brokers during it; broker faults still take the exclusive lock)")
 	if err := fs.Parse(args); err != nil {
 		return nil, o, err
 	}
@@ -148,7 +151,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	rep, err := runOnce(ctx, cfg, exe, o.keep, log)
+	rep, err := runOnce(ctx, cfg, exe, o.keep, !o.noLock, log)
 	if rep != nil {
 		rep.Command = "reliable-soak " + strings.Join(args, " ")
 		if o.report == "json" {
@@ -168,8 +171,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // runOnce prepares the run, runs it and tears it down.
-func runOnce(ctx context.Context, cfg *Config, exe string, keep bool, log *slog.Logger) (*Report, error) {
-	r, err := newRunner(ctx, cfg, exe, keep, log)
+func runOnce(ctx context.Context, cfg *Config, exe string, keep, lock bool, log *slog.Logger) (*Report, error) {
+	r, err := newRunner(ctx, cfg, exe, keep, lock, log)
 	if err != nil {
 		return nil, err
 	}

@@ -19,8 +19,8 @@ type Verdict struct {
 
 	Lost          int64 `json:"lost"`           // non-poison orders never applied and not dead
 	AppliedTwice  int64 `json:"applied_twice"`  // messages applied more than once
-	OutOfOrder    int64 `json:"out_of_order"`   // applies whose seq is below an earlier apply's of the key
-	Gaps          int64 `json:"gaps"`           // applies whose seq is not the previous one's + 1
+	OutOfOrder    int64 `json:"out_of_order"`   // first applies whose seq is below an earlier one's of the key
+	Gaps          int64 `json:"gaps"`           // first applies whose seq is not the previous one's + 1
 	Phantom       int64 `json:"phantom"`        // applies of messages never produced
 	PoisonApplied int64 `json:"poison_applied"` // poison messages that took effect
 
@@ -103,11 +103,15 @@ WITH applied AS (
   SELECT msg_id, count(*) AS n FROM soak_results GROUP BY msg_id
 ), dead AS (
   SELECT message_id AS msg_id FROM reliable_retry WHERE grp = $1 AND state = 'dead'
+), firsts AS (
+  -- Order is judged on first applications; repeats count as applied twice.
+  SELECT * FROM (SELECT r.*, row_number() OVER (PARTITION BY msg_id ORDER BY apply_id) AS nth FROM soak_results r) s
+  WHERE nth = 1
 ), ordered AS (
   SELECT seq,
          lag(seq) OVER w AS prev,
          max(seq) OVER (PARTITION BY key ORDER BY apply_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS highest
-  FROM soak_results
+  FROM firsts
   WINDOW w AS (PARTITION BY key ORDER BY apply_id)
 )
 SELECT
@@ -153,9 +157,11 @@ UNION ALL
 (SELECT 'applied ' || count(*) || 'x ' || msg_id || ' by ' || string_agg(process, ',' ORDER BY apply_id)
   FROM soak_results GROUP BY msg_id HAVING count(*) > 1 LIMIT 5)
 UNION ALL
-(SELECT 'out of order: key ' || key || ' seq ' || seq || ' applied after seq ' || prev || ' (apply ' || apply_id || ' by ' || process || ')'
-  FROM (SELECT key, seq, apply_id, process, lag(seq) OVER (PARTITION BY key ORDER BY apply_id) AS prev FROM soak_results) s
-  WHERE seq <> coalesce(prev, 0) + 1 LIMIT 5)
+(SELECT 'out of order: key ' || key || ' seq ' || seq || ' applied after seq ' || coalesce(prev::text, 'none') || ' (apply ' || apply_id || ' by ' || process || ')'
+  FROM (SELECT key, seq, apply_id, process, lag(seq) OVER (PARTITION BY key ORDER BY apply_id) AS prev
+        FROM (SELECT r.*, row_number() OVER (PARTITION BY msg_id ORDER BY apply_id) AS nth FROM soak_results r) f
+        WHERE nth = 1) s
+  WHERE seq <> coalesce(prev, 0) + 1 ORDER BY apply_id LIMIT 5)
 UNION ALL
 (SELECT 'dead not poison ' || message_id || ' key ' || msg_key || ': ' || last_error FROM reliable_retry e
   WHERE grp = $1 AND state = 'dead' AND NOT EXISTS (SELECT 1 FROM soak_orders o WHERE o.msg_id = e.message_id AND o.poison) LIMIT 5)

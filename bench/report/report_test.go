@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goBenchOut = `goos: linux
+goarch: amd64
+pkg: github.com/reliable-go/reliable/adapters/kafka
+BenchmarkProduce/sync-batch/raw-sarama-2         	   20000	     48263 ns/op	  21.22 MB/s	     20719 msgs/s
+BenchmarkProduce/sync-batch/reliable-2           	   20000	     50000 ns/op	  20.48 MB/s	     20000 msgs/s
+BenchmarkKeyLanesVsSerial/lanes-64-2             	       1	 812345678 ns/op	         0.81 s/run	     12310 msgs/s
+BenchmarkKeyLanesVsSerial/serial                 	       1	 999999999 ns/op	       191.0 msgs/s
+PASS
+`
+
+const outboxOut = `outbox benchmark: PostgreSQL + 3-broker Kafka
+run                                    throughput        p50        p99        max
+reliable outbox relay                    9650/s      3.1ms     12.4ms     40.2ms
+watermill SQL forwarder                   410/s    110.2ms   501.3ms      1.02s
+
+relay / forwarder throughput: 23.5x
+`
+
+func TestParsersAndTable(t *testing.T) {
+	r := results{}
+	parseGoBench([]byte(goBenchOut), r)
+	parseOutbox([]byte(outboxOut), r)
+	for _, c := range []struct {
+		name, unit string
+		want       float64
+	}{
+		{"BenchmarkProduce/sync-batch/raw-sarama", "msgs/s", 20719},
+		{"BenchmarkProduce/sync-batch/reliable", "ns/op", 50000},
+		// "-64" is part of the name, "-2" the GOMAXPROCS suffix; and without
+		// a suffix (GOMAXPROCS=1) the name is found as is.
+		{"BenchmarkKeyLanesVsSerial/lanes-64", "msgs/s", 12310},
+		{"BenchmarkKeyLanesVsSerial/serial", "msgs/s", 191},
+		{"outbox/reliable", "msgs/s", 9650},
+		{"outbox/watermill", "p99-ms", 501.3},
+		{"outbox/watermill", "max-ms", 1020},
+	} {
+		got, ok := r.get(c.name, c.unit)
+		if !ok || got != c.want {
+			t.Errorf("%s %s = %v, %v; want %v", c.name, c.unit, got, ok, c.want)
+		}
+	}
+	if _, ok := r.get("BenchmarkKeyLanesVsSerial/lanes", "msgs/s"); ok {
+		t.Error("a name's prefix matched another benchmark")
+	}
+
+	var out bytes.Buffer
+	o := options{suites: []string{"kafka", "consumer", "outbox"}}
+	writeTable(&out, o, r, map[string]string{"consumer": "exit status 1"}, time.Minute)
+	s := out.String()
+	for _, want := range []string{
+		"| Kafka produce, batches of 500 ", "20000 msgs/s", "20719 msgs/s", "0.97x",
+		"n/a", // async was not measured
+		"64.45x", "23.54x", "0.02x (lower is better)", "FAILED consumer: exit status 1",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("table lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestParseFlagsRejectsUnknownSuite(t *testing.T) {
+	if _, err := parseFlags([]string{"-suites", "kafka,nats"}, io.Discard); err == nil || !strings.Contains(err.Error(), "nats") {
+		t.Errorf("err = %v", err)
+	}
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || len(o.suites) != 4 {
+		t.Errorf("defaults: %+v, %v", o, err)
+	}
+}

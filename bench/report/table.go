@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// results maps a benchmark name (as printed, GOMAXPROCS suffix included) to
+// its metrics by unit ("msgs/s", "ns/op", "p99-ms"...).
+type results map[string]map[string]float64
+
+// get finds name's metric, ignoring the "-N" GOMAXPROCS suffix go test adds.
+func (r results) get(name, unit string) (float64, bool) {
+	if m, ok := r[name]; ok {
+		v, ok := m[unit]
+		return v, ok
+	}
+	for k, m := range r {
+		if suffix, ok := strings.CutPrefix(k, name+"-"); ok {
+			if _, err := strconv.Atoi(suffix); err == nil {
+				v, ok := m[unit]
+				return v, ok
+			}
+		}
+	}
+	return 0, false
+}
+
+// parseGoBench adds the benchmark lines of go test output to r:
+//
+//	BenchmarkProduce/async/reliable-2   20000   41234 ns/op   24.8 MB/s   24251 msgs/s
+func parseGoBench(out []byte, r results) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		m := map[string]float64{}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			m[f[i+1]] = v
+		}
+		if ns, ok := m["ns/op"]; ok && ns > 0 {
+			if _, has := m["msgs/s"]; !has {
+				m["ops/s"] = 1e9 / ns
+			}
+		}
+		r[f[0]] = m
+	}
+}
+
+// parseOutbox adds the summary lines of bench/outbox to r, as
+// "outbox/reliable" and "outbox/watermill":
+//
+//	reliable outbox relay                  9650/s      3.1ms     12.4ms     40.2ms
+//	watermill SQL forwarder                 410/s    110.2ms    501.3ms    1.02s
+func parseOutbox(out []byte, r results) {
+	names := map[string]string{"reliable outbox relay": "outbox/reliable", "watermill SQL forwarder": "outbox/watermill"}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		for prefix, name := range names {
+			rest, ok := strings.CutPrefix(line, prefix)
+			if !ok {
+				continue
+			}
+			f := strings.Fields(rest)
+			if len(f) < 4 {
+				continue
+			}
+			rate, err := strconv.ParseFloat(strings.TrimSuffix(f[0], "/s"), 64)
+			if err != nil {
+				continue
+			}
+			m := map[string]float64{"msgs/s": rate}
+			for i, unit := range []string{"p50-ms", "p99-ms", "max-ms"} {
+				if d, err := time.ParseDuration(f[1+i]); err == nil {
+					m[unit] = float64(d) / float64(time.Millisecond)
+				}
+			}
+			r[name] = m
+		}
+	}
+}
+
+// row is one comparison of the table.
+type row struct {
+	what      string
+	sdk       string // benchmark of this SDK
+	sdkLabel  string
+	base      string // benchmark of the raw client or peer
+	baseLabel string
+	unit      string
+	lower     bool // lower is better (latency)
+}
+
+// suiteRows lists each suite's comparisons; the names are the benchmarks'
+// own (see their doc comments).
+var suiteRows = map[string][]row{
+	"kafka": {
+		{what: "Kafka produce, batches of 500", sdk: "BenchmarkProduce/sync-batch/reliable", sdkLabel: "kafka.NewProducer Publish",
+			base: "BenchmarkProduce/sync-batch/raw-sarama", baseLabel: "raw sarama SyncProducer.SendMessages", unit: "msgs/s"},
+		{what: "Kafka produce, one message per call", sdk: "BenchmarkProduce/async/reliable", sdkLabel: "kafka.Publisher PublishAsync",
+			base: "BenchmarkProduce/async/raw-sarama", baseLabel: "raw sarama AsyncProducer", unit: "msgs/s"},
+	},
+	"rabbitmq": {
+		{what: "RabbitMQ publish, 8 callers x 32 msgs", sdk: "BenchmarkPublish/publisher/8x32", sdkLabel: "rabbitmq.Publisher",
+			base: "BenchmarkPublish/raw", baseLabel: "raw amqp091-go, 256 deferred confirms in flight", unit: "msgs/s"},
+		{what: "RabbitMQ publish, 32 callers x 32 msgs", sdk: "BenchmarkPublish/publisher/32x32", sdkLabel: "rabbitmq.Publisher",
+			base: "BenchmarkPublish/raw", baseLabel: "raw amqp091-go, 256 deferred confirms in flight", unit: "msgs/s"},
+		{what: "RabbitMQ publish, 256 callers x 1 msg", sdk: "BenchmarkPublish/publisher/256x1", sdkLabel: "rabbitmq.Publisher",
+			base: "BenchmarkPublish/raw", baseLabel: "raw amqp091-go, 256 deferred confirms in flight", unit: "msgs/s"},
+		{what: "RabbitMQ publish with retries, 32 x 32", sdk: "BenchmarkPublish/producer/32x32", sdkLabel: "rabbitmq.NewProducer",
+			base: "BenchmarkPublish/raw", baseLabel: "raw amqp091-go, 256 deferred confirms in flight", unit: "msgs/s"},
+		{what: "RabbitMQ publish vs naive confirms", sdk: "BenchmarkPublish/publisher/32x32", sdkLabel: "rabbitmq.Publisher, 32 x 32",
+			base: "BenchmarkPublish/one-at-a-time", baseLabel: "raw amqp091-go, wait for each confirm", unit: "msgs/s"},
+	},
+	"consumer": {
+		{what: "consume 1 partition, 100 keys, 5 ms handler", sdk: "BenchmarkKeyLanesVsSerial/lanes-64", sdkLabel: "consumer key lanes, 64",
+			base: "BenchmarkKeyLanesVsSerial/serial", baseLabel: "partition-serial loop", unit: "msgs/s"},
+		{what: "pipeline + dedupe (Redis)", sdk: "BenchmarkPipelineOverhead/dedupe-redis", sdkLabel: "consumer, Redis dedupe",
+			base: "BenchmarkPipelineOverhead/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "pipeline + dedupe (PostgreSQL)", sdk: "BenchmarkPipelineOverhead/dedupe-postgres", sdkLabel: "consumer, PostgreSQL dedupe",
+			base: "BenchmarkPipelineOverhead/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "pipeline + retry-table check", sdk: "BenchmarkPipelineOverhead/retry-table-check", sdkLabel: "consumer, retry table",
+			base: "BenchmarkPipelineOverhead/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "pipeline + Redis dedupe + retry table", sdk: "BenchmarkPipelineOverhead/redis-dedupe+retry-table", sdkLabel: "consumer, both",
+			base: "BenchmarkPipelineOverhead/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+	},
+	"outbox": {
+		{what: "outbox backlog to Kafka, throughput", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
+			base: "outbox/watermill", baseLabel: "watermill SQL forwarder", unit: "msgs/s"},
+		{what: "outbox commit-to-confirm latency p50", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
+			base: "outbox/watermill", baseLabel: "watermill SQL forwarder", unit: "p50-ms", lower: true},
+		{what: "outbox commit-to-confirm latency p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
+			base: "outbox/watermill", baseLabel: "watermill SQL forwarder", unit: "p99-ms", lower: true},
+	},
+}
+
+func format(v float64, unit string) string {
+	switch {
+	case strings.HasSuffix(unit, "-ms"):
+		return fmt.Sprintf("%.1f ms", v)
+	case v >= 100:
+		return fmt.Sprintf("%.0f %s", v, unit)
+	default:
+		return fmt.Sprintf("%.1f %s", v, unit)
+	}
+}
+
+// writeTable prints the one table, then the suites that failed.
+func writeTable(w io.Writer, o options, r results, failed map[string]string, took time.Duration) {
+	fmt.Fprintf(w, "\n## make bench: this SDK beside the raw clients and watermill, same run\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	fmt.Fprintln(tw, "| comparison\t| this SDK\t| figure\t| baseline\t| figure\t| SDK / baseline\t|")
+	fmt.Fprintln(tw, "|---\t|---\t|--:\t|---\t|--:\t|--:\t|")
+	for _, s := range o.suites {
+		for _, rw := range suiteRows[s] {
+			sv, sok := r.get(rw.sdk, rw.unit)
+			bv, bok := r.get(rw.base, rw.unit)
+			sf, bf, ratio := "n/a", "n/a", "n/a"
+			if sok {
+				sf = format(sv, rw.unit)
+			}
+			if bok {
+				bf = format(bv, rw.unit)
+			}
+			if sok && bok && bv > 0 {
+				ratio = fmt.Sprintf("%.2fx", sv/bv)
+				if rw.lower {
+					ratio += " (lower is better)"
+				}
+			}
+			fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %s\t| %s\t| %s\t|\n", rw.what, rw.sdkLabel, sf, rw.baseLabel, bf, ratio)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nSuites: %s; took %s. Kafka and RabbitMQ: %d and %d messages per variant; consumer: the benchmarks' defaults (10000 and 5000 messages); outbox: %d-row backlog (watermill %d), latency at %d msgs/s for %s.\n",
+		strings.Join(o.suites, ", "), took.Round(time.Second), o.kafkaN, o.rabbitN, o.outboxN, o.outboxWMN, o.outboxRate, o.outboxDuration)
+	for _, s := range o.suites {
+		if err, ok := failed[s]; ok {
+			fmt.Fprintf(w, "\nFAILED %s: %s\n", s, err)
+		}
+	}
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/testenv"
+	"github.com/reliable-go/reliable/outbox"
+)
+
+// The verdict is only as good as its queries: each broken promise, planted
+// in the tables by hand, must be counted, and a clean ledger must pass.
+func TestVerifyCountsEveryBrokenPromise(t *testing.T) {
+	ctx := testenv.Context(t, 2*time.Minute)
+	cfg := &Config{
+		PostgresDSN: testenv.PostgresDSN(t),
+		Schema:      strings.ReplaceAll(testenv.UniqueName(t, "soak_verify"), "-", "_"),
+		Group:       "kitchen",
+		Topic:       "orders",
+	}
+	if err := createSchema(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dropSchema(context.Background(), cfg) })
+	pool, err := openPool(ctx, cfg.PostgresDSN, cfg.Schema, "verify-test", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	order := func(id, key string, seq int, poison bool) {
+		exec(`INSERT INTO soak_orders (msg_id, key, seq, poison) VALUES ($1, $2, $3, $4)`, id, key, seq, poison)
+	}
+	apply := func(id, key string, seq int) {
+		exec(`INSERT INTO soak_results (msg_id, key, seq, process, attempt) VALUES ($1, $2, $3, 'test', 1)`, id, key, seq)
+	}
+
+	// A clean ledger: key a applied 1, 2, 3; a poison message dead.
+	order("a1", "a", 1, false)
+	order("a2", "a", 2, false)
+	order("a3", "a", 3, false)
+	apply("a1", "a", 1)
+	apply("a2", "a", 2)
+	apply("a3", "a", 3)
+	order("p1", "poison-1", 1, true)
+	table, err := newRetryTable(pool, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := table.DeadLetter(ctx, &reliable.Message{ID: "p1", Topic: "orders", Key: "poison-1"}, reliable.Permanent(errPoison)); err != nil {
+		t.Fatal(err)
+	}
+	v, err := verify(ctx, pool, cfg.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK() || v.Orders != 4 || v.AppliedUnique != 3 || v.DeadExpected != 1 {
+		t.Fatalf("clean ledger: %+v, problems %v", v, v.Problems())
+	}
+
+	// Now break every promise once.
+	order("b1", "b", 1, false)
+	order("b2", "b", 2, false)
+	apply("b2", "b", 2) // L09: "paid" before "placed"
+	apply("b1", "b", 1)
+	order("c1", "c", 1, false) // lost
+	apply("a2", "a", 2)        // applied twice (L20)
+	apply("x1", "x", 1)        // never produced
+	order("d1", "d", 1, false)
+	if err := table.DeadLetter(ctx, &reliable.Message{ID: "d1", Topic: "orders", Key: "d"}, errors.New("gave up")); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Add(ctx, tx, &reliable.Message{Topic: "orders", Key: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	v, err = verify(ctx, pool, cfg.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Verdict{
+		Orders: 8, Poison: 1, Applied: 7, AppliedUnique: 6,
+		Lost: 1, AppliedTwice: 1, OutOfOrder: 1, Phantom: 1,
+		DeadExpected: 1, DeadUnexpected: 1, OutboxPending: 1,
+	}
+	got := v
+	got.Gaps, got.Samples = 0, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("verdict\n got %+v\nwant %+v", got, want)
+	}
+	// Gaps: b2 first (after nothing), then b1 after b2. The repeat of a2 is
+	// not an order problem but a duplicate.
+	if v.Gaps != 2 {
+		t.Errorf("gaps = %d, want 2", v.Gaps)
+	}
+	if v.OK() {
+		t.Error("a broken ledger passed")
+	}
+	joined := strings.Join(v.Samples, "\n")
+	for _, s := range []string{"lost c1", "applied 2x a2", "key b seq 2 applied after seq", "dead not poison d1", "outbox pending"} {
+		if !strings.Contains(joined, s) {
+			t.Errorf("samples lack %q:\n%s", s, joined)
+		}
+	}
+}
