@@ -14,6 +14,7 @@ func restartBroker(t testing.TB) func(ctx context.Context) error {
 	srv := testenv.RabbitMQ(t)
 	return func(ctx context.Context) error {
 		t.Logf("restarting RabbitMQ")
+		brokerRestarts.Add(1)
 		return srv.Restart(ctx)
 	}
 }

@@ -23,6 +23,9 @@ func amqpURL(t testing.TB) string { return testenv.AMQPURL(t) }
 
 var nameSeq atomic.Int64
 
+// brokerRestarts counts the broker restarts this test process made.
+var brokerRestarts atomic.Int64
+
 // uniqueName returns a topic or connection name no other test uses.
 func uniqueName(prefix string) string {
 	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1e9, nameSeq.Add(1))
@@ -109,7 +112,19 @@ func declareTopic(t testing.TB, topo Topology, topic string, groups ...string) {
 	if err := Declare(ctx, amqpURL(t), topic, groups, WithTopology(topo)); err != nil {
 		t.Fatalf("declare %s: %v", topic, err)
 	}
-	t.Cleanup(func() { deleteTopic(t, topo, topic, groups...) })
+	restarts := brokerRestarts.Load()
+	t.Cleanup(func() {
+		if brokerRestarts.Load() != restarts {
+			// RabbitMQ 3.10.8 bug: deleting an at-least-once quorum queue
+			// whose dead-letter worker is still starting after a restart
+			// crashes the worker in a loop until rabbit_fifo_dlx_sup gives
+			// up, and from then on no such queue can start on the node.
+			// Queues that lived through a restart are left in place.
+			t.Logf("leaving the queues of %s: they lived through a broker restart", topic)
+			return
+		}
+		deleteTopic(t, topo, topic, groups...)
+	})
 }
 
 func deleteTopic(t testing.TB, topo Topology, topic string, groups ...string) {

@@ -45,6 +45,10 @@ type Subscriber struct {
 
 var _ reliable.Subscriber = (*Subscriber)(nil)
 
+// subscribeDeclareTimeout bounds how long Subscribe retries declaring its
+// queues while the broker is unreachable or starting.
+const subscribeDeclareTimeout = 30 * time.Second
+
 // NewSubscriber connects to the broker at url as a member of consumer group
 // group: each Subscribe consumes group's queue of the topic, shared with the
 // group's other instances (competing consumers). It fails at once with an
@@ -96,12 +100,19 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 	if s.cfg.standby < 0 {
 		sub.standby = nil
 	}
-	conn, _, err := s.cm.connection(ctx)
-	if err == nil {
-		err = withChannel(ctx, conn, func(ch *amqp.Channel) error {
+	// Retry transient failures (a broker still starting) for a while; a
+	// subscriber whose queue cannot be declared reports it.
+	dctx, cancel := context.WithTimeout(ctx, subscribeDeclareTimeout)
+	err := retryTransient(dctx, s.cfg.backoff, func() error {
+		conn, _, err := s.cm.connection(dctx)
+		if err != nil {
+			return err
+		}
+		return withChannel(dctx, conn, func(ch *amqp.Channel) error {
 			return s.cfg.topology.declareGroup(ch, topic, s.group)
 		})
-	}
+	})
+	cancel()
 	if err != nil {
 		s.wg.Done()
 		return nil, fmt.Errorf("rabbitmq: subscribe to %q as group %q: %w", topic, s.group, err)

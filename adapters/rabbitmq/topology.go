@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -233,22 +234,58 @@ func Declare(ctx context.Context, url, topic string, groups []string, opts ...Op
 		return err
 	}
 	c.withDefaults()
-	conn, err := dial(ctx, url, &c)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return withChannel(ctx, conn, func(ch *amqp.Channel) error {
-		if err := declareExchange(ch, topic); err != nil {
+	return retryTransient(ctx, c.backoff, func() error {
+		conn, err := dial(ctx, url, &c)
+		if err != nil {
 			return err
 		}
-		for _, g := range groups {
-			if err := c.topology.declareGroup(ch, topic, g); err != nil {
+		defer conn.Close()
+		return withChannel(ctx, conn, func(ch *amqp.Channel) error {
+			if err := declareExchange(ch, topic); err != nil {
 				return err
 			}
-		}
-		return nil
+			for _, g := range groups {
+				if err := c.topology.declareGroup(ch, topic, g); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
+}
+
+// retryTransient calls f until it succeeds, fails for good, or ctx ends.
+// Declarations are idempotent, so repeating one is safe. Transient: a lost
+// connection, and the INTERNAL_ERROR RabbitMQ answers for a quorum queue
+// declared while the node is still starting.
+func retryTransient(ctx context.Context, b reliable.Backoff, f func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		if reliable.Sleep(ctx, b.Delay(attempt)) != nil {
+			return err
+		}
+	}
+}
+
+// transient reports whether repeating the operation may succeed.
+func transient(err error) bool {
+	var ce *reliable.ConfigError
+	if fatal(err) || errors.Is(err, reliable.ErrUnknownTopic) || errors.Is(err, reliable.ErrClosed) ||
+		errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ae *amqp.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case amqp.ConnectionForced, amqp.InternalError, amqp.ResourceError, amqp.ChannelError:
+			return true
+		}
+		return false // 406 inequivalent arguments and other refusals
+	}
+	return true // network errors, a closed channel
 }
 
 // withChannel runs f on a new channel of conn and closes the channel. When
