@@ -148,6 +148,22 @@ func (b *Broker) Committed(groupName, topicName string) []int64 {
 	return append([]int64(nil), g.committed...)
 }
 
+// EndOffsets returns, per partition of topic, the offset the next message
+// gets.
+func (b *Broker) EndOffsets(topicName string) []int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.topics[topicName]
+	if !ok {
+		return nil
+	}
+	ends := make([]int64, len(t.partitions))
+	for p, msgs := range t.partitions {
+		ends[p] = int64(len(msgs))
+	}
+	return ends
+}
+
 // Lag returns how many messages of topic the group has not committed yet.
 func (b *Broker) Lag(groupName, topicName string) int64 {
 	b.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"github.com/reliable-go/reliable/consumer"
 	"github.com/reliable-go/reliable/examples/kitchen"
 	"github.com/reliable-go/reliable/examples/orders"
+	"github.com/reliable-go/reliable/observability"
 )
 
 // app is both services running in one process on one broker.
@@ -30,6 +31,7 @@ type app struct {
 	kitchen *kitchen.Kitchen
 	faults  *faults
 	outcome counter
+	tel     *observability.Telemetry
 
 	ordersURL, kitchenURL string
 
@@ -76,9 +78,17 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *app, err error
 		return nil, fmt.Errorf("kitchen display: %w (choose another address with -kitchen-addr)", err)
 	}
 	a.kitchenURL = "http://" + kitchenLn.Addr().String() + "/"
-	a.serve(bgCtx, kitchenLn, a.kitchen.Handler())
+	metrics, err := a.startTelemetry()
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.Handle("/", a.kitchen.Handler())
+	a.serve(bgCtx, kitchenLn, mux)
 
-	a.goBG(bgCtx, "outbox relay", func(ctx context.Context) error { return a.stores.runRelay(ctx, a.broker.pub) })
+	pub := a.tel.Publisher(a.broker.pub)
+	a.goBG(bgCtx, "outbox relay", func(ctx context.Context) error { return a.stores.runRelay(ctx, pub) })
 	a.goBG(bgCtx, "retrier", func(ctx context.Context) error {
 		return a.stores.runRetrier(ctx, consumer.Deduplicated(a.stores.dedupe, a.handler()))
 	})
@@ -86,6 +96,30 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *app, err error
 		return nil, err
 	}
 	return a, nil
+}
+
+// startTelemetry sets up the OpenTelemetry metrics served at /metrics on the
+// kitchen's address: publish and consumer figures, the kitchen group's lag
+// per partition, and with PostgreSQL the retry-table depth and outbox age.
+func (a *app) startTelemetry() (http.Handler, error) {
+	mp, handler, err := observability.NewPrometheus()
+	if err != nil {
+		return nil, err
+	}
+	if a.tel, err = observability.New(observability.Config{MeterProvider: mp, Logger: a.log}); err != nil {
+		return nil, err
+	}
+	if a.broker.lag != nil {
+		if _, err := a.tel.WatchLag(group, a.broker.lag); err != nil {
+			return nil, err
+		}
+	}
+	if a.stores.watch != nil {
+		if err := a.stores.watch(a.tel); err != nil {
+			return nil, err
+		}
+	}
+	return handler, nil
 }
 
 // handler is the kitchen's handler with the demo's injected faults.
@@ -132,7 +166,11 @@ func (a *app) startConsumer() error {
 		Concurrency:     a.cfg.Concurrency,
 		ShutdownTimeout: 15 * time.Second,
 		Logger:          a.log,
-		Observe:         a.outcome.observe,
+		Observe: func(e consumer.Event) {
+			a.outcome.observe(e)
+			a.tel.Observe(e)
+		},
+		DisableRetrier: true, // the demo runs its own, to inject faults into it
 	})
 	if err != nil {
 		_ = sub.Close()

@@ -14,6 +14,7 @@ import (
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/kafka"
 	"github.com/reliable-go/reliable/adapters/rabbitmq"
+	"github.com/reliable-go/reliable/observability"
 	"github.com/reliable-go/reliable/producer"
 	"github.com/reliable-go/reliable/reliabletest"
 )
@@ -33,6 +34,9 @@ type broker struct {
 	pub    reliable.Publisher
 	newSub func() (reliable.Subscriber, error)
 	close  func()
+	// lag reads the kitchen group's backlog for the metrics endpoint; nil
+	// where the broker reports it itself (RabbitMQ's Prometheus plugin).
+	lag func(ctx context.Context) (observability.GroupLag, error)
 }
 
 func newBroker(ctx context.Context, cfg config, runID string, log *slog.Logger) (*broker, error) {
@@ -66,6 +70,20 @@ func memoryBroker(cfg config) (*broker, error) {
 			return b.Subscriber(group, reliabletest.SubscriberOptions{}), nil
 		},
 		close: func() {},
+		lag: func(context.Context) (observability.GroupLag, error) {
+			tl := observability.TopicLag{Topic: "orders"}
+			committed := b.Committed(group, "orders")
+			for p, end := range b.EndOffsets("orders") {
+				var c int64
+				if p < len(committed) {
+					c = committed[p]
+				}
+				tl.Partitions = append(tl.Partitions, observability.PartitionLag{Topic: "orders", Partition: int32(p),
+					Committed: c, Newest: end, Lag: end - c})
+				tl.Total += end - c
+			}
+			return observability.GroupLag{Group: group, Topics: []observability.TopicLag{tl}}, nil
+		},
 	}, nil
 }
 
@@ -113,13 +131,31 @@ func kafkaBroker(kcfg kafka.Config, topic string) (*broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
+	sc := sarama.NewConfig()
+	sc.Version = kafka.DefaultVersion
+	client, err := sarama.NewClient(kcfg.Brokers, sc)
+	if err != nil {
+		_ = pub.Close()
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		_ = pub.Close()
+		_ = client.Close()
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	// The adapter prefixes topics and groups with the environment (L07).
+	fullGroup, fullTopic := environment+"."+kcfg.Consumer.Group, environment+"."+topic
 	return &broker{
 		topic: topic,
 		pub:   pub,
 		newSub: func() (reliable.Subscriber, error) {
 			return kafka.NewSubscriber(kcfg)
 		},
-		close: func() { _ = pub.Close() },
+		close: func() { _ = pub.Close(); _ = client.Close() },
+		lag: func(ctx context.Context) (observability.GroupLag, error) {
+			return observability.ReadKafkaLag(ctx, client, admin, fullGroup, fullTopic)
+		},
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,7 @@ func runDemo(t *testing.T, cfg config) string {
 			t.Errorf("faults injected: %d failures, %d stale reads, %d restarts; want some of each",
 				a.faults.failures.Load(), a.faults.stale.Load(), a.restarts)
 		}
+		verifyMetrics(t, a, cfg)
 		return nil
 	}
 	var logs bytes.Buffer
@@ -185,3 +187,30 @@ func tail(s string, n int) string {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// verifyMetrics reads the kitchen's /metrics endpoint (L18): consumer
+// outcomes everywhere, the group's lag where the demo can read it (not on
+// RabbitMQ, whose own plugin reports queue depth), and the retry-table depth
+// and outbox age with PostgreSQL.
+func verifyMetrics(t *testing.T, a *app, cfg config) {
+	t.Helper()
+	resp, err := http.Get(a.kitchenURL + "metrics")
+	if err != nil {
+		t.Errorf("metrics: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	want := []string{"reliable_consumer_deliveries", "reliable_publish_messages"}
+	if cfg.Broker != "rabbitmq" {
+		want = append(want, "reliable_consumer_lag{")
+	}
+	if cfg.Store == "postgres" {
+		want = append(want, "reliable_retry_entries", "reliable_outbox_pending", "reliable_outbox_oldest_pending_age")
+	}
+	for _, w := range want {
+		if !strings.Contains(string(body), w) {
+			t.Errorf("/metrics lacks %s:\n%s", w, tail(string(body), 3000))
+		}
+	}
+}

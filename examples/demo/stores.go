@@ -16,6 +16,7 @@ import (
 	"github.com/reliable-go/reliable/examples/kitchen"
 	"github.com/reliable-go/reliable/examples/orders"
 	"github.com/reliable-go/reliable/idempotency"
+	"github.com/reliable-go/reliable/observability"
 	"github.com/reliable-go/reliable/outbox"
 	"github.com/reliable-go/reliable/reliabletest"
 	"github.com/reliable-go/reliable/retry"
@@ -45,6 +46,9 @@ type stores struct {
 	// backlog counts events not yet published plus entries in the retry
 	// table.
 	backlog func(ctx context.Context) (unpublished, parked, dead int64, err error)
+	// watch registers the stores' gauges (retry-table depth, outbox age)
+	// with tel; nil for the in-memory stores, which have no such gauges.
+	watch func(tel *observability.Telemetry) error
 
 	closers []func()
 }
@@ -157,6 +161,13 @@ func newStores(ctx context.Context, cfg config, runID string, log *slog.Logger) 
 				return err
 			}
 			return r.Run(ctx)
+		}
+		s.watch = func(tel *observability.Telemetry) error {
+			if _, err := tel.WatchRetryTable(table); err != nil {
+				return err
+			}
+			_, err := tel.WatchOutbox(pool, "orders")
+			return err
 		}
 		s.backlog = func(ctx context.Context) (int64, int64, int64, error) {
 			ob, err := outbox.ReadStatus(ctx, pool)
