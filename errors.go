@@ -103,7 +103,7 @@ func Permanent(err error) error {
 }
 
 // IsPermanent reports whether err, or an error it wraps, is a
-// *PermanentError. Sentinels that retrying cannot fix (ErrMessageTooLarge,
+// *PermanentError. Sentinels that retrying cannot fix (ErrClosed, ErrMessageTooLarge,
 // ErrInvalidMessage, ErrInvalidConfig, ErrNotAuthorized, ErrWrongEnvironment,
 // ErrUnknownTopic) count as permanent too.
 func IsPermanent(err error) bool {
@@ -127,7 +127,7 @@ func IsPermanent(err error) bool {
 }
 
 var permanentSentinels = []error{
-	ErrMessageTooLarge, ErrInvalidMessage, ErrInvalidConfig,
+	ErrClosed, ErrMessageTooLarge, ErrInvalidMessage, ErrInvalidConfig,
 	ErrNotAuthorized, ErrWrongEnvironment, ErrUnknownTopic,
 }
 

@@ -25,6 +25,7 @@ func TestClassification(t *testing.T) {
 		{"config", &reliable.ConfigError{Component: "x", Problems: []string{"a"}}, true},
 		{"unknown topic", fmt.Errorf("kafka: %w", reliable.ErrUnknownTopic), true},
 		{"not confirmed is retryable", reliable.ErrNotConfirmed, false},
+		{"closed is permanent", fmt.Errorf("publish: %w", reliable.ErrClosed), true},
 		{"retryable wins over wrapped sentinel", reliable.Retryable(reliable.ErrUnknownTopic), false},
 	}
 	for _, c := range cases {
