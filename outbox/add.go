@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,6 +17,23 @@ import (
 // payload is the schema of the outbox tables, so relays of other schemas in
 // the same database ignore it.
 const NotifyChannel = "reliable_outbox"
+
+// notifyEvery spaces the notifications of one process. PostgreSQL commits
+// the transactions that issued NOTIFY one at a time, each holding a
+// database-wide lock across its WAL flush, which would cap the commit rate
+// of every transaction calling Add at one per fsync. A transaction that
+// skips the notification is found by the relay's next poll, which comes
+// within milliseconds while rows keep arriving (the relay polls fast after
+// activity and only slows down to Config.PollInterval when idle).
+const notifyEvery = 10 * time.Millisecond
+
+var lastNotify atomic.Int64 // unix nanoseconds of the last notification queued
+
+func shouldNotify(now time.Time) bool {
+	n := now.UnixNano()
+	last := lastNotify.Load()
+	return n-last >= int64(notifyEvery) && lastNotify.CompareAndSwap(last, n)
+}
 
 // Add writes msgs to the outbox in the caller's transaction, so they are
 // published if and only if tx commits. It sets each empty Message.ID to a new
@@ -100,7 +118,9 @@ func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
 			WITH ORDINALITY AS t(lane, msg_id, topic, key, type, headers, payload, event_time, ord)
 		ORDER BY t.ord`,
 		lanes, ids, topics, keys, types, headers, payload, times)
-	b.Queue(`SELECT pg_notify($1, current_schema())`, NotifyChannel)
+	if shouldNotify(now) {
+		b.Queue(`SELECT pg_notify($1, current_schema())`, NotifyChannel)
+	}
 
 	br := tx.SendBatch(ctx, b)
 	for range b.Len() {

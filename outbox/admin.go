@@ -94,7 +94,8 @@ func DeadRows(ctx context.Context, db DB, limit int) ([]Row, error) {
 }
 
 // Retry makes a dead row pending again with a fresh attempt count; its key
-// resumes with it, in order.
+// resumes with it, in order. (Under Config.DeadReleasesKey the key's later
+// rows did not wait, so the retried row is published after them.)
 func Retry(ctx context.Context, db DB, id int64) error {
 	tag, err := db.Exec(ctx, `WITH r AS (
 			UPDATE reliable_outbox SET dead_at = NULL, attempts = 0 WHERE id = $1 AND dead_at IS NOT NULL RETURNING id

@@ -12,8 +12,11 @@ import (
 // every notification, every PollInterval, and whenever lanes were released
 // or emptied.
 func (r *Relay) claimLoop(ctx context.Context) {
-	poll := time.NewTicker(r.cfg.PollInterval)
-	defer poll.Stop()
+	// Poll fast right after activity (Add notifies at most every
+	// notifyEvery per process, so rows may arrive unannounced), slowing down
+	// to PollInterval while idle.
+	fast := min(25*time.Millisecond, r.cfg.PollInterval)
+	idle := fast
 	failures := 0
 	for ctx.Err() == nil {
 		more, err := r.refill(ctx)
@@ -35,39 +38,63 @@ func (r *Relay) claimLoop(ctx context.Context) {
 		}
 		failures = 0
 		if more {
+			idle = fast
 			continue // there may be more right away
 		}
+		t := time.NewTimer(idle)
 		select {
 		case <-ctx.Done():
 		case <-r.kickClaim:
-		case <-poll.C:
+			idle = fast
+		case <-t.C:
+			idle = min(idle*2, r.cfg.PollInterval)
 		}
+		t.Stop()
 	}
 }
 
-// claimSQL leases up to $3 keys whose oldest pending row is oldest, skipping
-// keys leased by any live relay, keys this relay holds ($2), and keys blocked
-// by a dead row (unless $5). The upsert takes over only expired leases, so
-// two relays never both win a key (L19).
+// claimSQL leases up to $2 keys whose oldest pending row is oldest, skipping
+// keys leased by any live relay (this one included) and keys blocked by a
+// dead row (unless $4). The upsert takes over only expired leases, so two
+// relays never both win a key (L19).
+//
+// NOT IN, not NOT EXISTS: PostgreSQL turns NOT EXISTS into an anti join,
+// and on a freshly filled table whose statistics say "a few rows" it picks a
+// nested loop that compares every pending row with every lease (seen: 72s
+// for 100k rows and 2k leases). NOT IN stays a subplan that hashes the live
+// leases once, whatever the statistics.
 const claimSQL = `WITH cand AS (
 		SELECT lane FROM (
 			SELECT o.lane, o.id FROM reliable_outbox o
 			WHERE o.dead_at IS NULL
-			  AND o.lane <> ALL($2::text[])
-			  AND NOT EXISTS (SELECT 1 FROM reliable_outbox_leases l WHERE l.lane = o.lane AND l.expires_at > now())
-			  AND ($5 OR NOT EXISTS (SELECT 1 FROM reliable_outbox d WHERE d.lane = o.lane AND d.dead_at IS NOT NULL))
+			  AND o.lane NOT IN (SELECT l.lane FROM reliable_outbox_leases l WHERE l.expires_at > now())
+			  AND ($4 OR o.lane NOT IN (SELECT d.lane FROM reliable_outbox d WHERE d.dead_at IS NOT NULL))
 			ORDER BY o.id
-			LIMIT $4
+			LIMIT $3
 		) s
 		GROUP BY lane
 		ORDER BY min(id)
-		LIMIT $3
+		LIMIT $2
 	)
 	INSERT INTO reliable_outbox_leases AS l (lane, owner, expires_at)
-	SELECT lane, $1, now() + $6 * interval '1 millisecond' FROM cand ORDER BY lane
+	SELECT lane, $1, now() + $5 * interval '1 millisecond' FROM cand ORDER BY lane
 	ON CONFLICT (lane) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
 	WHERE l.expires_at <= now()
 	RETURNING lane`
+
+// claimedRowsSQL reads the first $3 rows of each key leased by $1 in this
+// transaction: the claim set their expiry to exactly now() + TTL, and now()
+// is the transaction's start time.
+const claimedRowsSQL = `SELECT o.id, o.lane, o.msg_id, o.topic, o.key, o.type, o.headers, o.payload, o.event_time, o.attempts
+	FROM reliable_outbox_leases l
+	CROSS JOIN LATERAL (
+		SELECT * FROM reliable_outbox o
+		WHERE o.lane = l.lane AND o.dead_at IS NULL
+		ORDER BY o.id
+		LIMIT $3
+	) o
+	WHERE l.owner = $1 AND l.expires_at = now() + $2 * interval '1 millisecond'
+	ORDER BY o.lane, o.id`
 
 // fetchSQL reads up to $3 pending rows per lane after the given row IDs.
 const fetchSQL = `SELECT o.id, o.lane, o.msg_id, o.topic, o.key, o.type, o.headers, o.payload, o.event_time, o.attempts
@@ -86,47 +113,67 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	r.mu.Lock()
 	room := min(r.cfg.MaxKeys-len(r.lanes), r.cfg.ClaimBatch)
 	paused := time.Now().Before(r.pausedUntil)
-	held := make([]string, 0, len(r.lanes))
-	for name := range r.lanes {
-		held = append(held, name)
-	}
+	held := len(r.lanes)
 	r.mu.Unlock()
 	if room <= 0 || paused {
 		return 0, nil
 	}
 
 	start := time.Now()
-	rows, err := r.pool.Query(ctx, claimSQL, r.cfg.ID, held, room, room*4,
-		r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
-	if err != nil {
-		return 0, err
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	// One round trip, one transaction: lease, then read the leased keys'
+	// first rows with a snapshot taken after the lease was won, so a key that
+	// another relay just drained is read without the rows it deleted.
+	b := &pgx.Batch{}
+	b.Queue(claimSQL, r.cfg.ID, room, room*4, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
+	b.Queue(claimedRowsSQL, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), r.cfg.Window)
+	br := r.pool.SendBatch(ctx, b)
+	names, got, err := func() ([]string, map[string][]*row, error) {
+		defer br.Close()
+		rows, err := br.Query()
+		if err != nil {
+			return nil, nil, err
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, nil, err
+		}
+		rows, err = br.Query()
+		if err != nil {
+			return nil, nil, err
+		}
+		got, err := scanRows(rows)
+		if err != nil {
+			return nil, nil, err
+		}
+		return names, got, br.Close()
+	}()
+	r.log.Debug("claim", slog.Int("held", held), slog.Int("claimed", len(names)), slog.Duration("took", time.Since(start)))
 	if err != nil || len(names) == 0 {
 		return 0, err
 	}
 	// claimedAt is after the commit, so a renewal that starts later sees
 	// the lease; validUntil counts from before the statement, conservatively.
 	claimed := time.Now()
-	lanes := make([]*lane, len(names))
-	for i, name := range names {
-		lanes[i] = &lane{name: name, claimedAt: claimed, validUntil: start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)}
-	}
+	valid := start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)
+	lanes := make([]*lane, 0, len(names))
 	r.mu.Lock()
-	r.stats.Claims += uint64(len(lanes))
-	for _, l := range lanes {
-		l.refilling = true
-		r.lanes[l.name] = l
+	r.stats.Claims += uint64(len(names))
+	for _, name := range names {
+		if l := r.lanes[name]; l != nil {
+			// Our own lease had lapsed (renewals failed) and nobody took the
+			// key meanwhile: it is ours again, rows and all.
+			l.validUntil, l.claimedAt, l.lost = valid, claimed, false
+			continue
+		}
+		l := &lane{name: name, claimedAt: claimed, validUntil: valid, refilling: true}
+		r.lanes[name] = l
+		lanes = append(lanes, l)
 	}
 	r.mu.Unlock()
-	if err := r.read(ctx, lanes); err != nil {
-		// Keep the lanes; their leases expire or the next refill reads them.
-		r.mu.Lock()
-		r.refills = append(r.refills, lanes...)
-		r.mu.Unlock()
-		return len(lanes), err
+	if len(lanes) == 0 {
+		return len(names), nil
 	}
-	return len(lanes), nil
+	return len(names), r.place(ctx, lanes, got)
 }
 
 // refill reads on for lanes whose read-ahead ran out. It reports whether
@@ -153,19 +200,31 @@ func (r *Relay) refill(ctx context.Context) (bool, error) {
 func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 	names := make([]string, len(lanes))
 	after := make([]int64, len(lanes))
-	byName := make(map[string]*lane, len(lanes))
 	r.mu.Lock()
 	for i, l := range lanes {
 		names[i], after[i] = l.name, l.lastID
-		byName[l.name] = l
 	}
 	r.mu.Unlock()
 
+	start := time.Now()
+	defer func() {
+		r.log.Debug("read", slog.Int("lanes", len(lanes)), slog.Duration("took", time.Since(start)))
+	}()
 	rows, err := r.pool.Query(ctx, fetchSQL, names, after, r.cfg.Window)
 	if err != nil {
 		return err
 	}
-	got := make(map[string][]*row, len(lanes))
+	got, err := scanRows(rows)
+	if err != nil {
+		return err
+	}
+	return r.place(ctx, lanes, got)
+}
+
+// scanRows reads outbox rows into messages, grouped by lane in ID order.
+func scanRows(rows pgx.Rows) (map[string][]*row, error) {
+	defer rows.Close()
+	got := map[string][]*row{}
 	for rows.Next() {
 		var (
 			rw        row
@@ -174,18 +233,18 @@ func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 			eventTime time.Time
 		)
 		if err := rows.Scan(&rw.id, &laneName, &m.ID, &m.Topic, &m.Key, &m.Type, &m.Headers, &m.Payload, &eventTime, &rw.attempts); err != nil {
-			rows.Close()
-			return err
+			return nil, err
 		}
 		m.Time = eventTime
 		rw.msg = m
-		rw.l = byName[laneName]
 		got[laneName] = append(got[laneName], &rw)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
+	return got, rows.Err()
+}
 
+// place hands read rows to their lanes and releases the lanes that turned
+// out empty.
+func (r *Relay) place(ctx context.Context, lanes []*lane, got map[string][]*row) error {
 	var empty []string
 	r.mu.Lock()
 	for _, l := range lanes {
@@ -198,6 +257,9 @@ func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 		if len(rs) == 0 {
 			empty = append(empty, l.name)
 			continue
+		}
+		for _, rw := range rs {
+			rw.l = l
 		}
 		l.rows = append(l.rows, rs...)
 		l.lastID = rs[len(rs)-1].id

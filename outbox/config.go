@@ -33,16 +33,17 @@ type Config struct {
 	// which is unique but not stable.
 	ID string
 	// MaxKeys bounds the keys (ordering lanes) this relay leases at once.
-	// Defaults to 4096.
+	// Since a key has one row in flight at a time, throughput is at most
+	// MaxKeys per publish round trip. Defaults to 8192.
 	MaxKeys int
 	// ClaimBatch bounds the keys claimed per claim query, so that relays
-	// started together share the backlog. Defaults to 1024.
+	// started together share the backlog. Defaults to 2048.
 	ClaimBatch int
 	// Window is how many rows of a key are read ahead per query. Defaults to
 	// 32.
 	Window int
 	// BatchSize bounds the messages per Publish call: the head rows of up to
-	// BatchSize keys, never two of one key. Defaults to 1000.
+	// BatchSize keys, never two of one key. Defaults to 2000.
 	BatchSize int
 	// Publishers is the number of Publish calls in flight at once. Defaults
 	// to 4.
@@ -137,10 +138,10 @@ func (c Config) withDefaults() Config {
 			*v = d
 		}
 	}
-	def(&c.MaxKeys, 4096)
-	def(&c.ClaimBatch, 1024)
+	def(&c.MaxKeys, 8192)
+	def(&c.ClaimBatch, 2048)
 	def(&c.Window, 32)
-	def(&c.BatchSize, 1000)
+	def(&c.BatchSize, 2000)
 	def(&c.Publishers, 4)
 	def(&c.MaxAttempts, 10)
 	def(&c.CleanupBatch, 1000)

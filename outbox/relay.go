@@ -282,6 +282,7 @@ func (r *Relay) publish(ctx context.Context, batch []*row) {
 	err := r.pub.Publish(pctx, msgs...)
 	cancel()
 	elapsed := time.Since(start)
+	r.log.Debug("publish", slog.Int("messages", len(msgs)), slog.Duration("took", elapsed), slog.Bool("ok", err == nil))
 
 	var ok, failed []*row
 	var errs []error
