@@ -1,0 +1,417 @@
+// Command outbox-bench measures the reliable outbox relay against
+// watermill's SQL forwarder (watermill-sql + watermill-kafka), both durable
+// (acks=all), on the same PostgreSQL and Kafka, in one run:
+//
+//   - throughput: a prefilled backlog is relayed to Kafka; messages per second
+//     from the relay's start until the last confirm;
+//   - latency: business transactions commit one message each at a fixed rate;
+//     the time from each commit to the broker's confirm, p50 and p99.
+//
+// Usage (from this directory, with scripts/services.sh up):
+//
+//	go run . [-n 100000] [-keys 10000] [-wm-n 10000] [-rate 1000] [-duration 20s]
+//
+// Endpoints come from RELIABLE_POSTGRES_DSN and RELIABLE_KAFKA_BROKERS or
+// the repository's .cache/services.env.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/adapters/kafka"
+	"github.com/reliable-go/reliable/outbox"
+)
+
+var (
+	flagN        = flag.Int("n", 100000, "backlog size for the relay throughput run")
+	flagKeys     = flag.Int("keys", 10000, "distinct keys (orders)")
+	flagWMN      = flag.Int("wm-n", 10000, "backlog size for the watermill forwarder throughput run")
+	flagRate     = flag.Int("rate", 1000, "messages per second offered in the latency runs")
+	flagDuration = flag.Duration("duration", 20*time.Second, "length of each latency run")
+	flagPayload  = flag.Int("payload", 100, "payload bytes")
+	flagSkipWM   = flag.Bool("skip-watermill", false, "run only the reliable relay")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	dsn, brokers := env("RELIABLE_POSTGRES_DSN"), env("RELIABLE_KAFKA_BROKERS")
+	if dsn == "" || brokers == "" {
+		log.Fatal("RELIABLE_POSTGRES_DSN and RELIABLE_KAFKA_BROKERS are required (or .cache/services.env)")
+	}
+	run(dsn, strings.Split(brokers, ","))
+}
+
+// run runs every measurement and prints the table.
+func run(dsn string, brokers []string) {
+	b := &bench{dsn: dsn, brokers: brokers, payload: make([]byte, *flagPayload)}
+	ctx := context.Background()
+	b.schema = fmt.Sprintf("outbox_bench_%d", time.Now().UnixNano())
+	b.must(b.exec(ctx, "CREATE SCHEMA "+b.schema))
+	defer func() { _ = b.exec(context.Background(), "DROP SCHEMA "+b.schema+" CASCADE") }()
+	defer b.deleteTopics()
+
+	fmt.Printf("outbox benchmark: PostgreSQL + 3-broker Kafka (acks=all, RF 3, min.insync.replicas 2), payload %d B, %d keys\n",
+		*flagPayload, *flagKeys)
+	fmt.Printf("throughput: backlog of %d (relay) / %d (forwarder) rows; latency: %d msgs/s for %s, one per transaction\n\n",
+		*flagN, *flagWMN, *flagRate, *flagDuration)
+	rt := b.relayThroughput(ctx)
+	rl := b.relayLatency(ctx)
+	var wt float64
+	var wl latency
+	if !*flagSkipWM {
+		wt = b.watermillThroughput(ctx)
+		wl = b.watermillLatency(ctx)
+	}
+	fmt.Printf("\n%-34s %14s %10s %10s %10s\n", "run", "throughput", "p50", "p99", "max")
+	fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "reliable outbox relay", rt, rl.p50, rl.p99, rl.max)
+	if *flagSkipWM {
+		return
+	}
+	fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "watermill SQL forwarder", wt, wl.p50, wl.p99, wl.max)
+	fmt.Printf("\nrelay / forwarder throughput: %.1fx\n", rt/wt)
+	if wl.missing > 0 {
+		fmt.Printf("forwarder latency run: %d of %d messages not confirmed 30s after the load stopped (counted at that time)\n", wl.missing, wl.n)
+	}
+}
+
+type bench struct {
+	dsn     string
+	schema  string
+	brokers []string
+	payload []byte
+	topics  []string
+}
+
+func (b *bench) must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func (b *bench) exec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+func (b *bench) pool(ctx context.Context, maxConns int32) *pgxpool.Pool {
+	cfg, err := pgxpool.ParseConfig(b.dsn)
+	b.must(err)
+	cfg.ConnConfig.RuntimeParams["search_path"] = b.schema
+	cfg.MaxConns = maxConns
+	p, err := pgxpool.NewWithConfig(ctx, cfg)
+	b.must(err)
+	return p
+}
+
+func saramaConfig() *sarama.Config {
+	c := sarama.NewConfig()
+	c.Version = sarama.V2_8_0_0
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Idempotent = true
+	c.Net.MaxOpenRequests = 1
+	c.Producer.Retry.Max = 10
+	c.Producer.Return.Successes = true
+	c.Metadata.AllowAutoTopicCreation = false
+	return c
+}
+
+// topic creates a topic with 12 partitions and replication factor 3.
+func (b *bench) topic(name string) string {
+	admin, err := sarama.NewClusterAdmin(b.brokers, saramaConfig())
+	b.must(err)
+	defer admin.Close()
+	name = fmt.Sprintf("%s_%d", name, time.Now().UnixNano())
+	minISR := "2"
+	b.must(admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: 12, ReplicationFactor: 3,
+		ConfigEntries: map[string]*string{"min.insync.replicas": &minISR}}, false))
+	b.topics = append(b.topics, name)
+	time.Sleep(2 * time.Second) // leaders elected everywhere
+	return name
+}
+
+func (b *bench) deleteTopics() {
+	admin, err := sarama.NewClusterAdmin(b.brokers, saramaConfig())
+	if err != nil {
+		return
+	}
+	defer admin.Close()
+	for _, t := range b.topics {
+		_ = admin.DeleteTopic(t)
+	}
+}
+
+// confirmClock records when each message ID was confirmed and when it was
+// committed.
+type confirmClock struct {
+	mu        sync.Mutex
+	committed map[string]time.Time
+	confirmed map[string]time.Time
+	count     int
+	last      time.Time
+	done      chan struct{}
+	want      int
+}
+
+func newClock(want int) *confirmClock {
+	return &confirmClock{committed: map[string]time.Time{}, confirmed: map[string]time.Time{},
+		done: make(chan struct{}), want: want}
+}
+
+func (c *confirmClock) commit(ids []string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		c.committed[id] = at
+	}
+}
+
+func (c *confirmClock) confirm(ids []string) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if _, dup := c.confirmed[id]; dup {
+			continue
+		}
+		c.confirmed[id] = now
+		c.count++
+		c.last = now
+		if c.count == c.want {
+			close(c.done)
+		}
+	}
+}
+
+type latency struct {
+	p50, p99, max time.Duration
+	n, missing    int
+}
+
+func (c *confirmClock) latencies(timeoutAt time.Time) latency {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ds []time.Duration
+	missing := 0
+	for id, at := range c.committed {
+		conf, ok := c.confirmed[id]
+		if !ok {
+			missing++
+			conf = timeoutAt
+		}
+		ds = append(ds, max(conf.Sub(at), 0))
+	}
+	slices.Sort(ds)
+	if len(ds) == 0 {
+		return latency{}
+	}
+	q := func(p float64) time.Duration { return ds[int(p*float64(len(ds)-1))].Round(100 * time.Microsecond) }
+	return latency{p50: q(0.5), p99: q(0.99), max: ds[len(ds)-1].Round(100 * time.Microsecond), n: len(ds), missing: missing}
+}
+
+// clockPublisher notes the confirm time of every message Publish returned
+// nil for.
+type clockPublisher struct {
+	reliable.Publisher
+	clock *confirmClock
+}
+
+func (p *clockPublisher) Publish(ctx context.Context, msgs ...*reliable.Message) error {
+	err := p.Publisher.Publish(ctx, msgs...)
+	failed := map[string]bool{}
+	if err != nil {
+		if pe, ok := err.(*reliable.PublishError); ok {
+			failed = pe.FailedIDs()
+		} else {
+			return err
+		}
+	}
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		if !failed[m.ID] {
+			ids = append(ids, m.ID)
+		}
+	}
+	p.clock.confirm(ids)
+	return err
+}
+
+func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock) (*outbox.Relay, *pgxpool.Pool, func()) {
+	pool := b.pool(ctx, 8)
+	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
+	b.must(err)
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("BENCH_DEBUG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	relay, err := outbox.NewRelay(pool, &clockPublisher{Publisher: pub, clock: clock}, outbox.Config{
+		Logger: logger,
+	})
+	b.must(err)
+	return relay, pool, func() { _ = pub.Close(); pool.Close() }
+}
+
+func (b *bench) message(topic string, i int) *reliable.Message {
+	return &reliable.Message{Topic: topic, Key: fmt.Sprintf("order-%d", i%*flagKeys), Type: "order.paid", Payload: b.payload}
+}
+
+// relayThroughput prefills the outbox, then times the relay draining it.
+func (b *bench) relayThroughput(ctx context.Context) float64 {
+	topic := b.topic("outbox_bench_tp")
+	pool := b.pool(ctx, 8)
+	defer pool.Close()
+	b.must(outbox.Migrate(ctx, pool))
+	n := *flagN
+	fill := time.Now()
+	const perTx = 500
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for start := 0; start < n; start += perTx {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			msgs := make([]*reliable.Message, 0, perTx)
+			for i := start; i < min(start+perTx, n); i++ {
+				msgs = append(msgs, b.message(topic, i))
+			}
+			b.must(pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, msgs...) }))
+		})
+	}
+	wg.Wait()
+	log.Printf("relay: prefilled %d rows in %s", n, time.Since(fill).Round(time.Millisecond))
+
+	clock := newClock(n)
+	relay, _, closeRelay := b.newRelay(ctx, topic, clock)
+	defer closeRelay()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(done); _ = relay.Run(rctx) }()
+	select {
+	case <-clock.done:
+	case <-time.After(10 * time.Minute):
+		log.Fatal("relay throughput run timed out")
+	}
+	elapsed := clock.last.Sub(start)
+	// Wait for the deletes too, so the latency run starts on an empty table.
+	for {
+		var pending int64
+		b.must(pool.QueryRow(ctx, `SELECT count(*) FROM reliable_outbox`).Scan(&pending))
+		if pending == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	s := relay.Stats()
+	log.Printf("relay: %d confirmed in %s (%d Publish calls, %.0f per call)", n, elapsed.Round(time.Millisecond),
+		s.Batches, float64(s.Published)/float64(max(s.Batches, 1)))
+	return float64(n) / elapsed.Seconds()
+}
+
+// offer commits one message per transaction at rate per second for d,
+// recording commit times, and returns the number offered.
+func offer(ctx context.Context, rate int, d time.Duration, clock *confirmClock, add func(ctx context.Context, i int) (string, error)) int {
+	// Enough writers that commit latency (an fsync each) does not cap the rate.
+	workers := max(8, rate/25)
+	interval := time.Duration(workers) * time.Second / time.Duration(rate)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	end := time.Now().Add(d)
+	for w := range workers {
+		wg.Go(func() {
+			next := time.Now().Add(time.Duration(w) * interval / time.Duration(workers))
+			for i := w; time.Now().Before(end); i += workers {
+				time.Sleep(time.Until(next))
+				next = next.Add(interval)
+				id, err := add(ctx, i)
+				if err != nil {
+					log.Fatal(err)
+				}
+				clock.commit([]string{id}, time.Now())
+				mu.Lock()
+				total++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return total
+}
+
+func (b *bench) relayLatency(ctx context.Context) latency {
+	topic := b.topic("outbox_bench_lat")
+	clock := newClock(-1)
+	relay, pool, closeRelay := b.newRelay(ctx, topic, clock)
+	defer closeRelay()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = relay.Run(rctx) }()
+	time.Sleep(time.Second)
+	n := offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
+		m := b.message(topic, i)
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, m) })
+		return m.ID, err
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		clock.mu.Lock()
+		c := clock.count
+		clock.mu.Unlock()
+		if c >= n {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	l := clock.latencies(time.Now())
+	log.Printf("relay latency: %d messages at %d/s: p50 %s p99 %s max %s, %d unconfirmed", l.n, *flagRate, l.p50, l.p99, l.max, l.missing)
+	return l
+}
+
+func env(name string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	dir, _ := os.Getwd()
+	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		f, err := os.Open(filepath.Join(dir, ".cache", "services.env"))
+		if err != nil {
+			continue
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
+			if ok && k == name {
+				return strings.Trim(v, `'"`)
+			}
+		}
+		return ""
+	}
+	return ""
+}
