@@ -23,7 +23,9 @@ func newBroker(t *testing.T) *reliabletest.Broker {
 
 var quiet = slog.New(slog.DiscardHandler)
 
-func fast() reliable.Backoff { return reliable.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond} }
+func fast() reliable.Backoff {
+	return reliable.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond}
+}
 
 func TestRetriesTransientFailuresUntilConfirmed(t *testing.T) {
 	// L03, L06: a transient failure is retried, not dropped.
