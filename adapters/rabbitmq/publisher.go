@@ -38,8 +38,8 @@ type Publisher struct {
 	closed  atomic.Bool
 	done    chan struct{} // closed by Close: stops the reapers
 
-	// testHookAfterSend, when set, runs after a call's messages were sent and
-	// before their confirms are read.
+	// testHookAfterSend, when set, runs in the caller after its messages
+	// were sent and before their confirms are read.
 	testHookAfterSend func()
 }
 
@@ -65,11 +65,12 @@ func NewPublisher(url string, opts ...PublisherOption) (*Publisher, error) {
 	for i := range p.chans {
 		cc := &confirmChannel{
 			p:        p,
-			lock:     make(chan struct{}, 1),
+			queue:    make(chan sendReq, 64),
 			window:   make(chan struct{}, cfg.window),
 			inflight: make(chan *amqp.DeferredConfirmation, cfg.window),
 		}
 		p.chans[i] = cc
+		go cc.run()
 		go cc.reap()
 	}
 	return p, nil
@@ -198,13 +199,13 @@ func (p *Publisher) ctxError(ctx context.Context, what string) error {
 	return fmt.Errorf("rabbitmq: %s: %w", what, ctx.Err())
 }
 
-// pick returns a confirm channel, preferring one that no call is sending on.
+// pick returns a confirm channel, preferring one with no calls queued.
 func (p *Publisher) pick() *confirmChannel {
 	start := p.next.Add(1)
 	n := uint64(len(p.chans))
 	for i := uint64(0); i < n; i++ {
 		cc := p.chans[(start+i)%n]
-		if len(cc.lock) == 0 {
+		if len(cc.queue) == 0 {
 			return cc
 		}
 	}
@@ -226,12 +227,48 @@ func (p *Publisher) Close() error {
 
 // confirmChannel is one slot of the channel pool. It owns a confirm-mode
 // channel, reopened after it closes, and the window of in-flight messages.
+// One sender goroutine publishes the queued calls in order, like a raw
+// amqp091-go loop, and one reaper frees the window as confirms arrive.
 type confirmChannel struct {
 	p        *Publisher
-	lock     chan struct{}                   // held while a call sends; a channel so waiting obeys ctx
+	queue    chan sendReq                    // calls waiting for the sender
 	window   chan struct{}                   // one token per message published and not confirmed
 	inflight chan *amqp.DeferredConfirmation // the published ones, in order, for reap
-	cur      *pubChan                        // guarded by lock
+	cur      *pubChan                        // owned by the sender goroutine
+}
+
+// sendReq is one Publish call's messages for the sender.
+type sendReq struct {
+	ctx  context.Context
+	msgs []*reliable.Message
+	res  chan sendResult // buffered: the sender never waits for the caller
+}
+
+// sendResult is what the sender hands back: the deferred confirmations of
+// the messages sent, and the errors of the ones that were not.
+type sendResult struct {
+	pc   *pubChan
+	dcs  []*amqp.DeferredConfirmation
+	errs []error
+}
+
+// run is the sender goroutine. It writes to the socket, which cannot be
+// interrupted: a broker that stopped reading (a resource alarm that began
+// mid-call, a network blackhole) stalls it, while callers still return when
+// their context ends (#111).
+func (cc *confirmChannel) run() {
+	for {
+		select {
+		case req := <-cc.queue:
+			if err := req.ctx.Err(); err != nil {
+				req.res <- sendResult{} // the caller is gone
+				continue
+			}
+			req.res <- cc.send(req.ctx, req.msgs)
+		case <-cc.p.done:
+			return
+		}
+	}
 }
 
 // reap returns each message's window token once its confirm (or nack, or
@@ -250,165 +287,33 @@ func (cc *confirmChannel) reap() {
 	}
 }
 
-// pubChan is one amqp091-go channel in confirm mode, with its returns.
-type pubChan struct {
-	ch       *amqp.Channel
-	barriers chan chan struct{}
-	drained  chan struct{} // closed once the channel closed and every return was recorded
-
-	mu        sync.Mutex
-	returned  map[string]amqp.Return // by message ID
-	nReturned atomic.Int64           // len(returned), read without the lock
-}
-
 func notConfirmed(reason string) error {
 	return fmt.Errorf("rabbitmq: %s: %w", reason, reliable.ErrNotConfirmed)
 }
 
-// current returns the open channel, opening one (and waiting for the
-// connection) when needed. The caller holds cc.lock.
-func (cc *confirmChannel) current(ctx context.Context) (*pubChan, error) {
-	if cc.cur != nil && !cc.cur.ch.IsClosed() {
-		return cc.cur, nil
-	}
-	cc.cur = nil
-	cm := cc.p.cm
-	for attempt := 1; ; attempt++ {
-		conn, _, err := cm.connection(ctx)
-		if err != nil {
-			return nil, err
-		}
-		pc, err := openPubChan(conn, cc.p.forgetExchanges)
-		if err == nil {
-			cc.cur = pc
-			return pc, nil
-		}
-		if fatal(err) {
-			return nil, err
-		}
-		if serr := reliable.Sleep(ctx, cm.cfg.backoff.Delay(attempt)); serr != nil {
-			return nil, fmt.Errorf("rabbitmq: opening a confirm channel: %w (last error: %v)", serr, err)
-		}
-	}
-}
-
-// forgetExchanges drops the cache of existing exchanges, after a channel
-// closed with 404: an exchange was deleted, and the next Publish to it must
-// fail with ErrUnknownTopic rather than close channel after channel.
-func (p *Publisher) forgetExchanges() { p.exchanges.Clear() }
-
-func openPubChan(conn *amqp.Connection, onNotFound func()) (*pubChan, error) {
-	ch, err := conn.Channel()
-	if err != nil {
-		return nil, fmt.Errorf("rabbitmq: open channel: %w", classify(err))
-	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
-		return nil, fmt.Errorf("rabbitmq: enable confirms: %w", classify(err))
-	}
-	pc := &pubChan{
-		ch:       ch,
-		barriers: make(chan chan struct{}),
-		drained:  make(chan struct{}),
-		returned: make(map[string]amqp.Return),
-	}
-	// Unbuffered: the reader goroutine hands each return over before it
-	// processes the ack that follows it, so after the ack a barrier through
-	// the drainer sees every return (see barrier). The drainer never blocks,
-	// so amqp091-go's 5 s notify timeout (v1.13+) never drops a return.
-	returns := ch.NotifyReturn(make(chan amqp.Return))
-	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-	go pc.drain(returns, closes, onNotFound)
-	return pc, nil
-}
-
-func (pc *pubChan) drain(returns <-chan amqp.Return, closes <-chan *amqp.Error, onNotFound func()) {
-	defer close(pc.drained)
-	for {
-		select {
-		case e, ok := <-closes:
-			if !ok {
-				closes = nil
-				continue
-			}
-			if e != nil && e.Code == amqp.NotFound {
-				onNotFound()
-			}
-		case r, ok := <-returns:
-			if !ok {
-				// The channel is gone; its close error, if any, is
-				// already buffered.
-				select {
-				case e := <-closes:
-					if e != nil && e.Code == amqp.NotFound {
-						onNotFound()
-					}
-				default:
-				}
-				return
-			}
-			pc.mu.Lock()
-			pc.returned[r.MessageId] = r
-			pc.nReturned.Store(int64(len(pc.returned)))
-			pc.mu.Unlock()
-		case b := <-pc.barriers:
-			close(b)
-		}
-	}
-}
-
-// barrier returns once every return the broker sent before the confirms
-// already received is recorded.
-func (pc *pubChan) barrier() {
-	b := make(chan struct{})
-	select {
-	case pc.barriers <- b:
-		<-b
-	case <-pc.drained:
-	}
-}
-
-// takeReturn reports and forgets whether the message id was returned.
-func (pc *pubChan) takeReturn(id string) (amqp.Return, bool) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	r, ok := pc.returned[id]
-	if ok {
-		delete(pc.returned, id)
-		pc.nReturned.Store(int64(len(pc.returned)))
-	}
-	return r, ok
-}
-
-// sendResult is what the send stage of a call hands to the waiting stage.
-type sendResult struct {
-	pc   *pubChan
-	dcs  []*amqp.DeferredConfirmation
-	errs []error
-}
-
-// publish sends msgs in order on this slot's channel and waits for their
-// confirms. It returns one error per message (nil when confirmed), or ctx's
-// error.
+// publish hands msgs to the sender and waits for their confirms. It returns
+// one error per message (nil when confirmed), or ctx's error.
 func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message) ([]error, error) {
+	req := sendReq{ctx: ctx, msgs: msgs, res: make(chan sendResult, 1)}
 	select {
-	case cc.lock <- struct{}{}:
+	case cc.queue <- req:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("rabbitmq: publish: %w", ctx.Err())
+		return nil, cc.p.ctxError(ctx, "publish")
 	}
-	// Sending runs in its own goroutine: a socket write to a broker that
-	// stopped reading (a resource alarm that began mid-call) cannot be
-	// interrupted, and Publish must still return when ctx ends (#111).
-	done := make(chan sendResult, 1)
-	go func() {
-		defer func() { <-cc.lock }()
-		done <- cc.send(ctx, msgs)
-	}()
 	var r sendResult
 	select {
-	case r = <-done:
+	case r = <-req.res:
 	case <-ctx.Done():
-		go func() { cc.release(<-done, msgs, 0) }()
+		go func() {
+			select {
+			case r := <-req.res:
+				cc.release(r, msgs, 0)
+			case <-cc.p.done:
+			}
+		}()
+		return nil, cc.p.ctxError(ctx, "publish")
+	}
+	if r.errs == nil { // skipped: ctx ended while queued
 		return nil, cc.p.ctxError(ctx, "publish")
 	}
 	if h := cc.p.testHookAfterSend; h != nil {
@@ -430,15 +335,11 @@ func (cc *confirmChannel) publish(ctx context.Context, msgs []*reliable.Message)
 		}
 	}
 	if r.pc != nil {
-		r.pc.barrier()
-		for i, m := range msgs {
-			if r.dcs[i] == nil || r.pc.nReturned.Load() == 0 {
-				continue
-			}
-			if ret, ok := r.pc.takeReturn(m.ID); ok && r.errs[i] == nil {
+		for i, ret := range r.pc.takeReturns(msgs, r.dcs) {
+			if r.errs[i] == nil {
 				r.errs[i] = reliable.Permanent(fmt.Errorf(
 					"rabbitmq: exchange %q returned message %q (%d %s): no queue is bound for routing key %q; declare the consumer groups' queues first (rabbitmq.Declare): %w",
-					ret.Exchange, m.ID, ret.ReplyCode, ret.ReplyText, ret.RoutingKey, reliable.ErrUnroutable))
+					ret.Exchange, msgs[i].ID, ret.ReplyCode, ret.ReplyText, ret.RoutingKey, reliable.ErrUnroutable))
 			}
 		}
 	}
@@ -454,15 +355,12 @@ func (cc *confirmChannel) release(r sendResult, msgs []*reliable.Message, from i
 		}
 	}
 	if r.pc != nil {
-		r.pc.barrier()
-		for _, m := range msgs {
-			r.pc.takeReturn(m.ID)
-		}
+		r.pc.takeReturns(msgs, r.dcs)
 	}
 }
 
 // send publishes msgs in order and returns their deferred confirmations.
-// The caller holds cc.lock.
+// Only the sender goroutine calls it.
 func (cc *confirmChannel) send(ctx context.Context, msgs []*reliable.Message) sendResult {
 	r := sendResult{dcs: make([]*amqp.DeferredConfirmation, len(msgs)), errs: make([]error, len(msgs))}
 	fail := func(from int, err error) {
@@ -502,4 +400,148 @@ func (cc *confirmChannel) send(ctx context.Context, msgs []*reliable.Message) se
 		cc.inflight <- dc // never blocks: it has room for the whole window
 	}
 	return r
+}
+
+// current returns the open channel, opening one (and waiting for the
+// connection) when needed. Only the sender goroutine calls it.
+func (cc *confirmChannel) current(ctx context.Context) (*pubChan, error) {
+	if cc.cur != nil && !cc.cur.ch.IsClosed() {
+		return cc.cur, nil
+	}
+	cc.cur = nil
+	cm := cc.p.cm
+	for attempt := 1; ; attempt++ {
+		conn, _, err := cm.connection(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := openPubChan(conn, cc.p.forgetExchanges)
+		if err == nil {
+			cc.cur = pc
+			return pc, nil
+		}
+		if fatal(err) {
+			return nil, err
+		}
+		if serr := reliable.Sleep(ctx, cm.cfg.backoff.Delay(attempt)); serr != nil {
+			return nil, fmt.Errorf("rabbitmq: opening a confirm channel: %w (last error: %v)", serr, err)
+		}
+	}
+}
+
+// forgetExchanges drops the cache of existing exchanges, after a channel
+// closed with 404: an exchange was deleted, and the next Publish to it must
+// fail with ErrUnknownTopic rather than close channel after channel.
+func (p *Publisher) forgetExchanges() { p.exchanges.Clear() }
+
+// returnsBuffer holds the returns the broker may send before the collector
+// or a caller moves them into the map. It is far more than a collection
+// interval's worth; were it full, amqp091-go would block its reader for up
+// to 5 s and then drop the return (v1.13+), which collect prevents by
+// emptying it every returnsCollectInterval.
+const (
+	returnsBuffer          = 4096
+	returnsCollectInterval = 100 * time.Millisecond
+)
+
+// pubChan is one amqp091-go channel in confirm mode, with its returns.
+//
+// A mandatory message that no queue takes is returned (basic.return) and
+// then acked. amqp091-go's reader goroutine puts the return into the
+// buffered returns channel before it processes the ack, so once a caller saw
+// the ack, the return is in the channel or already in the map: collect,
+// under mu, moves the channel's contents into the map, and nothing can be
+// in between.
+type pubChan struct {
+	ch      *amqp.Channel
+	returns chan amqp.Return
+
+	mu       sync.Mutex
+	returned map[string]amqp.Return // by message ID
+}
+
+func openPubChan(conn *amqp.Connection, onNotFound func()) (*pubChan, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: open channel: %w", classify(err))
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("rabbitmq: enable confirms: %w", classify(err))
+	}
+	pc := &pubChan{
+		ch:       ch,
+		returns:  ch.NotifyReturn(make(chan amqp.Return, returnsBuffer)),
+		returned: make(map[string]amqp.Return),
+	}
+	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go pc.watch(closes, onNotFound)
+	return pc, nil
+}
+
+// watch empties the returns channel periodically until the channel closes,
+// and reports a close for a missing exchange.
+func (pc *pubChan) watch(closes <-chan *amqp.Error, onNotFound func()) {
+	tick := time.NewTicker(returnsCollectInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case e, ok := <-closes:
+			if e != nil && e.Code == amqp.NotFound {
+				onNotFound()
+			}
+			if !ok {
+				pc.collect()
+				return
+			}
+		case <-tick.C:
+			pc.collect()
+		}
+	}
+}
+
+// collect moves the buffered returns into the map.
+func (pc *pubChan) collect() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.collectLocked()
+}
+
+func (pc *pubChan) collectLocked() {
+	for {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			pc.returned[r.MessageId] = r
+		default:
+			return
+		}
+	}
+}
+
+// takeReturns returns, by index, the messages of msgs that were sent (dcs
+// not nil) and returned, and forgets them. Their confirms must have arrived.
+func (pc *pubChan) takeReturns(msgs []*reliable.Message, dcs []*amqp.DeferredConfirmation) map[int]amqp.Return {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.collectLocked()
+	if len(pc.returned) == 0 {
+		return nil
+	}
+	var out map[int]amqp.Return
+	for i, m := range msgs {
+		if dcs[i] == nil {
+			continue
+		}
+		if r, ok := pc.returned[m.ID]; ok {
+			delete(pc.returned, m.ID)
+			if out == nil {
+				out = make(map[int]amqp.Return)
+			}
+			out[i] = r
+		}
+	}
+	return out
 }
