@@ -1,7 +1,9 @@
 package rabbitmq
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -156,3 +158,42 @@ func TestClassify(t *testing.T) {
 		t.Fatalf("a closed channel is retryable: %v", err)
 	}
 }
+
+func TestReturnsCorrelatedByMessageID(t *testing.T) {
+	pc := &pubChan{returns: make(chan amqp.Return, 4), returned: map[string]amqp.Return{}}
+	msgs := []*reliable.Message{{ID: "a"}, {ID: "b"}, {ID: "c"}}
+	dcs := []*amqp.DeferredConfirmation{{}, {}, nil} // c was never sent
+	pc.returns <- amqp.Return{MessageId: "b", ReplyCode: 312, ReplyText: "NO_ROUTE"}
+	pc.returns <- amqp.Return{MessageId: "c"}
+	pc.returns <- amqp.Return{MessageId: "other-call"}
+	got := pc.takeReturns(msgs, dcs)
+	if len(got) != 1 || got[1].ReplyCode != 312 {
+		t.Fatalf("returns %v, want only message b", got)
+	}
+	if _, ok := pc.returned["other-call"]; !ok {
+		t.Fatal("another call's return was dropped")
+	}
+	if again := pc.takeReturns(msgs, dcs); len(again) != 0 {
+		t.Fatalf("a return was reported twice: %v", again)
+	}
+}
+
+func TestWaitUnblockedNamesTheAlarm(t *testing.T) {
+	m := &connManager{log: discardUnitLogger()}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := m.waitUnblocked(ctx); err != nil {
+		t.Fatalf("not blocked: %v", err)
+	}
+	m.setBlocked(amqp.Blocking{Active: true, Reason: "low on disk"})
+	err := m.waitUnblocked(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "low on disk") {
+		t.Fatalf("blocked: %v", err)
+	}
+	go m.setBlocked(amqp.Blocking{Active: false})
+	if err := m.waitUnblocked(context.Background()); err != nil {
+		t.Fatalf("after unblock: %v", err)
+	}
+}
+
+func discardUnitLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
