@@ -237,6 +237,36 @@ rabbit_start() {
   fi
   wait_for 90 "rabbitmq AMQP on 127.0.0.1:5672" port_open 5672
   wait_for 90 "rabbitmq management on 127.0.0.1:15672" port_open 15672
+  rabbit_heal
+}
+
+# RabbitMQ 3.10's dead-letter supervisor of quorum queues (rabbit_fifo_dlx_sup)
+# can reach its restart intensity at boot when quorum queues with at-least-once
+# dead-lettering are deleted while the node starts (queues tests deleted around a
+# restart), and then stays down: every later declare of such a queue fails with
+# 541 INTERNAL_ERROR (compare rabbitmq-server issue 16652). A restart heals it;
+# check after every start and restart up to twice.
+rabbit_dlx_ok() {
+  local pid
+  pid=$(rabbitmqctl -q eval 'erlang:whereis(rabbit_fifo_dlx_sup).' 2>/dev/null) || return 1
+  [[ $pid == "<"* ]]
+}
+
+rabbit_heal() {
+  local try
+  for try in 1 2; do
+    rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1 || true
+    rabbit_dlx_ok && return 0
+    log "rabbitmq: quorum-queue dead-letter supervisor is down (RabbitMQ 3.10 boot bug), restarting (try $try)"
+    /etc/init.d/rabbitmq-server stop >/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while port_open 5672 && ((SECONDS < deadline)); do sleep 0.3; done
+    /etc/init.d/rabbitmq-server start >/dev/null 9>&- || die "rabbitmq-server did not start"
+    wait_for 90 "rabbitmq AMQP on 127.0.0.1:5672" port_open 5672
+    wait_for 90 "rabbitmq management on 127.0.0.1:15672" port_open 15672
+  done
+  rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1 || true
+  rabbit_dlx_ok || die "rabbitmq: quorum-queue dead-letter supervisor still down after restarts"
 }
 
 rabbit_stop() {
