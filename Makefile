@@ -18,11 +18,14 @@ BENCH     ?= .
 # Loads the endpoints written by scripts/services.sh into the recipe's environment.
 LOAD_ENV = if [[ -f $(ENV_FILE) ]]; then set -a; . ./$(ENV_FILE); set +a; fi
 
-.PHONY: help services services-down services-status test test-unit lint fmt bench ci
+.PHONY: help demo services services-down services-status test test-unit lint fmt bench ci
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PKGS=./producer/...] [TESTFLAGS='-run X -v']"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+demo: ## The order and kitchen services on an embedded, non-durable Kafka, with faults and a summary
+	$(GO) run ./examples/demo $(DEMOFLAGS)
 
 services: ## Install and start PostgreSQL, Redis, RabbitMQ, 3-broker Kafka (needs root)
 	bash scripts/services.sh up
