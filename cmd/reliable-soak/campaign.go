@@ -138,7 +138,7 @@ func newRunner(ctx context.Context, cfg *Config, exe string, keep, lock bool, lo
 	if err := cfg.write(); err != nil {
 		return r, err
 	}
-	if err := writeControl(cfg.Dir, Control{FailRate: cfg.FailRate}); err != nil {
+	if err := writeControl(cfg.Dir, initialControl(cfg)); err != nil {
 		return r, err
 	}
 	r.procs = newProcs(exe, cfg.Dir, log)
@@ -273,7 +273,9 @@ func (r *runner) campaign(ctx context.Context) (*Report, error) {
 		return rep, err
 	}
 	writingDone := r.procs.exited("writer")
-	inj := newInjector(cfg, r.procs, r.proxies, r.log, r.started)
+	inj := newInjector(cfg, r.procs, r.proxies, r.log, r.started, func(ctx context.Context) (progress, error) {
+		return readProgress(ctx, r.pool, cfg.Group, true)
+	})
 	schedDone := make(chan struct{})
 	schedCtx, stopSched := context.WithCancel(ctx)
 	defer stopSched()

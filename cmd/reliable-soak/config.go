@@ -36,7 +36,9 @@ func faultKinds(broker string) []string {
 	if broker == brokerRabbitMQ {
 		brokerFault = faultRabbitRestart
 	}
-	return []string{faultConsumerKill, faultBurst, faultRelayKill, faultHandlerFailure, brokerFault,
+	// The burst comes early, so the broker fault and the kills that follow
+	// meet a backlog (L23), not an idle pipeline.
+	return []string{faultConsumerKill, faultBurst, brokerFault, faultRelayKill, faultHandlerFailure,
 		faultSlowDownstream, faultConnCut}
 }
 
@@ -125,6 +127,29 @@ func parseFaults(s, broker string) []string {
 		}
 	}
 	return out
+}
+
+// burstReserve is the part of Messages the first burst writes.
+func (c *Config) burstReserve() int {
+	if c.Messages > 0 && c.Burst > 0 && slices.Contains(c.Faults, faultBurst) {
+		return min(c.Burst, c.Messages/2)
+	}
+	return 0
+}
+
+// steadyQuota is how many steady orders may be written until fault i (from
+// 0) of the first cycle ends: the steady orders are released in
+// len(Faults)+1 equal shares, the first at the start, the next as each fault
+// ends, so the share written in the gap before a fault is still flowing when
+// it strikes, however long the faults before it took. -1 means no limit
+// (Duration mode, no faults, or past the first cycle).
+func (c *Config) steadyQuota(i int) int64 {
+	k := len(c.Faults)
+	if c.Messages <= 0 || k == 0 || i >= k {
+		return -1
+	}
+	steady := int64(c.Messages - c.burstReserve())
+	return steady * int64(i+1) / int64(k+1)
 }
 
 const configFile = "run.json"

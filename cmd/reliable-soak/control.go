@@ -17,6 +17,13 @@ type Control struct {
 	FailRate float64       // fraction of early attempts failing transiently
 	Latency  time.Duration // extra handler latency (slow downstream)
 	Bursts   int           // bursts requested so far; the writer runs each once
+	// Paused holds the writer while a fault waits for testenv's lock
+	// (another package's test holds it), so the orders are not all written
+	// before the fault can strike.
+	Paused bool
+	// Quota bounds the steady orders written so far (-1: no bound); the
+	// parent raises it as faults begin (Config.steadyQuota).
+	Quota int64
 }
 
 const controlFile = "control.json"

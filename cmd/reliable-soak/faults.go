@@ -29,6 +29,15 @@ type FaultEvent struct {
 	End    time.Time `json:"end"`
 	Detail string    `json:"detail"`
 	Error  string    `json:"error,omitempty"`
+	// Traffic when the fault struck: orders written so far, and of those
+	// not yet applied (or dead), so the report shows it hit live work.
+	Written   int64 `json:"written"`
+	Unsettled int64 `json:"unsettled"`
+}
+
+// initialControl is the control file a run starts with.
+func initialControl(cfg *Config) Control {
+	return Control{FailRate: cfg.FailRate, Quota: cfg.steadyQuota(0)}
 }
 
 // injector injects faults into a running campaign.
@@ -40,14 +49,38 @@ type injector struct {
 	rng     *rand.Rand
 	start   time.Time
 
+	traffic func(context.Context) (progress, error)
+
 	mu      sync.Mutex
 	control Control
 	events  []FaultEvent
 }
 
-func newInjector(cfg *Config, p *procs, proxies []*proxy, log *slog.Logger, start time.Time) *injector {
-	return &injector{cfg: cfg, procs: p, proxies: proxies, log: log, start: start,
-		rng: rand.New(rand.NewPCG(cfg.Seed, 0xfa17)), control: Control{FailRate: cfg.FailRate}}
+func newInjector(cfg *Config, p *procs, proxies []*proxy, log *slog.Logger, start time.Time,
+	traffic func(context.Context) (progress, error)) *injector {
+	return &injector{cfg: cfg, procs: p, proxies: proxies, log: log, start: start, traffic: traffic,
+		rng: rand.New(rand.NewPCG(cfg.Seed, 0xfa17)), control: initialControl(cfg)}
+}
+
+// lockPaused calls lock (which takes a testenv lock and may wait for other
+// packages' tests) with the writer paused, so the orders still flow when the
+// fault strikes.
+func (in *injector) lockPaused(lock func()) {
+	_ = in.update(func(c *Control) { c.Paused = true })
+	defer func() { _ = in.update(func(c *Control) { c.Paused = false }) }()
+	lock()
+}
+
+// snapshot records the traffic at the moment a fault strikes.
+func (in *injector) snapshot(ctx context.Context, ev *FaultEvent) {
+	if in.traffic == nil {
+		return
+	}
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if p, err := in.traffic(tctx); err == nil {
+		ev.Written, ev.Unsettled = p.orders, max(0, p.orders-p.appliedUnique-p.dead)
+	}
 }
 
 // schedule injects the configured faults one after another, FaultGap apart,
@@ -65,6 +98,11 @@ func (in *injector) schedule(ctx context.Context, writingDone <-chan struct{}) {
 			}
 		}
 		in.inject(ctx, in.cfg.Faults[i%len(in.cfg.Faults)])
+		// Release the next share of orders now, so they are in flight when
+		// the next fault strikes after the gap.
+		if err := in.update(func(c *Control) { c.Quota = in.cfg.steadyQuota(i + 1) }); err != nil {
+			in.log.Error("writing the control file", slog.String("error", err.Error()))
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -77,6 +115,9 @@ func (in *injector) schedule(ctx context.Context, writingDone <-chan struct{}) {
 func (in *injector) inject(ctx context.Context, kind string) {
 	ev := FaultEvent{Kind: kind, Start: time.Now()}
 	in.log.Info("fault begins", slog.String("fault", kind), slog.String("t", in.since(ev.Start)))
+	if kind != faultBrokerKill && kind != faultRabbitRestart {
+		in.snapshot(ctx, &ev) // those two snapshot once they hold the lock
+	}
 	var detail string
 	var err error
 	switch kind {
@@ -85,9 +126,9 @@ func (in *injector) inject(ctx context.Context, kind string) {
 	case faultRelayKill:
 		detail, err = in.killAndRestart(ctx, in.pick(roleRelay))
 	case faultBrokerKill:
-		detail, err = in.killLeader(ctx)
+		detail, err = in.killLeader(ctx, &ev)
 	case faultRabbitRestart:
-		detail, err = in.restartRabbitMQ(ctx)
+		detail, err = in.restartRabbitMQ(ctx, &ev)
 	case faultConnCut:
 		detail = in.cut()
 	case faultHandlerFailure:
@@ -162,10 +203,14 @@ func (in *injector) killAndRestart(ctx context.Context, name string) (string, er
 // killLeader kills -9 the broker leading a random partition of the topic,
 // keeps it down for brokerDown, starts it again and waits until the cluster
 // is whole. It holds testenv's exclusive Kafka lock throughout.
-func (in *injector) killLeader(ctx context.Context) (string, error) {
+func (in *injector) killLeader(ctx context.Context, ev *FaultEvent) (string, error) {
 	var detail string
 	err := inScope("broker-kill", in.log, func(tb testing.TB) error {
-		cluster := testenv.KafkaCluster(tb) // exclusive lock; restores killed brokers at the end
+		var cluster *testenv.Cluster
+		// Exclusive lock; the scope's end restores killed brokers.
+		in.lockPaused(func() { cluster = testenv.KafkaCluster(tb) })
+		ev.Start = time.Now()
+		in.snapshot(ctx, ev)
 		topic := in.cfg.Environment + "." + in.cfg.Topic
 		partition := int32(in.rng.IntN(in.cfg.Partitions))
 		lctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -199,10 +244,13 @@ func (in *injector) killLeader(ctx context.Context) (string, error) {
 
 // restartRabbitMQ restarts the RabbitMQ server, holding testenv's exclusive
 // RabbitMQ lock.
-func (in *injector) restartRabbitMQ(ctx context.Context) (string, error) {
+func (in *injector) restartRabbitMQ(ctx context.Context, ev *FaultEvent) (string, error) {
 	var detail string
 	err := inScope("rabbitmq-restart", in.log, func(tb testing.TB) error {
-		srv := testenv.RabbitMQ(tb)
+		var srv *testenv.RabbitMQServer
+		in.lockPaused(func() { srv = testenv.RabbitMQ(tb) }) // exclusive lock
+		ev.Start = time.Now()
+		in.snapshot(ctx, ev)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
 		defer cancel()
 		start := time.Now()

@@ -39,13 +39,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs.IntVar(&cfg.PoisonEvery, "poison-every", 2500, "every n-th order is a poison message on a key of its own (0: none)")
 	fs.IntVar(&cfg.Partitions, "partitions", 6, "partitions of the Kafka topic")
 	fs.IntVar(&cfg.Shards, "shards", 0, "RabbitMQ: shard queues of the group (default 2 per consumer)")
-	fs.DurationVar(&cfg.FaultGap, "fault-gap", 5*time.Second, "pause between two faults")
+	fs.DurationVar(&cfg.FaultGap, "fault-gap", 3*time.Second, "pause between two faults")
 	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", 3*time.Minute, "fail when nothing settles for this long after writing and faults ended")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "memory mode: load N orders, drain them with one relay, then one consumer, and report their peak RSS")
 	fs.StringVar(&cfg.Dir, "dir", "", "run directory for config and child logs (default: a new temporary directory)")
@@ -160,6 +163,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			rep.writeTable(stdout)
 		}
 	}
+	if (err != nil || !rep.Passed()) && cfg.Dir != "" {
+		printLogTails(stderr, cfg.Dir, 15)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "reliable-soak:", err)
 		return 2
@@ -168,6 +174,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// revision names the code under test: git HEAD, "+dirty" when the working
+// tree has changes (the campaign runs what is checked out, committed or not).
+func revision() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	rev := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		rev += "+dirty"
+	}
+	return rev
+}
+
+// printLogTails shows the end of every child's log, so a failed CI run can
+// be read from the CI log alone.
+func printLogTails(w io.Writer, dir string, lines int) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(ls) > lines {
+			ls = ls[len(ls)-lines:]
+		}
+		fmt.Fprintf(w, "--- %s (last %d lines)\n%s\n", l, len(ls), strings.Join(ls, "\n"))
+	}
 }
 
 // runOnce prepares the run, runs it and tears it down.
@@ -186,8 +223,11 @@ func runOnce(ctx context.Context, cfg *Config, exe string, keep, lock bool, log 
 		r.keep = true // keep the evidence
 	}
 	r.close()
-	if rep != nil && r.keep {
-		rep.Dir = cfg.Dir
+	if rep != nil {
+		rep.Revision = revision()
+		if r.keep {
+			rep.Dir = cfg.Dir
+		}
 	}
 	return rep, err
 }

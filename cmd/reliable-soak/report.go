@@ -24,6 +24,7 @@ type Report struct {
 	Broker    string         `json:"broker"`
 	Seed      uint64         `json:"seed"`
 	Command   string         `json:"command"`
+	Revision  string         `json:"revision"` // git HEAD of the code under test, "+dirty" with local changes
 	RunID     string         `json:"run_id"`
 	Dir       string         `json:"dir,omitempty"` // set when the run's schema and logs were kept
 	Verdict   Verdict        `json:"verdict"`
@@ -117,7 +118,7 @@ func (r *Report) writeTable(w io.Writer) {
 		status = "FAIL"
 	}
 	fmt.Fprintf(w, "\n## reliable-soak %s on %s: %s\n\n", r.Mode, r.Broker, status)
-	fmt.Fprintf(w, "command: `%s`\n\n", r.Command)
+	fmt.Fprintf(w, "command: `%s` (code at %s)\n\n", r.Command, r.Revision)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "| %s\t| %v\t|\n", k, v) }
 	fmt.Fprintln(tw, "| check\t| result\t|")
@@ -165,8 +166,9 @@ func (r *Report) writeTable(w io.Writer) {
 		fmt.Fprintf(w, "\n### faults\n\n")
 		start := r.Faults[0].Start
 		for _, f := range r.Faults {
-			line := fmt.Sprintf("- %s %s (+%s, %s): %s", f.Start.Format("15:04:05.000"), f.Kind,
-				f.Start.Sub(start).Round(100*time.Millisecond), f.End.Sub(f.Start).Round(100*time.Millisecond), f.Detail)
+			line := fmt.Sprintf("- %s %s (+%s, lasted %s; %d orders written, %d unsettled): %s",
+				f.Start.Format("15:04:05.000"), f.Kind, f.Start.Sub(start).Round(100*time.Millisecond),
+				f.End.Sub(f.Start).Round(100*time.Millisecond), f.Written, f.Unsettled, f.Detail)
 			if f.Error != "" {
 				line += " — FAILED: " + f.Error
 			}

@@ -207,3 +207,28 @@ func TestReportFailsOnBrokenPromiseOrBudget(t *testing.T) {
 		t.Errorf("table of a failed run:\n%s", out.String())
 	}
 }
+
+// Every fault of the first cycle meets orders in flight: the steady orders
+// are released in equal shares as the faults begin, the last share with the
+// last fault.
+func TestSteadyQuotaSharesOrdersAcrossFaults(t *testing.T) {
+	cfg := &Config{Messages: 20000, Burst: 2000, Faults: faultKinds(brokerKafka)}
+	steady := int64(20000 - 2000)
+	var prev int64
+	for i := range len(cfg.Faults) {
+		q := cfg.steadyQuota(i)
+		if q <= prev || q >= steady {
+			t.Errorf("quota before fault %d is %d (previous %d, steady orders %d)", i, q, prev, steady)
+		}
+		prev = q
+	}
+	if q := cfg.steadyQuota(len(cfg.Faults)); q != -1 {
+		t.Errorf("after the last fault began the quota is %d, want -1 (everything)", q)
+	}
+	if q := (&Config{Messages: 100}).steadyQuota(0); q != -1 {
+		t.Errorf("without faults the quota is %d, want -1", q)
+	}
+	if q := (&Config{Duration: time.Minute, Faults: []string{faultBurst}}).steadyQuota(0); q != -1 {
+		t.Errorf("in duration mode the quota is %d, want -1", q)
+	}
+}

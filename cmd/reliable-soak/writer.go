@@ -41,10 +41,11 @@ type writer struct {
 	// its keys (the backlog loader), which spares the lock table.
 	lockKeys bool
 
-	steadyLeft atomic.Int64 // orders the steady writers may still write (Messages mode)
-	burstLeft  atomic.Int64 // orders reserved for the first burst
-	poisonN    atomic.Int64
-	written    atomic.Int64
+	steadyLeft  atomic.Int64 // orders the steady writers may still write (Messages mode)
+	steadyTaken atomic.Int64 // steady orders taken so far, held to Control.Quota
+	burstLeft   atomic.Int64 // orders reserved for the first burst
+	poisonN     atomic.Int64
+	written     atomic.Int64
 }
 
 // runWriter writes the campaign's orders: steadily at cfg.Rate, plus a burst
@@ -59,10 +60,7 @@ func runWriter(ctx context.Context, cfg *Config, name string, log *slog.Logger) 
 	w := &writer{cfg: cfg, pool: pool, log: log, name: name, lockKeys: true}
 	bursts := slices.Contains(cfg.Faults, faultBurst) && cfg.Burst > 0
 	if cfg.Messages > 0 {
-		reserve := 0
-		if bursts {
-			reserve = min(cfg.Burst, cfg.Messages/2)
-		}
+		reserve := cfg.burstReserve()
 		w.steadyLeft.Store(int64(cfg.Messages - reserve))
 		w.burstLeft.Store(int64(reserve))
 	} else {
@@ -71,7 +69,7 @@ func runWriter(ctx context.Context, cfg *Config, name string, log *slog.Logger) 
 		defer cancel()
 		w.steadyLeft.Store(1 << 62)
 	}
-	ctl := newControlWatcher(Control{})
+	ctl := newControlWatcher(Control{Quota: cfg.steadyQuota(0)})
 	ctlCtx, stopCtl := context.WithCancel(ctx)
 	defer stopCtl()
 	go ctl.watch(ctlCtx, cfg.Dir, 200*time.Millisecond)
@@ -84,7 +82,7 @@ func runWriter(ctx context.Context, cfg *Config, name string, log *slog.Logger) 
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(g)+1))
-			w.steady(ctx, lim, rng)
+			w.steady(ctx, lim, rng, ctl)
 		}()
 	}
 	burstDone := make(chan struct{})
@@ -120,8 +118,12 @@ func take(budget *atomic.Int64, n int64) int64 {
 	}
 }
 
-func (w *writer) steady(ctx context.Context, lim *rate.Limiter, rng *rand.Rand) {
+func (w *writer) steady(ctx context.Context, lim *rate.Limiter, rng *rand.Rand, ctl *controlWatcher) {
 	for ctx.Err() == nil {
+		if c := ctl.Load(); c.Paused || !w.underQuota(c.Quota) {
+			_ = reliable.Sleep(ctx, 50*time.Millisecond)
+			continue
+		}
 		if take(&w.steadyLeft, 1) == 0 {
 			return
 		}
@@ -136,6 +138,20 @@ func (w *writer) steady(ctx context.Context, lim *rate.Limiter, rng *rand.Rand) 
 			o = order{key: orderKey(rng.IntN(w.cfg.Keys))}
 		}
 		w.writeRetrying(ctx, []order{o})
+	}
+}
+
+// underQuota takes a steady-order ticket when fewer than quota were taken
+// (quota -1: no bound).
+func (w *writer) underQuota(quota int64) bool {
+	for {
+		n := w.steadyTaken.Load()
+		if quota >= 0 && n >= quota {
+			return false
+		}
+		if w.steadyTaken.CompareAndSwap(n, n+1) {
+			return true
+		}
 	}
 }
 
