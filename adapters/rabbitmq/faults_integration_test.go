@@ -285,23 +285,20 @@ func TestQueueDeletedConsumerRecovers(t *testing.T) {
 	if _, err := ch.QueueDelete(QueueName(topic, group), false, false, false); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for the subscription to redeclare the queue, then publish.
+	// Publish until the subscription has redeclared and bound the queue:
+	// before that the message is unroutable, which the publisher reports.
+	var m2 *reliable.Message
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := ch.QueueDeclarePassive(QueueName(topic, group), true, false, false, false, nil); err == nil {
+		m2 = &reliable.Message{Topic: topic, Payload: []byte("after")}
+		err := pub.Publish(ctx, m2)
+		if err == nil {
 			break
 		}
-		if ch, err = rawConn(t).Channel(); err != nil { // a failed passive declare closes the channel
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("queue was not redeclared")
+		if !errors.Is(err, reliable.ErrUnroutable) || time.Now().After(deadline) {
+			t.Fatalf("publish after the queue was deleted: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	m2 := &reliable.Message{Topic: topic, Payload: []byte("after")}
-	if err := pub.Publish(ctx, m2); err != nil {
-		t.Fatal(err)
 	}
 	receiveOne(m2.ID)
 }
