@@ -124,11 +124,15 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	// first rows with a snapshot taken after the lease was won, so a key that
 	// another relay just drained is read without the rows it deleted.
 	b := &pgx.Batch{}
+	b.Queue(asyncCommit)
 	b.Queue(claimSQL, r.cfg.ID, room, room*4, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
 	b.Queue(claimedRowsSQL, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), r.cfg.Window)
 	br := r.pool.SendBatch(ctx, b)
 	names, got, err := func() ([]string, map[string][]*row, error) {
 		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return nil, nil, err
+		}
 		rows, err := br.Query()
 		if err != nil {
 			return nil, nil, err
@@ -273,7 +277,7 @@ func (r *Relay) place(ctx context.Context, lanes []*lane, got map[string][]*row)
 	}
 	// Release in the database first: until then the lanes stay ours, so a
 	// claim of this relay does not take them again meanwhile.
-	if _, err := r.pool.Exec(ctx, `DELETE FROM reliable_outbox_leases WHERE owner = $1 AND lane = ANY($2::text[])`, r.cfg.ID, empty); err != nil {
+	if _, err := r.execAsync(ctx, `DELETE FROM reliable_outbox_leases WHERE owner = $1 AND lane = ANY($2::text[])`, r.cfg.ID, empty); err != nil {
 		r.mu.Lock()
 		for _, name := range empty {
 			if l := r.lanes[name]; l != nil {

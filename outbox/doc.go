@@ -46,6 +46,23 @@
 // publish already in flight when the stall began, can only repeat a row that
 // the new owner publishes again anyway, which consumers deduplicate.
 //
+// # Ordering without trusting leases
+//
+// Leases keep relays from doing the same work twice; per-key order does not
+// depend on them. Three rules give it: (1) Add's key lock makes a key's
+// lower IDs visible no later than its higher ones; (2) a relay publishes a
+// key's rows in ID order, the next only after the previous was confirmed;
+// (3) a row is deleted only after it was confirmed. So when any relay first
+// gets row j of a key confirmed, every earlier row i of that key was
+// confirmed before: either the same relay published it first, or it had
+// been deleted, hence confirmed, before that relay read the key. The first
+// copy of each message therefore reaches the broker in commit order, and
+// later copies (a relay that lost its lease mid-publish, a crash between
+// confirm and delete) are duplicates that consumers drop by ID. That is why
+// the relay's own bookkeeping may commit asynchronously (synchronous_commit
+// off): a database crash that undoes a lease or a delete causes repeats,
+// never reordering or loss.
+//
 // Crash safety: a row is deleted only after its confirm. A relay killed
 // between the confirm and the delete leaves the row pending, and it is
 // published again after the lease passes: at-least-once, never lost (L03,

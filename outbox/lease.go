@@ -43,12 +43,8 @@ func (r *Relay) renew(ctx context.Context) error {
 		held = append(held, name)
 	}
 	r.mu.Unlock()
-	rows, err := r.pool.Query(ctx, `UPDATE reliable_outbox_leases SET expires_at = now() + $2 * interval '1 millisecond'
+	names, err := r.queryStringsAsync(ctx, `UPDATE reliable_outbox_leases SET expires_at = now() + $2 * interval '1 millisecond'
 		WHERE owner = $1 AND lane = ANY($3::text[]) RETURNING lane`, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), held)
-	if err != nil {
-		return err
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return err
 	}

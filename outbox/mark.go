@@ -147,7 +147,7 @@ func (r *Relay) execMark(ctx context.Context, p markPlan) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()
-	_, err := r.pool.Exec(ctx, q, p.sent, p.deadIDs, p.deadErrs, r.cfg.ID, p.release)
+	_, err := r.execAsync(ctx, q, p.sent, p.deadIDs, p.deadErrs, r.cfg.ID, p.release)
 	r.log.Debug("mark", slog.Int("sent", len(p.sent)), slog.Int("released", len(p.release)), slog.Duration("took", time.Since(start)))
 	if err != nil {
 		return errors.Join(errors.New("outbox: marking rows"), err)

@@ -171,7 +171,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	relCtx, cancel := context.WithTimeout(workCtx, 5*time.Second)
 	defer cancel()
-	if _, err := r.pool.Exec(relCtx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.ID); err != nil {
+	if _, err := r.execAsync(relCtx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.ID); err != nil {
 		r.log.Warn("releasing leases on shutdown failed; they expire by themselves",
 			slog.Duration("lease_ttl", r.cfg.LeaseTTL), slog.Any("error", err))
 	}
@@ -370,7 +370,7 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 		for i, rw := range charged {
 			ids[i] = rw.id
 		}
-		_, err := r.pool.Exec(ctx, `UPDATE reliable_outbox o SET attempts = o.attempts + 1, last_error = e.err
+		_, err := r.execAsync(ctx, `UPDATE reliable_outbox o SET attempts = o.attempts + 1, last_error = e.err
 			FROM unnest($1::bigint[], $2::text[]) AS e(id, err) WHERE o.id = e.id`, ids, chargedErrs)
 		if err != nil {
 			r.log.Warn("recording failed attempts", slog.Any("error", err))
