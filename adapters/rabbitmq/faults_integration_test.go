@@ -139,7 +139,7 @@ func TestWrongPasswordIsNotAuthorized(t *testing.T) {
 	check("Declare", Declare(ctx, bad, "t", []string{"g"}), start)
 }
 
-// TestUnroutableIsAnError: a mandatory message with no queue bound is
+// TestUnroutableIsAnError: L03, a mandatory message with no queue bound is
 // returned and then acked by the broker; it must fail with ErrUnroutable
 // while the routable messages of the same call are confirmed (PITFALLS B1,
 // C9). The durable producer fails fast instead of retrying it.
@@ -188,7 +188,7 @@ func TestUnroutableIsAnError(t *testing.T) {
 	}
 }
 
-// TestSlowConfirmReaderLosesNothing: amqp091-go v1.13+ drops a notification
+// TestSlowConfirmReaderLosesNothing: L03, amqp091-go v1.13+ drops a notification
 // (confirm or return) that a listener does not take within 5 s (PITFALLS
 // B1, C8). The publisher reads confirms from deferred confirmations and
 // drains returns in its own goroutine, so a caller that reads its results

@@ -13,6 +13,8 @@ import (
 	"github.com/reliable-go/reliable"
 )
 
+// TestHeaderMappingRoundTrip: L02, messages are published persistent; the
+// SDK's fields travel as CloudEvents headers and AMQP properties.
 func TestHeaderMappingRoundTrip(t *testing.T) {
 	m := &reliable.Message{
 		ID: "id-1", Topic: "orders", Key: "order-7", Type: "order.paid",
@@ -112,6 +114,9 @@ func TestOptionsValidateListsEveryProblem(t *testing.T) {
 	}
 }
 
+// TestQueueArguments: L22, group queues are quorum queues (replicated) by
+// default, with a dead-letter exchange, at-least-once dead-lettering and a
+// delivery limit (PITFALLS B4).
 func TestQueueArguments(t *testing.T) {
 	q := Topology{}.withDefaults().queueArgs("orders", "orders.g")
 	want := amqp.Table{
