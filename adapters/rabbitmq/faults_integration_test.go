@@ -473,3 +473,75 @@ func TestDeletedExchangeFailsFast(t *testing.T) {
 	}
 	t.Logf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
 }
+
+// TestStaleAckAfterReconnect: L01, PITFALLS B3 and C10. Deliveries received
+// before a reconnect carry delivery tags of the old channel; the new channel
+// reuses the same tags for the redelivered messages. Acking an old delivery
+// must neither ack the new channel's message with that tag (silent loss) nor
+// send the tag to the broker (406 PRECONDITION_FAILED closing the channel).
+func TestStaleAckAfterReconnect(t *testing.T) {
+	url := amqpURL(t)
+	topic, group := uniqueName("stale"), "g"
+	declareTopic(t, Topology{}, topic, group)
+	var logs logBuffer
+	pub, err := NewProducer(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	msgs := keyedMessages(topic, 2, 1)
+	if err := pub.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := NewSubscriber(url, group, WithLogger(logs.logger()), WithReconnectBackoff(fastRetry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	deliveries, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() *reliable.Delivery {
+		t.Helper()
+		select {
+		case d := <-deliveries:
+			return d
+		case <-ctx.Done():
+			t.Fatal("no delivery")
+			return nil
+		}
+	}
+	old := []*reliable.Delivery{next(), next()}
+	if !forceClose(t, sub.cm) {
+		t.Fatal("no connection to close")
+	}
+	fresh := []*reliable.Delivery{next(), next()}
+	for i := range fresh {
+		if !fresh[i].Message.Delivery.Redelivered {
+			t.Fatalf("message %s after reconnect is not flagged redelivered", fresh[i].Message.ID)
+		}
+	}
+	t.Logf("old tags %d,%d; new tags %d,%d", old[0].Message.Delivery.Offset, old[1].Message.Delivery.Offset,
+		fresh[0].Message.Delivery.Offset, fresh[1].Message.Delivery.Offset)
+	for _, d := range old {
+		if err := d.Ack(ctx); err != nil {
+			t.Fatalf("stale ack: %v", err)
+		}
+	}
+	if got := sub.StaleSettlements(); got != 2 {
+		t.Fatalf("%d stale settlements dropped, want 2", got)
+	}
+	// Nothing was acked: closing the subscriber returns both messages.
+	_ = sub.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for queueDepth(t, QueueName(topic, group)) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue holds %d messages, want 2: a stale ack acked a redelivered message", queueDepth(t, QueueName(topic, group)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	assertNoStaleTagErrors(t, logs.String())
+}
