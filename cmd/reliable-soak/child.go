@@ -46,6 +46,9 @@ func childMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	log.Info("child started", slog.String("role", role), slog.Int("pid", os.Getpid()))
+	if os.Getenv(envProfile) != "" {
+		go profilePeakHeap(ctx, dir, name, log)
+	}
 	switch role {
 	case roleWriter:
 		err = runWriter(ctx, cfg, name, log)
