@@ -46,6 +46,7 @@ var (
 	flagDuration = flag.Duration("duration", 20*time.Second, "length of each latency run")
 	flagPayload  = flag.Int("payload", 100, "payload bytes")
 	flagSkipWM   = flag.Bool("skip-watermill", false, "run only the reliable relay")
+	flagPubs     = flag.Int("publishers", 0, "relay Config.Publishers (0: default)")
 )
 
 func main() {
@@ -73,6 +74,7 @@ func run(dsn string, brokers []string) {
 		*flagN, *flagWMN, *flagRate, *flagDuration)
 	rt := b.relayThroughput(ctx)
 	rl := b.relayLatency(ctx)
+	dl := b.directLatency(ctx)
 	var wt float64
 	var wl latency
 	if !*flagSkipWM {
@@ -81,6 +83,7 @@ func run(dsn string, brokers []string) {
 	}
 	fmt.Printf("\n%-34s %14s %10s %10s %10s\n", "run", "throughput", "p50", "p99", "max")
 	fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "reliable outbox relay", rt, rl.p50, rl.p99, rl.max)
+	fmt.Printf("%-34s %14s %10s %10s %10s\n", "(baseline: kafka.NewProducer alone)", "-", dl.p50, dl.p99, dl.max)
 	if *flagSkipWM {
 		return
 	}
@@ -183,7 +186,9 @@ func (c *confirmClock) commit(ids []string, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range ids {
-		c.committed[id] = at
+		if _, ok := c.committed[id]; !ok { // the first note wins
+			c.committed[id] = at
+		}
 	}
 }
 
@@ -266,7 +271,8 @@ func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock)
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	relay, err := outbox.NewRelay(pool, &clockPublisher{Publisher: pub, clock: clock}, outbox.Config{
-		Logger: logger,
+		Logger:     logger,
+		Publishers: *flagPubs,
 	})
 	b.must(err)
 	return relay, pool, func() { _ = pub.Close(); pool.Close() }
@@ -414,4 +420,28 @@ func env(name string) string {
 		return ""
 	}
 	return ""
+}
+
+// directLatency publishes one message per call at the same rate straight
+// through kafka.NewProducer, without any outbox: the broker's own share of
+// the latency on this machine.
+func (b *bench) directLatency(ctx context.Context) latency {
+	topic := b.topic("direct_bench_lat")
+	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
+	b.must(err)
+	defer pub.Close()
+	clock := newClock(-1)
+	cp := &clockPublisher{Publisher: pub, clock: clock}
+	// Warm up: metadata and producer ID.
+	b.must(pub.Publish(ctx, b.message(topic, 0)))
+	offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
+		m := b.message(topic, i)
+		m.EnsureID()
+		// commit time is noted after this returns; note it before instead.
+		clock.commit([]string{m.ID}, time.Now())
+		return m.ID, cp.Publish(ctx, m)
+	})
+	l := clock.latencies(time.Now())
+	log.Printf("direct latency: %d messages at %d/s: p50 %s p99 %s max %s", l.n, *flagRate, l.p50, l.p99, l.max)
+	return l
 }
