@@ -82,6 +82,7 @@ func TestBrokerDownRowsAccumulateThenDrainInOrder(t *testing.T) {
 	if calls > 40 {
 		t.Errorf("%d publish calls in %s of outage: the relay did not back off", calls, outage)
 	}
+	// L18: the backlog is visible as pending rows and the oldest one's age.
 	st, err := outbox.ReadStatus(ctx, db.pool)
 	if err != nil {
 		t.Fatal(err)

@@ -125,7 +125,8 @@ func TestAddSerializesWritersOfOneKeySoIDOrderIsCommitOrder(t *testing.T) {
 // and per key in commit order. The commit order is recorded independently:
 // each transaction, after Add (which holds the key's lock until commit),
 // numbers itself max+1 in a ledger table with a unique (key, n), so two
-// transactions of one key overlapping would collide there (L08, L12).
+// transactions of one key overlapping would collide there (L08, L12). The
+// relays race for the same keys through the lease upsert (L19).
 func TestTwoRelaysTenThousandRowsHundredKeysInCommitOrder(t *testing.T) {
 	t.Parallel()
 	db := newTestDB(t, 24)
