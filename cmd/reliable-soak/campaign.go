@@ -51,10 +51,7 @@ func newRunner(ctx context.Context, cfg *Config, exe string, keep, lock bool, lo
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	cfg.RunID = time.Now().Format("0102t150405") + hex.EncodeToString(b[:])
-	cfg.Schema = "soak_" + cfg.RunID
-	cfg.Topic = "soak-orders-" + cfg.RunID
-	cfg.Group = "kitchen"
-	cfg.Environment = "soak"
+	cfg.names()
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "reliable-soak-"+cfg.RunID+"-"); err != nil {
 			return r, err

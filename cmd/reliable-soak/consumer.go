@@ -50,8 +50,9 @@ func runConsumer(ctx context.Context, cfg *Config, name string, index int, log *
 	if err != nil {
 		return err
 	}
-	ctl := newControlWatcher(Control{FailRate: cfg.FailRate})
-	go ctl.watch(ctx, cfg.Dir, 200*time.Millisecond)
+	ctl := startControlWatcher(ctx, cfg.Dir, Control{FailRate: cfg.FailRate})
+	dialer := newCutDialer()
+	go watchCuts(ctx, ctl, dialer, log)
 
 	a := &applier{pool: pool, store: store, name: name, ctl: ctl, seed: cfg.Seed, log: log}
 	var outcomes [consumer.OutcomeUnsettled + 1]atomic.Int64
@@ -78,6 +79,7 @@ func runConsumer(ctx context.Context, cfg *Config, name string, index int, log *
 			Environment: cfg.Environment,
 			Logger:      log,
 			Consumer:    kafka.ConsumerConfig{Group: cfg.Group},
+			Tune:        dialer.tune,
 		}, a, ccfg)
 	default:
 		c, err = consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg,

@@ -24,6 +24,9 @@ type Control struct {
 	// Quota bounds the steady orders written so far (-1: no bound); the
 	// parent raises it as faults begin (Config.steadyQuota).
 	Quota int64
+	// BrokerCuts counts connection cuts of the Kafka connections; each
+	// consumer and relay resets its own when it grows (see cutDialer).
+	BrokerCuts int
 }
 
 const controlFile = "control.json"
@@ -51,6 +54,25 @@ func newControlWatcher(initial Control) *controlWatcher {
 	return w
 }
 
+// startControlWatcher reads dir's control file at once (a restarted child
+// must see the current state before acting on changes) and then keeps
+// watching it until ctx ends.
+func startControlWatcher(ctx context.Context, dir string, initial Control) *controlWatcher {
+	w := newControlWatcher(initial)
+	w.read(filepath.Join(dir, controlFile))
+	go w.watch(ctx, dir, 200*time.Millisecond)
+	return w
+}
+
+func (w *controlWatcher) read(path string) {
+	if b, err := os.ReadFile(path); err == nil {
+		var c Control
+		if json.Unmarshal(b, &c) == nil {
+			w.cur.Store(&c)
+		}
+	}
+}
+
 func (w *controlWatcher) Load() Control { return *w.cur.Load() }
 
 // watch re-reads the control file every interval until ctx ends. A file that
@@ -62,12 +84,7 @@ func (w *controlWatcher) watch(ctx context.Context, dir string, interval time.Du
 	for {
 		// The file is tiny: read it every time rather than trust mtimes,
 		// whose granularity may hide two writes in a row.
-		if b, err := os.ReadFile(path); err == nil {
-			var c Control
-			if json.Unmarshal(b, &c) == nil {
-				w.cur.Store(&c)
-			}
-		}
+		w.read(path)
 		select {
 		case <-ctx.Done():
 			return

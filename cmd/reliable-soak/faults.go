@@ -130,7 +130,7 @@ func (in *injector) inject(ctx context.Context, kind string) {
 	case faultRabbitRestart:
 		detail, err = in.restartRabbitMQ(ctx, &ev)
 	case faultConnCut:
-		detail = in.cut()
+		detail, err = in.cut()
 	case faultHandlerFailure:
 		detail, err = in.window(ctx, failureWindow, func(c *Control) { c.FailRate = in.cfg.FaultFailRate },
 			func(c *Control) { c.FailRate = in.cfg.FailRate })
@@ -264,15 +264,24 @@ func (in *injector) restartRabbitMQ(ctx context.Context, ev *FaultEvent) (string
 	return detail, err
 }
 
-// cut resets every proxied connection and refuses new ones for cutRefusal.
-func (in *injector) cut() string {
+// cut resets every proxied connection (PostgreSQL; RabbitMQ) and refuses
+// new ones for cutRefusal; on Kafka the consumers and relays reset their
+// broker connections themselves (cutDialer), at the same moment.
+func (in *injector) cut() (string, error) {
+	var err error
+	if in.cfg.Broker == brokerKafka {
+		err = in.update(func(c *Control) { c.BrokerCuts++ })
+	}
 	var parts []string
 	for _, p := range in.proxies {
 		n := p.Cut(cutRefusal)
 		parts = append(parts, p.name+": "+strconv.Itoa(n))
 	}
-	return fmt.Sprintf("reset the children's connections (%s), refused reconnects for %s",
-		strings.Join(parts, ", "), cutRefusal)
+	detail := fmt.Sprintf("reset the children's connections through the proxy (%s)", strings.Join(parts, ", "))
+	if in.cfg.Broker == brokerKafka {
+		detail += " and every Kafka connection of the consumers and relays (their logs count them)"
+	}
+	return detail + fmt.Sprintf(", refused reconnects for %s", cutRefusal), err
 }
 
 // window applies on to the control file, waits d, and applies off.

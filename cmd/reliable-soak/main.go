@@ -69,6 +69,7 @@ type options struct {
 	timeout time.Duration
 	quiet   bool
 	noLock  bool
+	clean   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's schema, topic and directory")
 	fs.DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: never; a stall still ends the run)")
 	fs.BoolVar(&o.quiet, "quiet", false, "log warnings and errors only")
+	fs.StringVar(&o.clean, "clean", "", "delete what the kept run with this run ID left (schema, topic, queues) and exit")
 	fs.BoolVar(&o.noLock, "no-lock", false, "do not hold testenv's shared lock on the broker for the whole run "+
 		"(other packages' fault tests may then kill brokers during it; broker faults still take the exclusive lock)")
 	if err := fs.Parse(args); err != nil {
@@ -136,6 +138,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// the service locks; register them and mark them parsed.
 	testing.Init()
 	_ = flag.CommandLine.Parse(nil)
+	if o.clean != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := cleanRun(ctx, o.clean); err != nil {
+			fmt.Fprintln(stderr, "reliable-soak:", err)
+			return 2
+		}
+		return 0
+	}
 
 	level := slog.LevelInfo
 	if o.quiet {

@@ -22,7 +22,9 @@ func runRelay(ctx context.Context, cfg *Config, name string, log *slog.Logger) e
 		return err
 	}
 	defer pool.Close()
-	pub, err := newPublisher(cfg, name, log)
+	dialer := newCutDialer()
+	go watchCuts(ctx, startControlWatcher(ctx, cfg.Dir, Control{}), dialer, log)
+	pub, err := newPublisher(cfg, name, dialer, log)
 	if err != nil {
 		return err
 	}
@@ -44,7 +46,8 @@ func runRelay(ctx context.Context, cfg *Config, name string, log *slog.Logger) e
 }
 
 // newPublisher returns the SDK's durable producer for the campaign's broker.
-func newPublisher(cfg *Config, name string, log *slog.Logger) (reliable.Publisher, error) {
+// Kafka connections go through dialer, so a connection cut can reset them.
+func newPublisher(cfg *Config, name string, dialer *cutDialer, log *slog.Logger) (reliable.Publisher, error) {
 	switch cfg.Broker {
 	case brokerKafka:
 		return kafka.NewProducer(kafka.Config{
@@ -53,6 +56,7 @@ func newPublisher(cfg *Config, name string, log *slog.Logger) (reliable.Publishe
 			Environment: cfg.Environment,
 			Logger:      log,
 			Producer:    kafka.ProducerConfig{Source: "soak-orders"},
+			Tune:        dialer.tune,
 		})
 	default:
 		return rabbitmq.NewProducer(cfg.ProxiedAMQP,

@@ -232,3 +232,41 @@ func TestSteadyQuotaSharesOrdersAcrossFaults(t *testing.T) {
 		t.Errorf("in duration mode the quota is %d, want -1", q)
 	}
 }
+
+// The Kafka-side cut: connections sarama made through the dialer are reset,
+// dials fail while the cut lasts, and work again after it.
+func TestCutDialerResetsItsConnections(t *testing.T) {
+	addr := echoServer(t)
+	d := newCutDialer()
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(c, "hello"); err != nil || got != "hello" {
+		t.Fatalf("through the dialer: %q, %v", got, err)
+	}
+	closed, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close() // a closed connection is forgotten, not cut again
+	if n := d.Cut(300 * time.Millisecond); n != 1 {
+		t.Errorf("cut %d connections, want 1", n)
+	}
+	if _, err := roundTrip(c, "again"); err == nil {
+		t.Fatal("a cut connection still works")
+	}
+	if _, err := d.Dial("tcp", addr); !errors.Is(err, errRefused) {
+		t.Fatalf("dial during the cut: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	c2, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if got, err := roundTrip(c2, "healed"); err != nil || got != "healed" {
+		t.Fatalf("after the cut: %q, %v", got, err)
+	}
+}

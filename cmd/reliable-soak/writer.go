@@ -69,10 +69,9 @@ func runWriter(ctx context.Context, cfg *Config, name string, log *slog.Logger) 
 		defer cancel()
 		w.steadyLeft.Store(1 << 62)
 	}
-	ctl := newControlWatcher(Control{Quota: cfg.steadyQuota(0)})
 	ctlCtx, stopCtl := context.WithCancel(ctx)
 	defer stopCtl()
-	go ctl.watch(ctlCtx, cfg.Dir, 200*time.Millisecond)
+	ctl := startControlWatcher(ctlCtx, cfg.Dir, Control{Quota: cfg.steadyQuota(0)})
 
 	const goroutines = 8
 	lim := rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/20)))
