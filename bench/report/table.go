@@ -68,7 +68,8 @@ func parseGoBench(out []byte, r results) {
 //	reliable outbox relay                  9650/s      3.1ms     12.4ms     40.2ms
 //	watermill SQL forwarder                 410/s    110.2ms    501.3ms    1.02s
 func parseOutbox(out []byte, r results) {
-	names := map[string]string{"reliable outbox relay": "outbox/reliable", "watermill SQL forwarder": "outbox/watermill"}
+	names := map[string]string{"reliable outbox relay": "outbox/reliable", "watermill SQL forwarder": "outbox/watermill",
+		"(baseline: kafka.NewProducer alone)": "outbox/direct"}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
@@ -81,11 +82,12 @@ func parseOutbox(out []byte, r results) {
 			if len(f) < 4 {
 				continue
 			}
-			rate, err := strconv.ParseFloat(strings.TrimSuffix(f[0], "/s"), 64)
-			if err != nil {
+			m := map[string]float64{}
+			if rate, err := strconv.ParseFloat(strings.TrimSuffix(f[0], "/s"), 64); err == nil {
+				m["msgs/s"] = rate
+			} else if f[0] != "-" { // "-": a latency-only line
 				continue
 			}
-			m := map[string]float64{"msgs/s": rate}
 			for i, unit := range []string{"p50-ms", "p99-ms", "max-ms"} {
 				if d, err := time.ParseDuration(f[1+i]); err == nil {
 					m[unit] = float64(d) / float64(time.Millisecond)
@@ -147,6 +149,10 @@ var suiteRows = map[string][]row{
 			base: "outbox/watermill", baseLabel: "watermill SQL forwarder", unit: "p50-ms", lower: true},
 		{what: "outbox commit-to-confirm latency p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
 			base: "outbox/watermill", baseLabel: "watermill SQL forwarder", unit: "p99-ms", lower: true},
+		{what: "what the outbox adds to latency, p50", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
+			base: "outbox/direct", baseLabel: "kafka.NewProducer alone, no outbox", unit: "p50-ms", lower: true},
+		{what: "what the outbox adds to latency, p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
+			base: "outbox/direct", baseLabel: "kafka.NewProducer alone, no outbox", unit: "p99-ms", lower: true},
 	},
 }
 
