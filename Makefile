@@ -38,7 +38,9 @@ services-status: ## Show which local services run
 
 # The service smoke tests (internal/smoke, which also kill and restart brokers) run
 # first and alone: they fail fast when a service is broken, and their broker kills
-# cannot disturb other packages' tests. Then everything else runs.
+# cannot disturb other packages' tests. Then everything else runs, one package at a
+# time (-p 1): the fault tests of several packages kill brokers and restart RabbitMQ,
+# and run side by side they only wait for each other's locks on 2 cores.
 SMOKE_PKG := github.com/reliable-go/reliable/internal/smoke
 
 test: ## Run all tests (unit and integration) with -race against the local services
@@ -50,8 +52,8 @@ test: ## Run all tests (unit and integration) with -race against the local servi
 		pkgs=$$(grep -vx '$(SMOKE_PKG)' <<<"$$pkgs" || true); \
 	fi; \
 	if [[ -n $$pkgs ]]; then \
-		echo "$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) $(PKGS) (without ./internal/smoke)"; \
-		$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) $$pkgs; \
+		echo "$(GO) test -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $(PKGS) (without ./internal/smoke)"; \
+		$(GO) test -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $$pkgs; \
 	fi
 
 test-unit: ## Run unit tests only (-short: integration tests skip), fast, no services

@@ -88,6 +88,17 @@ func TestForceClosedConnectionsDuringPublishAndAck(t *testing.T) {
 	}
 	want, _, _ := l.counts()
 	l.waitAll(t, want, 60*time.Second)
+	// Copies redelivered after the last cut may still be on their way:
+	// keep consuming (and acking) until the queue has stayed empty a moment.
+	quiet, deadline := 0, time.Now().Add(30*time.Second)
+	for quiet < 5 && time.Now().Before(deadline) {
+		if queueDepth(t, QueueName(topic, group)) == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	cancel()
 	consumers.Wait()
 	_ = sub.Close()
