@@ -62,7 +62,7 @@ func TestParsersAndTable(t *testing.T) {
 	for _, want := range []string{
 		"| Kafka produce, batches of 500 ", "20000 msgs/s", "20719 msgs/s", "0.97x",
 		"n/a", // async was not measured
-		"64.45x", "23.54x", "0.02x (lower is better)", "FAILED consumer: exit status 1",
+		"64.45x", "23.54x", "0.025x (lower is better)", "FAILED consumer: exit status 1",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("table lacks %q:\n%s", want, s)

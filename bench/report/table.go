@@ -186,6 +186,9 @@ func writeTable(w io.Writer, o options, r results, failed map[string]string, too
 			}
 			if sok && bok && bv > 0 {
 				ratio = fmt.Sprintf("%.2fx", sv/bv)
+				if sv/bv < 0.1 {
+					ratio = fmt.Sprintf("%.3fx", sv/bv)
+				}
 				if rw.lower {
 					ratio += " (lower is better)"
 				}

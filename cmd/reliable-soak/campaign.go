@@ -271,7 +271,7 @@ func (r *runner) campaign(ctx context.Context) (*Report, error) {
 	}
 	writingDone := r.procs.exited("writer")
 	inj := newInjector(cfg, r.procs, r.proxies, r.log, r.started, func(ctx context.Context) (progress, error) {
-		return readProgress(ctx, r.pool, cfg.Group, true)
+		return readProgress(ctx, r.pool, cfg.Group, false)
 	})
 	schedDone := make(chan struct{})
 	schedCtx, stopSched := context.WithCancel(ctx)
@@ -315,8 +315,13 @@ func (r *runner) supervise(ctx context.Context, rep *Report, writingDone, schedD
 		case <-tick.C:
 		}
 		r.restartCrashed(rep)
+		// Count effects (cheap) while the run goes on; distinct messages
+		// (exact, a scan of the results) only to confirm the end.
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		p, err := readProgress(pctx, r.pool, r.cfg.Group, true)
+		p, err := readProgress(pctx, r.pool, r.cfg.Group, false)
+		if err == nil && p.settled() && closed(writingDone) && closed(schedDone) {
+			p, err = readProgress(pctx, r.pool, r.cfg.Group, true)
+		}
 		cancel()
 		if err != nil {
 			r.log.Warn("reading progress", slog.String("error", err.Error()))
