@@ -371,8 +371,12 @@ func offer(ctx context.Context, rate int, d time.Duration, clock *confirmClock, 
 func (b *bench) relayLatency(ctx context.Context) latency {
 	topic := b.topic("outbox_bench_lat")
 	clock := newClock(-1)
-	relay, pool, closeRelay := b.newRelay(ctx, topic, clock)
+	relay, _, closeRelay := b.newRelay(ctx, topic, clock)
 	defer closeRelay()
+	// The business transactions use their own pool, as an application's
+	// would, so they do not queue the relay behind them for connections.
+	pool := b.pool(ctx, int32(max(8, *flagRate/25)))
+	defer pool.Close()
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = relay.Run(rctx) }()
