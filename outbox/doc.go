@@ -68,8 +68,12 @@
 // published again after the lease passes: at-least-once, never lost (L03,
 // L20).
 //
-// The relay wakes on LISTEN/NOTIFY (Add notifies on commit) and polls every
-// Config.PollInterval as a fallback. When every message of a Publish call
+// The relay wakes on LISTEN/NOTIFY and polls as a fallback: every few
+// milliseconds right after activity, slowing down to Config.PollInterval
+// when idle. Add notifies at most every 10ms per process, because
+// PostgreSQL serializes the commits of notifying transactions (each holds a
+// database-wide lock across its WAL flush), which would cap the commit rate
+// of every transaction that calls Add. When every message of a Publish call
 // fails with a transient error, the broker is taken to be down: the relay
 // backs off as a whole and no row is charged, so rows accumulate during an
 // outage and drain in order afterwards. A row that fails while others
