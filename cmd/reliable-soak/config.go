@@ -65,6 +65,10 @@ type Config struct {
 	// PoisonEvery makes every n-th order a poison message on a key of its own
 	// (0: none). Poison messages are expected to end dead in the retry table.
 	PoisonEvery int
+	// OversizeEvery makes every n-th order a message too large to publish
+	// (L13), on a key of its own (0: none); it is expected to end dead in
+	// the outbox, and nothing published with it may suffer.
+	OversizeEvery int
 	// Partitions of the Kafka topic; Shards of the RabbitMQ group queue.
 	Partitions int
 	Shards     int

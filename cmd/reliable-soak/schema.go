@@ -20,7 +20,8 @@ import (
 //
 //   - soak_orders: every committed business row, written in the same
 //     transaction as its outbox message (msg_id); seq numbers a key's orders
-//     1, 2, 3... in commit order.
+//     1, 2, 3... in commit order. poison orders must end dead in the retry
+//     table, oversize ones (too large to publish, L13) dead in the outbox.
 //   - soak_results: every applied effect, in apply order (apply_id). No
 //     unique constraint on msg_id on purpose: a second application of a
 //     message must be visible, not refused.
@@ -32,6 +33,7 @@ CREATE TABLE soak_orders (
     key        text        NOT NULL,
     seq        integer     NOT NULL,
     poison     boolean     NOT NULL DEFAULT false,
+    oversize   boolean     NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (key, seq)
 );

@@ -11,24 +11,26 @@ import (
 // from the tables (soak_orders, soak_results, the retry table, the outbox),
 // never from the processes' counters.
 type Verdict struct {
-	Orders int64 `json:"orders"` // committed business rows: messages produced
-	Poison int64 `json:"poison"` // of which poison, expected to end dead
+	Orders   int64 `json:"orders"`   // committed business rows: messages produced
+	Poison   int64 `json:"poison"`   // of which poison, expected to end dead in the retry table
+	Oversize int64 `json:"oversize"` // of which too large to publish, expected to end dead in the outbox
 
 	Applied       int64 `json:"applied"`        // effects (rows in soak_results)
 	AppliedUnique int64 `json:"applied_unique"` // distinct messages applied
 
-	Lost          int64 `json:"lost"`           // non-poison orders never applied and not dead
+	Lost          int64 `json:"lost"`           // ordinary orders never applied and not dead
 	AppliedTwice  int64 `json:"applied_twice"`  // messages applied more than once
 	OutOfOrder    int64 `json:"out_of_order"`   // first applies whose seq is below an earlier one's of the key
 	Gaps          int64 `json:"gaps"`           // first applies whose seq is not the previous one's + 1
 	Phantom       int64 `json:"phantom"`        // applies of messages never produced
-	PoisonApplied int64 `json:"poison_applied"` // poison messages that took effect
+	PoisonApplied int64 `json:"poison_applied"` // poison or oversize messages that took effect
 
-	DeadExpected   int64 `json:"dead_expected"`   // poison messages dead in the retry table
-	DeadUnexpected int64 `json:"dead_unexpected"` // other dead retry entries
-	RetryPending   int64 `json:"retry_pending"`   // retry entries still waiting
-	OutboxPending  int64 `json:"outbox_pending"`  // outbox rows never published
-	OutboxDead     int64 `json:"outbox_dead"`     // outbox rows the relay gave up on
+	DeadExpected       int64 `json:"dead_expected"`        // poison messages dead in the retry table
+	DeadUnexpected     int64 `json:"dead_unexpected"`      // other dead retry entries
+	RetryPending       int64 `json:"retry_pending"`        // retry entries still waiting
+	OutboxPending      int64 `json:"outbox_pending"`       // outbox rows never published
+	OutboxDeadExpected int64 `json:"outbox_dead_expected"` // oversize messages dead in the outbox
+	OutboxDead         int64 `json:"outbox_dead"`          // other outbox rows the relay gave up on
 
 	InjectedFailures int64 `json:"injected_failures"` // transient handler failures injected
 
@@ -40,7 +42,7 @@ type Verdict struct {
 func (v Verdict) OK() bool {
 	return v.Lost == 0 && v.AppliedTwice == 0 && v.OutOfOrder == 0 && v.Gaps == 0 && v.Phantom == 0 &&
 		v.PoisonApplied == 0 && v.DeadUnexpected == 0 && v.RetryPending == 0 && v.OutboxPending == 0 &&
-		v.OutboxDead == 0 && v.DeadExpected == v.Poison
+		v.OutboxDead == 0 && v.DeadExpected == v.Poison && v.OutboxDeadExpected == v.Oversize
 }
 
 // Problems lists what is wrong, for the report.
@@ -56,12 +58,13 @@ func (v Verdict) Problems() []string {
 	add(v.OutOfOrder, "out of order")
 	add(v.Gaps, "applied after a gap in their key's sequence")
 	add(v.Phantom, "applied but never produced")
-	add(v.PoisonApplied, "poison messages applied")
+	add(v.PoisonApplied, "poison or oversize messages applied")
 	add(v.DeadUnexpected, "dead retry entries that are not poison")
 	add(v.RetryPending, "retry entries still pending")
 	add(v.OutboxPending, "outbox rows still pending")
-	add(v.OutboxDead, "dead outbox rows")
+	add(v.OutboxDead, "dead outbox rows that are not oversize")
 	add(v.Poison-v.DeadExpected, "poison messages not dead")
+	add(v.Oversize-v.OutboxDeadExpected, "oversize messages not dead in the outbox")
 	return out
 }
 
@@ -82,15 +85,17 @@ func readProgress(ctx context.Context, pool *pgxpool.Pool, group string, exact b
 	err := pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM soak_orders),
 		(`+applied+`),
-		(SELECT count(*) FROM reliable_retry WHERE grp = $1 AND state = 'dead'),
-		(SELECT count(*) FROM reliable_outbox),
+		(SELECT count(*) FROM reliable_retry WHERE grp = $1 AND state = 'dead')
+		  + (SELECT count(*) FROM reliable_outbox WHERE dead_at IS NOT NULL),
+		(SELECT count(*) FROM reliable_outbox WHERE dead_at IS NULL),
 		(SELECT count(*) FROM reliable_retry WHERE grp = $1 AND state = 'pending')`, group).
 		Scan(&p.orders, &p.appliedUnique, &p.dead, &p.outboxPending, &p.retryPending)
 	return p, err
 }
 
-// settled reports whether every order reached its end: applied, or (poison)
-// dead, with nothing waiting in the outbox or the retry table.
+// settled reports whether every order reached its end: applied, or dead
+// (poison in the retry table, oversize in the outbox), with nothing waiting
+// in the outbox or the retry table.
 func (p progress) settled() bool {
 	return p.orders > 0 && p.appliedUnique+p.dead >= p.orders && p.outboxPending == 0 && p.retryPending == 0
 }
@@ -117,25 +122,29 @@ WITH applied AS (
 SELECT
   (SELECT count(*) FROM soak_orders),
   (SELECT count(*) FROM soak_orders WHERE poison),
+  (SELECT count(*) FROM soak_orders WHERE oversize),
   (SELECT count(*) FROM soak_results),
   (SELECT count(*) FROM applied),
-  (SELECT count(*) FROM soak_orders o WHERE NOT o.poison
+  (SELECT count(*) FROM soak_orders o WHERE NOT o.poison AND NOT o.oversize
      AND NOT EXISTS (SELECT 1 FROM applied a WHERE a.msg_id = o.msg_id)
-     AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.msg_id = o.msg_id)),
+     AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.msg_id = o.msg_id)
+     AND NOT EXISTS (SELECT 1 FROM reliable_outbox x WHERE x.msg_id = o.msg_id AND x.dead_at IS NOT NULL)),
   (SELECT count(*) FROM applied WHERE n > 1),
   (SELECT count(*) FROM ordered WHERE seq < highest),
   (SELECT count(*) FROM ordered WHERE seq <> coalesce(prev, 0) + 1),
   (SELECT count(*) FROM applied a WHERE NOT EXISTS (SELECT 1 FROM soak_orders o WHERE o.msg_id = a.msg_id)),
-  (SELECT count(*) FROM soak_orders o JOIN applied a USING (msg_id) WHERE o.poison),
+  (SELECT count(*) FROM soak_orders o JOIN applied a USING (msg_id) WHERE o.poison OR o.oversize),
   (SELECT count(*) FROM dead d JOIN soak_orders o USING (msg_id) WHERE o.poison),
   (SELECT count(*) FROM dead d WHERE NOT EXISTS (SELECT 1 FROM soak_orders o WHERE o.msg_id = d.msg_id AND o.poison)),
   (SELECT count(*) FROM reliable_retry WHERE grp = $1 AND state = 'pending'),
   (SELECT count(*) FROM reliable_outbox WHERE dead_at IS NULL),
-  (SELECT count(*) FROM reliable_outbox WHERE dead_at IS NOT NULL),
+  (SELECT count(*) FROM reliable_outbox x JOIN soak_orders o USING (msg_id) WHERE x.dead_at IS NOT NULL AND o.oversize),
+  (SELECT count(*) FROM reliable_outbox x WHERE x.dead_at IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM soak_orders o WHERE o.msg_id = x.msg_id AND o.oversize)),
   (SELECT count(*) FROM soak_injected WHERE kind = 'handler-failures')`, group).Scan(
-		&v.Orders, &v.Poison, &v.Applied, &v.AppliedUnique, &v.Lost, &v.AppliedTwice, &v.OutOfOrder, &v.Gaps,
+		&v.Orders, &v.Poison, &v.Oversize, &v.Applied, &v.AppliedUnique, &v.Lost, &v.AppliedTwice, &v.OutOfOrder, &v.Gaps,
 		&v.Phantom, &v.PoisonApplied, &v.DeadExpected, &v.DeadUnexpected, &v.RetryPending, &v.OutboxPending,
-		&v.OutboxDead, &v.InjectedFailures)
+		&v.OutboxDeadExpected, &v.OutboxDead, &v.InjectedFailures)
 	if err != nil {
 		return v, fmt.Errorf("verify: %w", err)
 	}
@@ -150,7 +159,7 @@ SELECT
 func samples(ctx context.Context, pool *pgxpool.Pool, group string) ([]string, error) {
 	rows, err := pool.Query(ctx, `
 (SELECT 'lost ' || o.msg_id || ' key ' || o.key || ' seq ' || o.seq FROM soak_orders o
-  WHERE NOT o.poison AND NOT EXISTS (SELECT 1 FROM soak_results r WHERE r.msg_id = o.msg_id)
+  WHERE NOT o.poison AND NOT o.oversize AND NOT EXISTS (SELECT 1 FROM soak_results r WHERE r.msg_id = o.msg_id)
     AND NOT EXISTS (SELECT 1 FROM reliable_retry e WHERE e.grp = $1 AND e.state = 'dead' AND e.message_id = o.msg_id)
   ORDER BY o.id LIMIT 5)
 UNION ALL
@@ -170,7 +179,8 @@ UNION ALL
   FROM reliable_retry WHERE grp = $1 AND state = 'pending' ORDER BY id LIMIT 5)
 UNION ALL
 (SELECT 'outbox ' || CASE WHEN dead_at IS NULL THEN 'pending ' ELSE 'dead ' END || msg_id || ' key ' || key || ' attempts ' || attempts
-  || coalesce(': ' || last_error, '') FROM reliable_outbox ORDER BY id LIMIT 5)`, group)
+  || coalesce(': ' || last_error, '') FROM reliable_outbox x
+  WHERE dead_at IS NULL OR NOT EXISTS (SELECT 1 FROM soak_orders o WHERE o.msg_id = x.msg_id AND o.oversize) ORDER BY id LIMIT 5)`, group)
 	if err != nil {
 		return nil, fmt.Errorf("verify samples: %w", err)
 	}

@@ -39,21 +39,40 @@ func TestVerifyCountsEveryBrokenPromise(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	order := func(id, key string, seq int, poison bool) {
-		exec(`INSERT INTO soak_orders (msg_id, key, seq, poison) VALUES ($1, $2, $3, $4)`, id, key, seq, poison)
+	order := func(id, key string, seq int, kind string) {
+		exec(`INSERT INTO soak_orders (msg_id, key, seq, poison, oversize) VALUES ($1, $2, $3, $4, $5)`,
+			id, key, seq, kind == "poison", kind == "oversize")
+	}
+	deadInOutbox := func(id, key string) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := outbox.Add(ctx, tx, &reliable.Message{ID: id, Topic: "orders", Key: key}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE reliable_outbox SET dead_at = now(), last_error = 'too large' WHERE msg_id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	apply := func(id, key string, seq int) {
 		exec(`INSERT INTO soak_results (msg_id, key, seq, process, attempt) VALUES ($1, $2, $3, 'test', 1)`, id, key, seq)
 	}
 
 	// A clean ledger: key a applied 1, 2, 3; a poison message dead.
-	order("a1", "a", 1, false)
-	order("a2", "a", 2, false)
-	order("a3", "a", 3, false)
+	order("a1", "a", 1, "")
+	order("a2", "a", 2, "")
+	order("a3", "a", 3, "")
 	apply("a1", "a", 1)
 	apply("a2", "a", 2)
 	apply("a3", "a", 3)
-	order("p1", "poison-1", 1, true)
+	order("p1", "poison-1", 1, "poison")
+	order("o1", "oversize-1", 1, "oversize")
+	deadInOutbox("o1", "oversize-1")
 	table, err := newRetryTable(pool, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -65,19 +84,19 @@ func TestVerifyCountsEveryBrokenPromise(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.OK() || v.Orders != 4 || v.AppliedUnique != 3 || v.DeadExpected != 1 {
+	if !v.OK() || v.Orders != 5 || v.AppliedUnique != 3 || v.DeadExpected != 1 || v.OutboxDeadExpected != 1 {
 		t.Fatalf("clean ledger: %+v, problems %v", v, v.Problems())
 	}
 
 	// Now break every promise once.
-	order("b1", "b", 1, false)
-	order("b2", "b", 2, false)
+	order("b1", "b", 1, "")
+	order("b2", "b", 2, "")
 	apply("b2", "b", 2) // L09: "paid" before "placed"
 	apply("b1", "b", 1)
-	order("c1", "c", 1, false) // lost
+	order("c1", "c", 1, "") // lost
 	apply("a2", "a", 2)        // applied twice (L20)
 	apply("x1", "x", 1)        // never produced
-	order("d1", "d", 1, false)
+	order("d1", "d", 1, "")
 	if err := table.DeadLetter(ctx, &reliable.Message{ID: "d1", Topic: "orders", Key: "d"}, errors.New("gave up")); err != nil {
 		t.Fatal(err)
 	}
@@ -91,15 +110,17 @@ func TestVerifyCountsEveryBrokenPromise(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+	order("f1", "f", 1, "")
+	deadInOutbox("f1", "f") // an innocent row the relay gave up on
 
 	v, err = verify(ctx, pool, cfg.Group)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Verdict{
-		Orders: 8, Poison: 1, Applied: 7, AppliedUnique: 6,
+		Orders: 10, Poison: 1, Oversize: 1, Applied: 7, AppliedUnique: 6,
 		Lost: 1, AppliedTwice: 1, OutOfOrder: 1, Phantom: 1,
-		DeadExpected: 1, DeadUnexpected: 1, OutboxPending: 1,
+		DeadExpected: 1, DeadUnexpected: 1, OutboxPending: 1, OutboxDeadExpected: 1, OutboxDead: 1,
 	}
 	got := v
 	got.Gaps, got.Samples = 0, nil
@@ -115,7 +136,7 @@ func TestVerifyCountsEveryBrokenPromise(t *testing.T) {
 		t.Error("a broken ledger passed")
 	}
 	joined := strings.Join(v.Samples, "\n")
-	for _, s := range []string{"lost c1", "applied 2x a2", "key b seq 2 applied after seq", "dead not poison d1", "outbox pending"} {
+	for _, s := range []string{"lost c1", "applied 2x a2", "key b seq 2 applied after seq", "dead not poison d1", "outbox pending", "outbox dead f1"} {
 		if !strings.Contains(joined, s) {
 			t.Errorf("samples lack %q:\n%s", s, joined)
 		}

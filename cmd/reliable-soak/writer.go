@@ -131,9 +131,12 @@ func (w *writer) steady(ctx context.Context, lim *rate.Limiter, rng *rand.Rand, 
 		}
 		n := w.poisonN.Add(1)
 		var o order
-		if w.cfg.PoisonEvery > 0 && n%int64(w.cfg.PoisonEvery) == 0 {
+		switch {
+		case w.cfg.OversizeEvery > 0 && n%int64(w.cfg.OversizeEvery) == 0:
+			o = order{key: "oversize-" + strconv.FormatInt(n, 10), oversize: true}
+		case w.cfg.PoisonEvery > 0 && n%int64(w.cfg.PoisonEvery) == 0:
 			o = order{key: "poison-" + strconv.FormatInt(n, 10), poison: true}
-		} else {
+		default:
 			o = order{key: orderKey(rng.IntN(w.cfg.Keys))}
 		}
 		w.writeRetrying(ctx, []order{o})
@@ -197,9 +200,14 @@ func (w *writer) bursts(ctx context.Context, ctl *controlWatcher) {
 func orderKey(i int) string { return "order-" + strconv.Itoa(i) }
 
 type order struct {
-	key    string
-	poison bool
+	key      string
+	poison   bool
+	oversize bool
 }
+
+// oversizeBytes is the payload of an oversize order: above the producers'
+// default 1 MiB limit.
+const oversizeBytes = 3 << 19
 
 // writeRetrying writes orders in one transaction, retrying until it
 // committed or ctx ended. When a commit failed ambiguously, the first
@@ -275,7 +283,7 @@ func (w *writer) write(ctx context.Context, orders []order) (string, error) {
 
 	n := len(orders)
 	msgs := make([]*reliable.Message, n)
-	ids, okeys, poison := make([]string, n), make([]string, n), make([]bool, n)
+	ids, okeys, poison, oversize := make([]string, n), make([]string, n), make([]bool, n), make([]bool, n)
 	seqs := make([]int32, n)
 	for i, o := range orders {
 		last[o.key]++
@@ -291,12 +299,15 @@ func (w *writer) write(ctx context.Context, orders []order) (string, error) {
 			Headers: map[string]string{"seq": strconv.Itoa(seq)},
 			Payload: fmt.Appendf(nil, `{"order":%q,"seq":%d,"status":%q}`, o.key, seq, typ),
 		}
+		if o.oversize {
+			m.Payload = make([]byte, oversizeBytes)
+		}
 		m.EnsureID()
 		msgs[i] = m
-		ids[i], okeys[i], seqs[i], poison[i] = m.ID, o.key, int32(seq), o.poison
+		ids[i], okeys[i], seqs[i], poison[i], oversize[i] = m.ID, o.key, int32(seq), o.poison, o.oversize
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO soak_orders (msg_id, key, seq, poison)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bool[])`, ids, okeys, seqs, poison); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO soak_orders (msg_id, key, seq, poison, oversize)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bool[], $5::bool[])`, ids, okeys, seqs, poison, oversize); err != nil {
 		return "", fmt.Errorf("insert orders: %w", err)
 	}
 	if err := outbox.Add(ctx, tx, msgs...); err != nil {
