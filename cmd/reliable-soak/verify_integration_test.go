@@ -94,8 +94,8 @@ func TestVerifyCountsEveryBrokenPromise(t *testing.T) {
 	apply("b2", "b", 2) // L09: "paid" before "placed"
 	apply("b1", "b", 1)
 	order("c1", "c", 1, "") // lost
-	apply("a2", "a", 2)        // applied twice (L20)
-	apply("x1", "x", 1)        // never produced
+	apply("a2", "a", 2)     // applied twice (L20)
+	apply("x1", "x", 1)     // never produced
 	order("d1", "d", 1, "")
 	if err := table.DeadLetter(ctx, &reliable.Message{ID: "d1", Topic: "orders", Key: "d"}, errors.New("gave up")); err != nil {
 		t.Fatal(err)
