@@ -264,12 +264,12 @@ func (p *clockPublisher) Publish(ctx context.Context, msgs ...*reliable.Message)
 
 func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock) (*outbox.Relay, *pgxpool.Pool, func()) {
 	pool := b.pool(ctx, 8)
-	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
-	b.must(err)
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("BENCH_DEBUG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: logger})
+	b.must(err)
 	relay, err := outbox.NewRelay(pool, &clockPublisher{Publisher: pub, clock: clock}, outbox.Config{
 		Logger:     logger,
 		Publishers: *flagPubs,
