@@ -127,10 +127,15 @@ func (p *Producer) Publish(ctx context.Context, msgs ...*reliable.Message) error
 	}
 }
 
-// prepare checks every message and stamps the SDK's fields. It returns all
-// problems of the first invalid message, or the first too-large one.
+// prepare checks every message and stamps the SDK's fields. When any
+// message is invalid or too large, nothing is sent and the error is a
+// *reliable.PublishError naming every message of the call: the refused ones
+// with their permanent error, the others as not sent (ErrNotConfirmed), so a
+// caller such as the outbox relay dead-letters only the refused ones and
+// publishes the rest again.
 func (p *Producer) prepare(msgs []*reliable.Message) error {
 	now := time.Now()
+	refused := make(map[*reliable.Message]error)
 	for _, m := range msgs {
 		if m == nil {
 			return &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
@@ -140,7 +145,8 @@ func (p *Producer) prepare(msgs []*reliable.Message) error {
 			m.Time = now
 		}
 		if err := m.Validate(); err != nil {
-			return err
+			refused[m] = err
+			continue
 		}
 		if p.cfg.Environment != "" || p.cfg.Source != "" {
 			if m.Headers == nil {
@@ -154,10 +160,29 @@ func (p *Producer) prepare(msgs []*reliable.Message) error {
 			}
 		}
 		if size := m.Size(); size > p.cfg.MaxMessageBytes {
-			return &reliable.MessageTooLargeError{MessageID: m.ID, Size: size, Max: p.cfg.MaxMessageBytes}
+			refused[m] = &reliable.MessageTooLargeError{MessageID: m.ID, Size: size, Max: p.cfg.MaxMessageBytes}
 		}
 	}
-	return nil
+	if len(refused) == 0 {
+		return nil
+	}
+	pe := &reliable.PublishError{}
+	var first string
+	for _, m := range msgs {
+		if err, ok := refused[m]; ok {
+			pe.Failed = append(pe.Failed, reliable.MessageError{MessageID: m.ID, Err: err})
+			if first == "" {
+				first = m.ID
+			}
+		}
+	}
+	for _, m := range msgs {
+		if _, ok := refused[m]; !ok {
+			pe.Failed = append(pe.Failed, reliable.MessageError{MessageID: m.ID,
+				Err: fmt.Errorf("producer: not sent, message %q of the same call was refused: %w", first, reliable.ErrNotConfirmed)})
+		}
+	}
+	return pe
 }
 
 // unconfirmed returns the messages err names as failed, keeping their order;

@@ -89,6 +89,20 @@ func TestOversizedRefusedBeforeSending(t *testing.T) {
 	if n := len(b.Messages("orders")); n != 0 {
 		t.Fatalf("%d messages were sent", n)
 	}
+	// Every message of the call is named, so a caller (the outbox relay)
+	// dead-letters only the big one and sends the small one again; a message
+	// missing from the list would count as confirmed.
+	var pe *reliable.PublishError
+	if !errors.As(err, &pe) || len(pe.Failed) != 2 {
+		t.Fatalf("got %v, want a PublishError naming both messages", err)
+	}
+	failed := map[string]error{}
+	for _, f := range pe.Failed {
+		failed[f.MessageID] = f.Err
+	}
+	if !reliable.IsPermanent(failed[big.ID]) || !reliable.IsRetryable(failed[small.ID]) {
+		t.Fatalf("big: %v, small: %v; want big permanent and small retryable", failed[big.ID], failed[small.ID])
+	}
 }
 
 func TestStampsEnvironmentAndSource(t *testing.T) {
