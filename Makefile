@@ -18,7 +18,7 @@ BENCH     ?= .
 # Loads the endpoints written by scripts/services.sh into the recipe's environment.
 LOAD_ENV = if [[ -f $(ENV_FILE) ]]; then set -a; . ./$(ENV_FILE); set +a; fi
 
-.PHONY: help demo services services-down services-status test test-unit lint fmt bench ci
+.PHONY: help demo soak soak-short services services-down services-status test test-unit lint fmt bench ci
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PKGS=./producer/...] [TESTFLAGS='-run X -v']"
@@ -67,8 +67,14 @@ lint: ## go vet, and fail if gofmt would change a file
 fmt: ## Format all Go files with gofmt
 	gofmt -w $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')
 
-bench: ## Run benchmarks once each (placeholder; peer benchmarks live in bench/)
-	$(LOAD_ENV); $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 20m $(PKGS)
+bench: ## One Markdown table: each SDK figure beside raw sarama/amqp091-go and watermill, same run
+	$(LOAD_ENV); cd bench/report && $(GO) run . $(BENCHFLAGS)
+
+soak: ## Long fault campaign on the real services (default 60 min on Kafka); SOAKFLAGS to change
+	$(LOAD_ENV); $(GO) run ./cmd/reliable-soak -broker kafka -duration 60m -faults all $(SOAKFLAGS)
+
+soak-short: ## CI's short campaign: about 20k orders per broker, every fault kind once
+	$(LOAD_ENV); bash cmd/reliable-soak/ci.sh
 
 ci: ## What CI runs: .ci/run (services up, lint, required integration tests)
 	bash .ci/run
