@@ -121,9 +121,14 @@ func newRunner(ctx context.Context, cfg *Config, exe string, keep, lock bool, lo
 		err = r.env.do(func(tb testing.TB) error {
 			// Replication factor 3 explicitly: testenv would settle for
 			// fewer when a broker is down, and the publishers' durability
-			// audit rightly refuses such a topic.
+			// audit rightly refuses such a topic. Small segments: a broker
+			// killed with -9 re-reads its unflushed segments on start, and
+			// with the default 1 GiB segment that is a long campaign's whole
+			// log, which outlasts services.sh's wait for the port.
+			segment := strconv.Itoa(16 << 20)
 			testenv.CreateTopicWith(tb, cfg.Kafka, cfg.Environment+"."+cfg.Topic,
-				&sarama.TopicDetail{NumPartitions: int32(cfg.Partitions), ReplicationFactor: 3})
+				&sarama.TopicDetail{NumPartitions: int32(cfg.Partitions), ReplicationFactor: 3,
+					ConfigEntries: map[string]*string{"segment.bytes": &segment}})
 			return nil
 		})
 	case brokerRabbitMQ:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -226,17 +227,22 @@ func (in *injector) killLeader(ctx context.Context, ev *FaultEvent) (string, err
 		case <-ctx.Done():
 		case <-time.After(brokerDown):
 		}
-		sctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+		sctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 		defer cancel2()
-		if err := cluster.StartBroker(sctx, leader); err != nil {
-			return err
-		}
 		back := time.Now()
+		// services.sh waits 90s for the port; a broker recovering its logs
+		// after kill -9 on a loaded machine may need longer. It is still
+		// starting then: what counts is that it rejoins.
+		startErr := cluster.StartBroker(sctx, leader)
 		if err := cluster.WaitHealthy(sctx, topic); err != nil {
-			return err
+			return errors.Join(startErr, err)
 		}
 		detail = fmt.Sprintf("kill -9 broker %d (leader of %s/%d), down %s, in sync again %s after restart",
 			leader, topic, partition, brokerDown, time.Since(back).Round(100*time.Millisecond))
+		if startErr != nil {
+			first, _, _ := strings.Cut(startErr.Error(), "\n")
+			detail += " (slow start: " + first + ")"
+		}
 		return nil
 	})
 	return detail, err
