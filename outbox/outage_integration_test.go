@@ -84,8 +84,14 @@ func brokerOutage(t *testing.T, k *brokerKit, down, up func(ctx context.Context)
 	if err := up(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Progress every 15s, so a stuck drain shows where it stuck.
+	lastLog := time.Now()
 	waitFor(t, 3*time.Minute, "backlog drained", func() bool {
 		s, err := outbox.ReadStatus(ctx, db.pool)
+		if time.Since(lastLog) > 15*time.Second {
+			lastLog = time.Now()
+			t.Logf("draining %s after restart: status %+v err %v; relay %+v", time.Since(back).Round(time.Second), s, err, relay.Stats())
+		}
 		return err == nil && s.Pending < 5
 	})
 	t.Logf("backlog drained %s after the broker restart began (%s after it went down)",

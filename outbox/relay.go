@@ -65,6 +65,11 @@ type row struct {
 	l        *lane
 	msg      *reliable.Message
 	attempts int
+	// freeFailures counts failures not charged because the whole call
+	// failed (taken for an outage); publishedAt is the relay's Published
+	// count at the last of them.
+	freeFailures int
+	publishedAt  uint64
 }
 
 type markKind int
@@ -347,11 +352,15 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	var charged, free []*row
 	var chargedErrs []string
 	transient := false
+	r.mu.Lock()
+	published := r.stats.Published
+	r.mu.Unlock()
 	for i, rw := range failed {
-		// A row that already failed while others succeeded is suspect: it
-		// is charged even when nothing else in this call went through, or a
-		// lone failing row would pass for an outage forever.
-		charge := someConfirmed || rw.attempts > 0
+		// A row is charged when other messages went through in the same
+		// call, or since its previous uncharged failure (the broker was up
+		// meanwhile), or when it was charged before: otherwise a row that
+		// fails alone would pass for an outage forever.
+		charge := someConfirmed || rw.attempts > 0 || (rw.freeFailures > 0 && published > rw.publishedAt)
 		switch {
 		case reliable.IsPermanent(errs[i]):
 			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
@@ -394,6 +403,8 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 		r.outages = 0
 	}
 	for _, rw := range free {
+		rw.freeFailures++
+		rw.publishedAt = published
 		r.releaseInflightLocked(rw.l)
 		r.enqueueLocked(rw.l)
 	}

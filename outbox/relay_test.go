@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +19,14 @@ import (
 	"github.com/reliable-go/reliable/reliabletest"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+// quiet discards logs unless RELIABLE_TEST_LOG is set, which sends them to
+// stderr (for diagnosing a failing fault test).
+var quiet = func() *slog.Logger {
+	if os.Getenv("RELIABLE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}()
 
 // testConfig is a relay config with short intervals for tests.
 func testConfig() outbox.Config {
