@@ -113,8 +113,11 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	// Claims go on while publishing is paused for an outage: when the pause
 	// ends, other keys' rows are ready beside a row that was failing, so
 	// the next call tells a broker outage from a row that fails alone.
+	// A claimed key reads at least one row, so claims stop while the
+	// buffer is full.
 	r.mu.Lock()
-	room := min(r.cfg.MaxKeys-len(r.lanes), r.cfg.ClaimBatch)
+	room := min(r.cfg.MaxKeys-len(r.lanes), r.cfg.ClaimBatch, r.cfg.MaxBufferedRows-r.buffered)
+	window := r.windowLocked(room)
 	held := len(r.lanes)
 	r.mu.Unlock()
 	if room <= 0 {
@@ -128,7 +131,7 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	b := &pgx.Batch{}
 	b.Queue(asyncCommit)
 	b.Queue(claimSQL, r.cfg.ID, room, room*4, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
-	b.Queue(claimedRowsSQL, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), r.cfg.Window)
+	b.Queue(claimedRowsSQL, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), window)
 	br := r.pool.SendBatch(ctx, b)
 	names, got, err := func() ([]string, map[string][]*row, error) {
 		defer br.Close()
@@ -179,15 +182,21 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	if len(lanes) == 0 {
 		return len(names), nil
 	}
-	return len(names), r.place(ctx, lanes, got)
+	return len(names), r.place(ctx, lanes, got, window)
 }
 
 // refill reads on for lanes whose read-ahead ran out. It reports whether
 // there was anything to do.
 func (r *Relay) refill(ctx context.Context) (bool, error) {
+	// Only as many lanes as the buffer has room for, one row each at
+	// least; the rest wait until marks free room.
 	r.mu.Lock()
-	lanes := r.refills
-	r.refills = nil
+	n := min(len(r.refills), r.cfg.MaxBufferedRows-r.buffered)
+	var lanes []*lane
+	if n > 0 {
+		lanes = append(lanes, r.refills[:n]...)
+		r.refills = append(r.refills[:0], r.refills[n:]...)
+	}
 	r.mu.Unlock()
 	if len(lanes) == 0 {
 		return false, nil
@@ -210,13 +219,14 @@ func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 	for i, l := range lanes {
 		names[i], after[i] = l.name, l.lastID
 	}
+	window := r.windowLocked(len(lanes))
 	r.mu.Unlock()
 
 	start := time.Now()
 	defer func() {
 		r.log.Debug("read", slog.Int("lanes", len(lanes)), slog.Duration("took", time.Since(start)))
 	}()
-	rows, err := r.pool.Query(ctx, fetchSQL, names, after, r.cfg.Window)
+	rows, err := r.pool.Query(ctx, fetchSQL, names, after, window)
 	if err != nil {
 		return err
 	}
@@ -224,7 +234,7 @@ func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 	if err != nil {
 		return err
 	}
-	return r.place(ctx, lanes, got)
+	return r.place(ctx, lanes, got, window)
 }
 
 // scanRows reads outbox rows into messages, grouped by lane in ID order.
@@ -248,9 +258,9 @@ func scanRows(rows pgx.Rows) (map[string][]*row, error) {
 	return got, rows.Err()
 }
 
-// place hands read rows to their lanes and releases the lanes that turned
-// out empty.
-func (r *Relay) place(ctx context.Context, lanes []*lane, got map[string][]*row) error {
+// place hands rows read with the given window to their lanes and releases
+// the lanes that turned out empty.
+func (r *Relay) place(ctx context.Context, lanes []*lane, got map[string][]*row, window int) error {
 	var empty []string
 	r.mu.Lock()
 	for _, l := range lanes {
@@ -268,8 +278,9 @@ func (r *Relay) place(ctx context.Context, lanes []*lane, got map[string][]*row)
 			rw.l = l
 		}
 		l.rows = append(l.rows, rs...)
+		r.buffered += len(rs)
 		l.lastID = rs[len(rs)-1].id
-		l.full = len(rs) == r.cfg.Window
+		l.full = len(rs) == window
 		r.enqueueLocked(l)
 	}
 	r.mu.Unlock()

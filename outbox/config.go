@@ -39,9 +39,15 @@ type Config struct {
 	// ClaimBatch bounds the keys claimed per claim query, so that relays
 	// started together share the backlog. Defaults to 2048.
 	ClaimBatch int
-	// Window is how many rows of a key are read ahead per query. Defaults to
-	// 32.
+	// Window is how many rows of a key are read ahead per query, at most.
+	// Defaults to 32.
 	Window int
+	// MaxBufferedRows bounds the rows the relay holds in memory across all
+	// its keys (L05, L23): when many keys are leased, each reads fewer than
+	// Window rows ahead, never fewer than one. Together with the payload
+	// size it sets the relay's memory use while it drains a backlog.
+	// Defaults to twice MaxKeys.
+	MaxBufferedRows int
 	// BatchSize bounds the messages per Publish call: the head rows of up to
 	// BatchSize keys, never two of one key. Defaults to 2000.
 	BatchSize int
@@ -107,6 +113,7 @@ func (c Config) Validate() error {
 	neg("MaxKeys", c.MaxKeys)
 	neg("ClaimBatch", c.ClaimBatch)
 	neg("Window", c.Window)
+	neg("MaxBufferedRows", c.MaxBufferedRows)
 	neg("BatchSize", c.BatchSize)
 	neg("Publishers", c.Publishers)
 	neg("MaxAttempts", c.MaxAttempts)
@@ -141,6 +148,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxKeys, 8192)
 	def(&c.ClaimBatch, 2048)
 	def(&c.Window, 32)
+	def(&c.MaxBufferedRows, 2*c.MaxKeys)
 	def(&c.BatchSize, 2000)
 	def(&c.Publishers, 4)
 	def(&c.MaxAttempts, 10)

@@ -175,7 +175,9 @@ func (r *Relay) applyMark(p markPlan) {
 			r.dropLaneLocked(l)
 			continue
 		}
+		l.rows[0] = nil // the backing array must not keep it alive
 		l.rows = l.rows[1:]
+		r.buffered--
 		if len(l.rows) > 0 {
 			r.enqueueLocked(l)
 			continue
@@ -185,8 +187,9 @@ func (r *Relay) applyMark(p markPlan) {
 		r.refills = append(r.refills, l)
 		refill = true
 	}
-	if len(p.release) > 0 || refill {
-		// A released key may have gained rows since it was read; claim again.
+	if len(p.release) > 0 || refill || len(r.refills) > 0 {
+		// A released key may have gained rows since it was read, and lanes
+		// may wait for buffer room to read on: claim and refill again.
 		r.kick(r.kickClaim)
 	}
 	r.kick(r.kickWork)

@@ -76,6 +76,9 @@ type Stats struct {
 	// Keys is the number of keys leased now; InFlight the rows being
 	// published now.
 	Keys, InFlight int
+	// Buffered is the number of rows held in memory now, at most
+	// Config.MaxBufferedRows.
+	Buffered int
 	// PublishLatency is the duration of the last successful Publish call.
 	PublishLatency time.Duration
 	// LastError is the last publish or database error, or "".

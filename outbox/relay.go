@@ -38,6 +38,7 @@ type Relay struct {
 	refills     []*lane
 	pausedUntil time.Time
 	outages     int // consecutive calls in which everything failed
+	buffered    int // rows held by lanes, bounded by MaxBufferedRows
 	stats       Stats
 
 	kickWork  chan struct{}
@@ -127,6 +128,7 @@ func (r *Relay) Stats() Stats {
 	defer r.mu.Unlock()
 	s := r.stats
 	s.Keys = len(r.lanes)
+	s.Buffered = r.buffered
 	return s
 }
 
@@ -183,6 +185,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.lanes = make(map[string]*lane)
 	r.readyQ, r.refills = nil, nil
+	r.buffered = 0
 	r.mu.Unlock()
 	return nil
 }
@@ -217,7 +220,15 @@ func (r *Relay) dropLaneLocked(l *lane) {
 	if r.lanes[l.name] == l {
 		delete(r.lanes, l.name)
 	}
+	r.buffered -= len(l.rows)
 	l.rows = nil
+}
+
+// windowLocked is how many rows to read ahead for each of n lanes: Window,
+// or less so that the rows held stay within MaxBufferedRows, at least one.
+func (r *Relay) windowLocked(n int) int {
+	free := r.cfg.MaxBufferedRows - r.buffered
+	return max(1, min(r.cfg.Window, free/max(n, 1)))
 }
 
 // workLoop publishes batches of head rows until ctx ends.
