@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,18 +17,14 @@ import (
 
 // L13: one message too large to publish must end dead alone. The campaign
 // found that it took the other keys' head rows of the same Publish call
-// with it: producer.Producer refuses the whole call with a plain
+// with it: producer.Producer refused the whole call with a plain
 // *reliable.MessageTooLargeError (not a *reliable.PublishError naming the
-// message), and the relay then marks every row of the call dead with that
-// error, blocking each of their keys until an operator steps in.
-//
-// Reproduced here with the real relay and PostgreSQL behind the durable
-// producer on the in-memory broker. It fails until the outbox relay (or the
-// producer's error) is fixed, so it runs only with RELIABLE_SOAK_KNOWN_BUGS=1.
+// message), and the relay then marked every row of the call dead with that
+// error, blocking each of their keys until an operator stepped in. Fixed in
+// the producer (a refused message names every message of the call); this is
+// the regression test, with the real relay and PostgreSQL behind the durable
+// producer on the in-memory broker.
 func TestRelayOversizedMessageDiesAlone(t *testing.T) {
-	if os.Getenv("RELIABLE_SOAK_KNOWN_BUGS") != "1" {
-		t.Skip("reproduces an open outbox bug; set RELIABLE_SOAK_KNOWN_BUGS=1 to run it")
-	}
 	ctx := testenv.Context(t, 2*time.Minute)
 	cfg := &Config{PostgresDSN: testenv.PostgresDSN(t), Group: "kitchen",
 		Schema: strings.ReplaceAll(testenv.UniqueName(t, "soak_oversize"), "-", "_")}
