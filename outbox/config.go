@@ -69,14 +69,17 @@ type Config struct {
 	// unavailable, of the whole relay. See reliable.Backoff for defaults.
 	Backoff reliable.Backoff
 	// MaxAttempts is the number of failed attempts after which a row is dead.
-	// A failure counts against a row when the broker confirmed other messages
-	// of the same call, or when the row already failed that way before; a
-	// permanent error (reliable.IsPermanent: too large, unknown topic, not
-	// authorized) makes the row dead at once. When every message of a call
-	// fails with a transient error and none of them failed alone before, the
-	// broker is taken to be unavailable: the relay backs off as a whole and
-	// no row is charged, so an outage of any length kills nothing (rows that
-	// were already failing on their own keep being charged). Defaults to 10.
+	// A permanent error (reliable.IsPermanent: too large, unknown topic, not
+	// authorized) makes the row dead at once. A publish the broker did not
+	// confirm in time (reliable.ErrNotConfirmed, a deadline) is never
+	// charged: when every message of a call fails that way the broker is
+	// taken to be unavailable and the relay backs off as a whole; when
+	// others were confirmed, only the keys whose destination did not confirm
+	// (a partition without leader) back off. Any other error counts against
+	// a row when the broker confirmed other messages in the same call or
+	// since the row's previous failure, or when the row was charged before;
+	// so an outage of any length kills nothing, and a row that fails alone
+	// still ends dead. Defaults to 10.
 	MaxAttempts int
 	// DeadReleasesKey lets the rows after a dead row of the same key go on.
 	// By default a dead row blocks its key (strict order) until an operator

@@ -336,3 +336,52 @@ func TestConfigValidateListsEveryProblem(t *testing.T) {
 		t.Fatalf("zero config: %v", err)
 	}
 }
+
+// L06: a destination that stops confirming while others work (a Kafka
+// partition without leader during an election, a queue whose node restarts)
+// must cost its rows nothing, however long it lasts: the found bug was a
+// relay that charged them, so after the brokers came back from an outage
+// rows of the partitions that elected leaders last ended dead and blocked
+// their keys. Meanwhile the other keys keep flowing, and when the
+// destination is back its rows go out in order.
+func TestUnconfirmedDestinationNeverKillsRowsWhileOthersFlow(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{})
+	broker.CreateTopic("orders")
+	notConfirmed := fmt.Errorf("kafka: stopped waiting for the acknowledgement: %w: %w", reliable.ErrNotConfirmed, context.DeadlineExceeded)
+	pub := &poisonPublisher{Publisher: broker.Publisher(), poison: map[string]error{"stuck-1": notConfirmed}}
+	sink := &deadSink{}
+	cfg := testConfig()
+	cfg.MaxAttempts = 2
+	cfg.Notifier = sink
+	relay := startRelay(t, db.pool, pub, cfg)
+
+	s1, s2 := msg("orders", "s", "stuck-1"), msg("orders", "s", "stuck-2")
+	if err := addTx(ctx, db.pool, s1, s2); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if err := addTx(ctx, db.pool, msg("orders", fmt.Sprintf("c-%d", i), "fine")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // two seconds of other keys flowing past the stuck one
+	}
+	waitFor(t, 20*time.Second, "the other keys published", func() bool { return len(broker.Messages("orders")) == 40 })
+	st := relay.Stats()
+	if sink.len() != 0 || st.Dead != 0 || st.Failures < 3 {
+		t.Fatalf("relay %+v, dead notified %d: want several uncharged failures and no dead row", st, sink.len())
+	}
+	if n := db.count(t, `SELECT coalesce(max(attempts), 0) FROM reliable_outbox`); n != 0 {
+		t.Fatalf("a row was charged %d attempts for a destination that did not confirm", n)
+	}
+	pub.setPoison("stuck-1", nil)
+	waitFor(t, 20*time.Second, "the stuck key published", func() bool { return len(broker.Messages("orders")) >= 42 })
+	got, _ := firstSeen(broker.Messages("orders"))
+	if fmt.Sprint(got["s"]) != fmt.Sprint([]string{s1.ID, s2.ID}) {
+		t.Fatalf("key s published as %v, want %v then %v", got["s"], s1.ID, s2.ID)
+	}
+	t.Logf("relay %+v", relay.Stats())
+}

@@ -350,8 +350,11 @@ func (r *Relay) publish(ctx context.Context, batch []*row) {
 }
 
 // handleFailures decides per failed row: dead (returned, for the marker),
-// charged an attempt and retried after backoff, or, when the broker looked
-// unavailable, retried after a relay-wide pause without charge.
+// charged an attempt and retried after backoff, or retried without charge:
+// after a relay-wide pause when the broker looked unavailable (every
+// message of the call failed), after a backoff of its key alone when only
+// its destination did not confirm (a partition without leader, a queue
+// whose node restarts) while others did.
 func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error, someConfirmed bool) []markItem {
 	if len(failed) == 0 {
 		r.mu.Lock()
@@ -360,7 +363,7 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 		return nil
 	}
 	var dead []markItem
-	var charged, free []*row
+	var charged, free, parked []*row
 	var chargedErrs []string
 	transient := false
 	r.mu.Lock()
@@ -370,19 +373,22 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 		// A row is charged when other messages went through in the same
 		// call, or since its previous uncharged failure (the broker was up
 		// meanwhile), or when it was charged before: otherwise a row that
-		// fails alone would pass for an outage forever.
-		charge := someConfirmed || rw.attempts > 0 || (rw.freeFailures > 0 && published > rw.publishedAt)
+		// fails alone would pass for an outage forever. A publish the broker
+		// never confirmed is not the message's fault and is never charged.
+		suspect := someConfirmed || rw.attempts > 0 || (rw.freeFailures > 0 && published > rw.publishedAt)
 		switch {
 		case reliable.IsPermanent(errs[i]):
 			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
-		case charge && rw.attempts+1 >= r.cfg.MaxAttempts:
-			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
-		case charge:
-			charged = append(charged, rw)
-			chargedErrs = append(chargedErrs, errs[i].Error())
-		default:
+		case unconfirmed(errs[i]) && someConfirmed:
+			parked = append(parked, rw)
+		case !suspect || unconfirmed(errs[i]):
 			transient = true
 			free = append(free, rw)
+		case rw.attempts+1 >= r.cfg.MaxAttempts:
+			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
+		default:
+			charged = append(charged, rw)
+			chargedErrs = append(chargedErrs, errs[i].Error())
 		}
 	}
 	if len(charged) > 0 {
@@ -401,7 +407,7 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if transient {
+	if transient && !someConfirmed {
 		r.outages++
 		r.stats.Outages++
 		d := r.cfg.Backoff.Delay(r.outages)
@@ -419,26 +425,46 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 		r.releaseInflightLocked(rw.l)
 		r.enqueueLocked(rw.l)
 	}
+	for _, rw := range parked {
+		rw.freeFailures++
+		rw.publishedAt = published
+		r.backoffLaneLocked(rw, rw.freeFailures)
+	}
 	for _, rw := range charged {
 		rw.attempts++
-		l := rw.l
-		r.releaseInflightLocked(l)
-		if l.lost {
-			continue
-		}
-		// Not queued until the backoff passes; the lane stays leased, so its
-		// later rows wait too.
-		l.queued = true
-		time.AfterFunc(r.cfg.Backoff.Delay(rw.attempts), func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			l.queued = false
-			r.enqueueLocked(l)
-			r.kick(r.kickWork)
-		})
+		r.backoffLaneLocked(rw, rw.attempts)
+	}
+	if len(parked) > 0 {
+		r.log.Warn("destination did not confirm while others did, its keys back off", slog.Int("rows", len(parked)),
+			slog.Any("error", errs[0]))
 	}
 	r.kick(r.kickWork)
 	return dead
+}
+
+// backoffLaneLocked ends rw's failed publish and requeues its lane after the
+// backoff for the nth failure. The lane stays leased, so its later rows wait
+// too.
+func (r *Relay) backoffLaneLocked(rw *row, n int) {
+	l := rw.l
+	r.releaseInflightLocked(l)
+	if l.lost {
+		return
+	}
+	l.queued = true // not in readyQ until the backoff passes
+	time.AfterFunc(r.cfg.Backoff.Delay(n), func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		l.queued = false
+		r.enqueueLocked(l)
+		r.kick(r.kickWork)
+	})
+}
+
+// unconfirmed reports whether err says the broker never confirmed the
+// message in time (unavailable, not a fault of the message).
+func unconfirmed(err error) bool {
+	return errors.Is(err, reliable.ErrNotConfirmed) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // releaseInflightLocked ends l's in-flight publish without advancing it.
