@@ -20,9 +20,11 @@ func (r *Relay) claimLoop(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
 		more, err := r.refill(ctx)
+		r.lastClaimed = 0
 		if err == nil {
 			var n int
 			n, err = r.claim(ctx)
+			r.lastClaimed = n
 			more = more || n > 0
 		}
 		if err != nil {
@@ -38,8 +40,14 @@ func (r *Relay) claimLoop(ctx context.Context) {
 		}
 		failures = 0
 		if more {
+			// There may be more right away; but while rows trickle in, a
+			// claim per row would keep PostgreSQL and this process busy
+			// (one transaction each) for nothing: gather for a moment.
 			idle = fast
-			continue // there may be more right away
+			if n := r.lastClaimed; n > 0 && n < r.cfg.ClaimBatch/4 {
+				sleepOrDone(ctx, claimGather)
+			}
+			continue
 		}
 		t := time.NewTimer(idle)
 		select {
@@ -52,6 +60,11 @@ func (r *Relay) claimLoop(ctx context.Context) {
 		t.Stop()
 	}
 }
+
+// claimGather is how long the claim loop waits after a claim that found
+// only a few keys: a few milliseconds of latency for far fewer claim
+// transactions while rows trickle in.
+const claimGather = 5 * time.Millisecond
 
 // claimSQL leases up to $2 keys whose oldest pending row is oldest, skipping
 // keys leased by any live relay (this one included) and keys blocked by a

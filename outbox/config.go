@@ -51,8 +51,9 @@ type Config struct {
 	// BatchSize bounds the messages per Publish call: the head rows of up to
 	// BatchSize keys, never two of one key. Defaults to 2000.
 	BatchSize int
-	// Publishers is the number of Publish calls in flight at once. Defaults
-	// to 4.
+	// Publishers is the number of Publish calls in flight at once: more
+	// than the broker client's own pipelining needs, so that a row that
+	// becomes ready rarely waits for a call to return. Defaults to 8.
 	Publishers int
 	// PollInterval is how often the relay looks for rows when no
 	// notification arrives (a lost notification, a relay that was down).
@@ -153,7 +154,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Window, 32)
 	def(&c.MaxBufferedRows, 2*c.MaxKeys)
 	def(&c.BatchSize, 2000)
-	def(&c.Publishers, 4)
+	def(&c.Publishers, 8)
 	def(&c.MaxAttempts, 10)
 	def(&c.CleanupBatch, 1000)
 	defD(&c.PollInterval, time.Second)

@@ -39,6 +39,7 @@ type Relay struct {
 	pausedUntil time.Time
 	outages     int // consecutive calls in which everything failed
 	buffered    int // rows held by lanes, bounded by MaxBufferedRows
+	lastClaimed int // keys claimed by the claim loop's last claim (its goroutine only)
 	stats       Stats
 
 	kickWork  chan struct{}

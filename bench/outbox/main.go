@@ -125,6 +125,18 @@ func (b *bench) pool(ctx context.Context, maxConns int32) *pgxpool.Pool {
 	cfg.MaxConns = maxConns
 	p, err := pgxpool.NewWithConfig(ctx, cfg)
 	b.must(err)
+	// Open every connection now: a running application's pool is warm, and
+	// dozens of backends starting at once would load the machine for the
+	// first second of a latency run.
+	conns := make([]*pgxpool.Conn, 0, maxConns)
+	for range maxConns {
+		c, err := p.Acquire(ctx)
+		b.must(err)
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
+	}
 	return p
 }
 
@@ -170,6 +182,7 @@ func (b *bench) deleteTopics() {
 type confirmClock struct {
 	mu        sync.Mutex
 	committed map[string]time.Time
+	handedAt  map[string]time.Time // first handed to the broker client
 	confirmed map[string]time.Time
 	count     int
 	last      time.Time
@@ -178,7 +191,7 @@ type confirmClock struct {
 }
 
 func newClock(want int) *confirmClock {
-	return &confirmClock{committed: map[string]time.Time{}, confirmed: map[string]time.Time{},
+	return &confirmClock{committed: map[string]time.Time{}, handedAt: map[string]time.Time{}, confirmed: map[string]time.Time{},
 		done: make(chan struct{}), want: want}
 }
 
@@ -190,6 +203,43 @@ func (c *confirmClock) commit(ids []string, at time.Time) {
 			c.committed[id] = at
 		}
 	}
+}
+
+func (c *confirmClock) handed(ids []string) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := c.handedAt[id]; !ok {
+			c.handedAt[id] = now
+		}
+	}
+}
+
+// split is the p50/p99 of the two parts of the relay's latency: commit to
+// the Publish call (noticing, claiming, reading, batching) and the Publish
+// call itself (the broker client and the broker).
+func (c *confirmClock) split() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var queue, broker []time.Duration
+	for id, at := range c.committed {
+		h, ok1 := c.handedAt[id]
+		conf, ok2 := c.confirmed[id]
+		if ok1 && ok2 {
+			queue = append(queue, max(h.Sub(at), 0))
+			broker = append(broker, conf.Sub(h))
+		}
+	}
+	q := func(ds []time.Duration, p float64) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		slices.Sort(ds)
+		return ds[int(p*float64(len(ds)-1))].Round(100 * time.Microsecond)
+	}
+	return fmt.Sprintf("commit to Publish call p50 %s p99 %s; Publish call p50 %s p99 %s",
+		q(queue, 0.5), q(queue, 0.99), q(broker, 0.5), q(broker, 0.99))
 }
 
 func (c *confirmClock) confirm(ids []string) {
@@ -235,6 +285,35 @@ func (c *confirmClock) latencies(timeoutAt time.Time) latency {
 	return latency{p50: q(0.5), p99: q(0.99), max: ds[len(ds)-1].Round(100 * time.Microsecond), n: len(ds), missing: missing}
 }
 
+// timeline is the worst commit-to-confirm latency per 2-second window of
+// commit time, to tell a slow start from a steady tail.
+func (c *confirmClock) timeline() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var first time.Time
+	for _, at := range c.committed {
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	worst := map[int]time.Duration{}
+	last := 0
+	for id, at := range c.committed {
+		conf, ok := c.confirmed[id]
+		if !ok {
+			continue
+		}
+		w := int(at.Sub(first) / (2 * time.Second))
+		worst[w] = max(worst[w], conf.Sub(at))
+		last = max(last, w)
+	}
+	var b strings.Builder
+	for w := 0; w <= last; w++ {
+		fmt.Fprintf(&b, " %ds:%s", 2*w, worst[w].Round(time.Millisecond))
+	}
+	return b.String()
+}
+
 // clockPublisher notes the confirm time of every message Publish returned
 // nil for.
 type clockPublisher struct {
@@ -243,6 +322,11 @@ type clockPublisher struct {
 }
 
 func (p *clockPublisher) Publish(ctx context.Context, msgs ...*reliable.Message) error {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	p.clock.handed(ids)
 	err := p.Publisher.Publish(ctx, msgs...)
 	failed := map[string]bool{}
 	if err != nil {
@@ -252,7 +336,7 @@ func (p *clockPublisher) Publish(ctx context.Context, msgs ...*reliable.Message)
 			return err
 		}
 	}
-	ids := make([]string, 0, len(msgs))
+	ids = ids[:0]
 	for _, m := range msgs {
 		if !failed[m.ID] {
 			ids = append(ids, m.ID)
@@ -400,6 +484,8 @@ func (b *bench) relayLatency(ctx context.Context) latency {
 	<-done
 	l := clock.latencies(time.Now())
 	log.Printf("relay latency: %d messages at %d/s: p50 %s p99 %s max %s, %d unconfirmed", l.n, *flagRate, l.p50, l.p99, l.max, l.missing)
+	log.Printf("relay latency, worst per 2s of commit time:%s", clock.timeline())
+	log.Printf("relay latency, split: %s", clock.split())
 	return l
 }
 

@@ -71,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.outboxN, "outbox-n", 50000, "outbox backlog relayed by the reliable relay")
 	fs.IntVar(&o.outboxWMN, "outbox-wm-n", 10000, "outbox backlog relayed by watermill's forwarder")
 	fs.DurationVar(&o.outboxDuration, "outbox-duration", 15*time.Second, "length of each outbox latency run")
-	fs.IntVar(&o.outboxRate, "outbox-rate", 500, "messages per second offered in the outbox latency runs")
+	fs.IntVar(&o.outboxRate, "outbox-rate", 1000, "messages per second offered in the outbox latency runs")
 	fs.BoolVar(&o.verbose, "v", false, "stream the suites' output to stderr")
 	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
