@@ -73,15 +73,23 @@
 // when idle. Add notifies at most every 10ms per process, because
 // PostgreSQL serializes the commits of notifying transactions (each holds a
 // database-wide lock across its WAL flush), which would cap the commit rate
-// of every transaction that calls Add. When every message of a Publish call
-// fails with a transient error, the broker is taken to be down: the relay
-// backs off as a whole and no row is charged, so rows accumulate during an
-// outage and drain in order afterwards. A row that fails while others
-// succeed is charged an attempt and retried with backoff, its key waiting
-// behind it; after Config.MaxAttempts (or at once on a permanent error such
-// as a message too large, L13) it becomes dead: the Notifier is told and the
-// key stays blocked until an operator calls [Retry] or [Discard] (or, with
+// of every transaction that calls Add. A publish the broker did not confirm
+// in time is never held against a row: when every message of a call fails
+// that way the broker is taken to be down and the relay backs off as a
+// whole; when others were confirmed, only the keys whose destination did not
+// confirm (a partition electing a leader) back off. Either way rows
+// accumulate during an outage of any length and drain in order afterwards.
+// A row that fails otherwise while the broker confirms other messages is
+// charged an attempt and retried with backoff, its key waiting behind it;
+// after Config.MaxAttempts (or at once on a permanent error such as a
+// message too large, L13) it becomes dead: the Notifier is told and the key
+// stays blocked until an operator calls [Retry] or [Discard] (or, with
 // Config.DeadReleasesKey, the key goes on).
+//
+// Memory: the relay holds at most Config.MaxBufferedRows rows across its
+// keys, reading fewer than Config.Window rows per key ahead when many keys
+// are leased, so draining a backlog of any size takes bounded memory (L05,
+// L23).
 //
 // Sent rows are deleted, or moved to reliable_outbox_archive and deleted in
 // batches after Config.Retention (L17). [ReadStatus] reports pending rows,
