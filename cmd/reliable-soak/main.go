@@ -27,7 +27,7 @@
 //
 // Examples:
 //
-//	go run ./cmd/reliable-soak -messages 20000 -faults all            # CI's short campaign
+//	go run ./cmd/reliable-soak -messages 10000 -faults all            # CI's short campaign (also on rabbitmq)
 //	go run ./cmd/reliable-soak -broker rabbitmq -messages 20000 -faults all
 //	go run ./cmd/reliable-soak -duration 60m -rate 400 -faults all    # long campaign
 //	go run ./cmd/reliable-soak -backlog 1000000                       # peak RSS draining 1M
