@@ -41,6 +41,14 @@ func (r *runner) backlog(ctx context.Context) (*Report, error) {
 	if err := r.procs.stop("relay-1", time.Minute); err != nil {
 		return r.finish(ctx, rep, err)
 	}
+	// Known now, while the consumer's drain can take many minutes more.
+	for _, p := range r.procs.stats() {
+		if p.Name == "relay-1" {
+			r.log.Info("relay drained the backlog", slog.Int("rows", cfg.Backlog),
+				slog.Duration("took", time.Since(start).Round(time.Second)),
+				slog.String("peak_rss", fmt.Sprintf("%.1f MiB", float64(p.PeakRSS)/(1<<20))))
+		}
+	}
 
 	start = time.Now()
 	if err := r.procs.start("consumer-1", roleConsumer, 1); err != nil {
