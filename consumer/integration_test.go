@@ -37,26 +37,10 @@ func shortName(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
+// pgPool has 32 connections: a consumer may run 64 lanes, each of which
+// may need one for dedupe or the retry table.
 func pgPool(t testing.TB) *pgxpool.Pool {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cfg, err := pgxpool.ParseConfig(testenv.PostgresDSN(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// pgxpool defaults to max(4, NumCPU) connections: far below 64 lanes,
-	// each of which may need one for dedupe or the retry table.
-	cfg.MaxConns = 32
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err == nil {
-		err = pool.Ping(ctx)
-	}
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return testenv.PostgresPool(t, 32)
 }
 
 func redisClient(t testing.TB) *redis.Client {

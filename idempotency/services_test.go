@@ -18,24 +18,7 @@ import (
 )
 
 func testPool(t testing.TB) *pgxpool.Pool {
-	t.Helper()
-	dsn := testenv.PostgresDSN(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 12
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err == nil {
-		err = pool.Ping(ctx)
-	}
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return testenv.PostgresPool(t, 12)
 }
 
 func testRedis(t testing.TB) *redis.Client {
