@@ -49,6 +49,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -190,7 +191,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // revision names the code under test: git HEAD, "+dirty" when the working
 // tree has changes (the campaign runs what is checked out, committed or not).
+// revision is the commit the binary was built from (the build's VCS
+// stamp), or, for `go run` and tests, which carry none, git's HEAD now.
 func revision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev, dirty string
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && len(s.Value) >= 7:
+				rev = s.Value[:7]
+			case s.Key == "vcs.modified" && s.Value == "true":
+				dirty = "+dirty"
+			}
+		}
+		if rev != "" {
+			return rev + dirty
+		}
+	}
 	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return "unknown"
