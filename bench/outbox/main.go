@@ -354,12 +354,24 @@ func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock)
 	}
 	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: logger})
 	b.must(err)
+	b.warmUp(ctx, pub, topic)
 	relay, err := outbox.NewRelay(pool, &clockPublisher{Publisher: pub, clock: clock}, outbox.Config{
 		Logger:     logger,
 		Publishers: *flagPubs,
 	})
 	b.must(err)
 	return relay, pool, func() { _ = pub.Close(); pool.Close() }
+}
+
+// warmUp publishes to every partition of topic through pub before a run,
+// so that no run times the producer's start (metadata, producer ID, the
+// first connection to each leader) instead of steady state.
+func (b *bench) warmUp(ctx context.Context, pub reliable.Publisher, topic string) {
+	msgs := make([]*reliable.Message, 0, 64)
+	for i := range 64 { // 64 keys reach each of the 12 partitions, most likely
+		msgs = append(msgs, &reliable.Message{Topic: topic, Key: fmt.Sprintf("warmup-%d", i), Type: "warmup", Payload: b.payload})
+	}
+	b.must(pub.Publish(ctx, msgs...))
 }
 
 func (b *bench) message(topic string, i int) *reliable.Message {
@@ -522,8 +534,7 @@ func (b *bench) directLatency(ctx context.Context) latency {
 	defer pub.Close()
 	clock := newClock(-1)
 	cp := &clockPublisher{Publisher: pub, clock: clock}
-	// Warm up: metadata and producer ID.
-	b.must(pub.Publish(ctx, b.message(topic, 0)))
+	b.warmUp(ctx, pub, topic)
 	offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
 		m := b.message(topic, i)
 		m.EnsureID()
