@@ -20,12 +20,10 @@ func (r *Relay) claimLoop(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
 		more, err := r.refill(ctx)
-		r.lastClaimed = 0
+		claimed := 0
 		if err == nil {
-			var n int
-			n, err = r.claim(ctx)
-			r.lastClaimed = n
-			more = more || n > 0
+			claimed, err = r.claim(ctx)
+			more = more || claimed > 0
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -44,7 +42,7 @@ func (r *Relay) claimLoop(ctx context.Context) {
 			// claim per row would keep PostgreSQL and this process busy
 			// (one transaction each) for nothing: gather for a moment.
 			idle = fast
-			if n := r.lastClaimed; n > 0 && n < r.cfg.ClaimBatch/4 {
+			if claimed > 0 && claimed < r.cfg.ClaimBatch/4 {
 				sleepOrDone(ctx, claimGather)
 			}
 			continue

@@ -39,7 +39,6 @@ type Relay struct {
 	pausedUntil time.Time
 	outages     int // consecutive calls in which everything failed
 	buffered    int // rows held by lanes, bounded by MaxBufferedRows
-	lastClaimed int // keys claimed by the claim loop's last claim (its goroutine only)
 	stats       Stats
 
 	kickWork  chan struct{}
@@ -408,7 +407,7 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if transient && !someConfirmed {
+	if transient { // only when nothing was confirmed: see the cases above
 		r.outages++
 		r.stats.Outages++
 		d := r.cfg.Backoff.Delay(r.outages)
