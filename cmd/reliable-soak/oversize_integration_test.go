@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,17 +25,7 @@ import (
 // producer on the in-memory broker.
 func TestRelayOversizedMessageDiesAlone(t *testing.T) {
 	ctx := testenv.Context(t, 2*time.Minute)
-	cfg := &Config{PostgresDSN: testenv.PostgresDSN(t), Group: "kitchen",
-		Schema: strings.ReplaceAll(testenv.UniqueName(t, "soak_oversize"), "-", "_")}
-	if err := createSchema(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dropSchema(context.Background(), cfg) })
-	pool, err := openPool(ctx, cfg.PostgresDSN, cfg.Schema, "oversize-test", 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	_, pool := testSchema(ctx, t, "oversize", 8)
 
 	// 20 keys with one small message each, and one oversized message, all
 	// pending before the relay starts, so they share a Publish call.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"reflect"
@@ -18,21 +17,7 @@ import (
 // in the tables by hand, must be counted, and a clean ledger must pass.
 func TestVerifyCountsEveryBrokenPromise(t *testing.T) {
 	ctx := testenv.Context(t, 2*time.Minute)
-	cfg := &Config{
-		PostgresDSN: testenv.PostgresDSN(t),
-		Schema:      strings.ReplaceAll(testenv.UniqueName(t, "soak_verify"), "-", "_"),
-		Group:       "kitchen",
-		Topic:       "orders",
-	}
-	if err := createSchema(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dropSchema(context.Background(), cfg) })
-	pool, err := openPool(ctx, cfg.PostgresDSN, cfg.Schema, "verify-test", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	cfg, pool := testSchema(ctx, t, "verify", 4)
 	exec := func(sql string, args ...any) {
 		t.Helper()
 		if _, err := pool.Exec(ctx, sql, args...); err != nil {
