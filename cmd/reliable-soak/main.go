@@ -95,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs.Float64Var(&cfg.FaultFailRate, "fault-fail-rate", 0.3, "that fraction during the handler-failures fault")
 	fs.DurationVar(&cfg.Latency, "latency", 100*time.Millisecond, "handler latency during the slow-downstream fault")
 	fs.IntVar(&cfg.PoisonEvery, "poison-every", 2500, "every n-th order is a poison message on a key of its own (0: none)")
-	fs.IntVar(&cfg.OversizeEvery, "oversize-every", 0, "every n-th order is too large to publish, on a key of its own (0: none; off by default until the outbox relay stops killing the other rows of its Publish call, see TestRelayOversizedMessageDiesAlone)")
+	fs.IntVar(&cfg.OversizeEvery, "oversize-every", 0, "every n-th order is too large to publish, on a key of its own, and must end dead in the outbox alone (L13; 0: none)")
 	fs.IntVar(&cfg.Partitions, "partitions", 6, "partitions of the Kafka topic")
 	fs.IntVar(&cfg.Shards, "shards", 0, "RabbitMQ: shard queues of the group (default 2 per consumer)")
 	fs.DurationVar(&cfg.FaultGap, "fault-gap", 3*time.Second, "pause between two faults")
