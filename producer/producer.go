@@ -99,14 +99,21 @@ func (p *Producer) Publish(ctx context.Context, msgs ...*reliable.Message) error
 		return err
 	}
 	pending := msgs
+	var cause error // the last failure that was not just ctx ending
 	for attempt := 1; ; attempt++ {
 		err := p.pub.Publish(ctx, pending...)
 		if err == nil {
 			return nil
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return fmt.Errorf("producer: %w (last error: %w)", ctxErr, err)
+			// A call cut short by ctx says only that; the failure that
+			// made us retry is what the caller needs to see.
+			if cause == nil || !errors.Is(err, ctxErr) {
+				cause = err
+			}
+			return fmt.Errorf("producer: %w (last error: %w)", ctxErr, cause)
 		}
+		cause = err
 		if reliable.IsPermanent(err) {
 			return err
 		}
