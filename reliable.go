@@ -28,6 +28,25 @@ type Publisher interface {
 	Close() error
 }
 
+// AsyncPublisher is a Publisher that can also confirm each message on its
+// own, so that a caller with many independent messages in flight (the outbox
+// relay) finishes each one when its own confirm arrives instead of waiting
+// for the slowest message of a batch.
+//
+// PublishAsync stamps msg like Publish, hands it over and returns; it calls
+// done exactly once, from another goroutine, with nil when the broker
+// confirmed msg durably or with the error Publish would report for it. done
+// must not block. When PublishAsync returns an error, nothing was sent and
+// done is never called; an error matching errors.ErrUnsupported means this
+// publisher cannot publish asynchronously at all (a wrapper around one that
+// has no PublishAsync), and the caller should use Publish instead. ctx bounds
+// the hand-over; cancelling it before done is called may or may not end the
+// wait for the confirm. PublishAsync does not retry.
+type AsyncPublisher interface {
+	Publisher
+	PublishAsync(ctx context.Context, msg *Message, done func(*Message, error)) error
+}
+
 // Subscriber delivers the messages of a topic (Kafka) or queue (RabbitMQ).
 //
 // Subscribe returns a channel of deliveries that stays open until ctx ends or

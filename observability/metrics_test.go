@@ -40,6 +40,58 @@ func TestPublishMetrics(t *testing.T) {
 	}
 }
 
+// asyncFake is an in-memory AsyncPublisher (test fake) over reliabletest's
+// broker: done is called from another goroutine, as adapters do.
+type asyncFake struct{ reliable.Publisher }
+
+func (a asyncFake) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
+	go func() { done(msg, a.Publisher.Publish(context.WithoutCancel(ctx), msg)) }()
+	return nil
+}
+
+// The wrapper keeps a publisher's PublishAsync (the outbox relay's
+// per-message confirms) and records it like Publish.
+func TestPublishAsyncMetrics(t *testing.T) {
+	b := setup(t)
+	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{})
+	broker.CreateTopic("orders")
+	pub, ok := b.tel.Publisher(asyncFake{broker.Publisher()}).(reliable.AsyncPublisher)
+	if !ok {
+		t.Fatal("the wrapped publisher lost PublishAsync")
+	}
+	ctx := context.Background()
+	results := make(chan error, 2)
+	for _, topic := range []string{"orders", "nope"} {
+		if err := pub.PublishAsync(ctx, &reliable.Message{Topic: topic, Key: "k"}, func(_ *reliable.Message, err error) { results <- err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var failed int
+	for range 2 {
+		if err := <-results; err != nil {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d of 2 publishes failed, want 1 (the unknown topic)", failed)
+	}
+	text := b.scrape(t)
+	if got := sample(text, "reliable_publish_messages_total", `topic="orders"`, `outcome="ok"`); got != "1" {
+		t.Errorf("ok publishes = %q, want 1\n%s", got, text)
+	}
+	if got := sample(text, "reliable_publish_messages_total", `topic="nope"`, `outcome="failed"`, `error_type="unknown_topic"`); got != "1" {
+		t.Errorf("failed publishes = %q, want 1", got)
+	}
+	if n := len(b.spans.Ended()); n != 2 {
+		t.Errorf("%d spans ended, want 2", n)
+	}
+
+	plain := b.tel.Publisher(broker.Publisher()).(reliable.AsyncPublisher)
+	if err := plain.PublishAsync(ctx, &reliable.Message{Topic: "orders"}, func(*reliable.Message, error) {}); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("wrapping a publisher without PublishAsync: got %v, want errors.ErrUnsupported", err)
+	}
+}
+
 func TestConsumerMetrics(t *testing.T) {
 	b := setup(t)
 	m := &reliable.Message{Topic: "orders"}

@@ -3,6 +3,7 @@ package observability
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"time"
 
@@ -63,20 +64,51 @@ func (p *publisher) Publish(ctx context.Context, msgs ...*reliable.Message) erro
 		if failed != nil {
 			merr = failed[m.ID]
 		}
-		attrs := []attribute.KeyValue{attribute.String(AttrTopic, m.Topic)}
-		if merr == nil {
-			attrs = append(attrs, attribute.String(AttrOutcome, "ok"))
-		} else {
-			attrs = append(attrs, attribute.String(AttrOutcome, "failed"), attribute.String(AttrErrorType, ErrorType(merr)))
-			spans[i].RecordError(merr)
-			spans[i].SetStatus(codes.Error, ErrorType(merr))
-		}
-		set := metric.WithAttributeSet(attribute.NewSet(attrs...))
-		p.t.publishDuration.Record(ctx, elapsed, set)
-		p.t.publishMessages.Add(ctx, 1, set)
-		spans[i].End()
+		p.finish(ctx, m, spans[i], elapsed, merr)
 	}
 	return err
+}
+
+// PublishAsync implements reliable.AsyncPublisher when the wrapped publisher
+// does (the span ends and the latency is recorded when done is called), so
+// that wrapping keeps the outbox relay's per-message confirms. Otherwise it
+// returns an error matching errors.ErrUnsupported.
+func (p *publisher) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
+	ap, ok := p.next.(reliable.AsyncPublisher)
+	if !ok {
+		return fmt.Errorf("observability: %T has no PublishAsync: %w", p.next, errors.ErrUnsupported)
+	}
+	if msg == nil {
+		return ap.PublishAsync(ctx, msg, done) // the wrapped publisher's own error
+	}
+	msg.EnsureID()
+	span := p.t.startSpan(ctx, msg, "send", trace.SpanKindProducer, semconv.MessagingOperationTypeSend)
+	start := time.Now()
+	err := ap.PublishAsync(ctx, msg, func(m *reliable.Message, err error) {
+		p.finish(context.WithoutCancel(ctx), msg, span, time.Since(start).Seconds(), err)
+		done(m, err)
+	})
+	if err != nil {
+		p.finish(ctx, msg, span, time.Since(start).Seconds(), err)
+	}
+	return err
+}
+
+// finish records the outcome of publishing m, which took elapsed seconds,
+// and ends its span.
+func (p *publisher) finish(ctx context.Context, m *reliable.Message, span trace.Span, elapsed float64, err error) {
+	attrs := []attribute.KeyValue{attribute.String(AttrTopic, m.Topic)}
+	if err == nil {
+		attrs = append(attrs, attribute.String(AttrOutcome, "ok"))
+	} else {
+		attrs = append(attrs, attribute.String(AttrOutcome, "failed"), attribute.String(AttrErrorType, ErrorType(err)))
+		span.RecordError(err)
+		span.SetStatus(codes.Error, ErrorType(err))
+	}
+	set := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	p.t.publishDuration.Record(ctx, elapsed, set)
+	p.t.publishMessages.Add(ctx, 1, set)
+	span.End()
 }
 
 // Close implements reliable.Publisher.

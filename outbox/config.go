@@ -48,12 +48,16 @@ type Config struct {
 	// size it sets the relay's memory use while it drains a backlog.
 	// Defaults to twice MaxKeys.
 	MaxBufferedRows int
-	// BatchSize bounds the messages per Publish call: the head rows of up to
-	// BatchSize keys, never two of one key. Defaults to 2000.
+	// BatchSize bounds the messages per Publish call (or per round of
+	// PublishAsync calls): the head rows of up to BatchSize keys, never two
+	// of one key. Defaults to 2000.
 	BatchSize int
 	// Publishers is the number of Publish calls in flight at once: more
 	// than the broker client's own pipelining needs, so that a row that
-	// becomes ready rarely waits for a call to return. Defaults to 8.
+	// becomes ready rarely waits for a call to return. Defaults to 8. With a
+	// reliable.AsyncPublisher it is the number of goroutines handing rows
+	// over; their confirms are awaited apart, and the rows in flight are
+	// bounded by MaxBufferedRows.
 	Publishers int
 	// PollInterval is how often the relay looks for rows when no
 	// notification arrives (a lost notification, a relay that was down).

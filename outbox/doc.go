@@ -40,7 +40,11 @@
 // Per key, the relay publishes one row at a time: the next row is published
 // only after the broker confirmed the previous one and it was deleted (or
 // archived). Different keys are published in parallel, their head rows
-// batched into one Publish call. A relay publishes a key only while its lease
+// batched into one Publish call. When the publisher confirms each message on
+// its own (a [reliable.AsyncPublisher]: the Kafka adapter's Publisher and
+// kafka.NewProducer), each row is marked as soon as its own confirm arrives,
+// so a partition that is slow to confirm (electing a leader) holds back only
+// its own keys, not every key batched with it. A relay publishes a key only while its lease
 // has more than Config.PublishTimeout left, so a relay that stalls loses its
 // keys without publishing into another relay's turn; the one exception, a
 // publish already in flight when the stall began, can only repeat a row that

@@ -28,7 +28,12 @@ type Relay struct {
 	pool *pgxpool.Pool
 	pub  reliable.Publisher
 	cfg  Config
-	log  *slog.Logger
+	// async is pub when it can confirm each message on its own (see
+	// publishEach); asyncOff is set once it said it cannot after all.
+	async    reliable.AsyncPublisher
+	asyncOff atomic.Bool
+	awaiting sync.WaitGroup // awaitConfirms goroutines
+	log      *slog.Logger
 
 	running atomic.Bool
 
@@ -112,6 +117,7 @@ func NewRelay(pool *pgxpool.Pool, pub reliable.Publisher, cfg Config) (*Relay, e
 		kickClaim: make(chan struct{}, 1),
 		marks:     make(chan []markItem, cfg.Publishers*2),
 	}
+	r.async, _ = pub.(reliable.AsyncPublisher)
 	if mc := pool.Config().MaxConns; mc < 4 {
 		r.log.Warn("pool has fewer than 4 connections; the relay needs one for LISTEN and one per concurrent statement",
 			slog.Int("max_conns", int(mc)))
@@ -172,6 +178,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	workers.Wait()
+	r.awaiting.Wait()
 	close(r.marks)
 	marker.Wait()
 	bg.Wait()
@@ -289,6 +296,13 @@ func (r *Relay) takeBatch(now time.Time) ([]*row, time.Duration) {
 // publish sends one batch and routes each row to the marker or to failure
 // handling.
 func (r *Relay) publish(ctx context.Context, batch []*row) {
+	if r.async != nil && !r.asyncOff.Load() {
+		if r.publishEach(ctx, batch) {
+			return
+		}
+		r.asyncOff.Store(true)
+		r.log.Info("publisher cannot confirm messages one by one, publishing in batches")
+	}
 	msgs := make([]*reliable.Message, len(batch))
 	for i, rw := range batch {
 		msgs[i] = rw.msg.Clone()
@@ -326,18 +340,12 @@ func (r *Relay) publish(ctx context.Context, batch []*row) {
 			errs = append(errs, e)
 		}
 	}
-
-	r.mu.Lock()
-	r.stats.Batches++
-	r.stats.Published += uint64(len(ok))
-	r.stats.Failures += uint64(len(failed))
-	if err == nil {
-		r.stats.PublishLatency = elapsed
-	} else {
-		r.stats.LastError = err.Error()
-		r.stats.LastErrorAt = time.Now()
+	if len(ok) > 0 {
+		r.mu.Lock()
+		r.stats.Published += uint64(len(ok))
+		r.mu.Unlock()
 	}
-	r.mu.Unlock()
+	r.recordCall(len(failed), elapsed, err)
 
 	var items []markItem
 	for _, rw := range ok {
@@ -346,6 +354,139 @@ func (r *Relay) publish(ctx context.Context, batch []*row) {
 	items = append(items, r.handleFailures(ctx, failed, errs, len(ok) > 0)...)
 	if len(items) > 0 {
 		r.marks <- items
+	}
+}
+
+// publishEach publishes batch with one PublishAsync per row and hands each
+// confirmed row to the marker as soon as its own confirm arrives. The rows
+// of a batch belong to different keys, so partitions and brokers: with one
+// Publish call every row would wait for the slowest confirm of the batch,
+// which made the relay's latency tail several times the broker's. The
+// confirms are awaited in a goroutine (tracked by r.awaiting), so the worker
+// goes back to take more rows at once; the rows in flight stay bounded by
+// MaxBufferedRows. publishEach returns false, having sent nothing, when the
+// publisher cannot publish asynchronously.
+func (r *Relay) publishEach(ctx context.Context, batch []*row) bool {
+	c := &confirmWait{
+		batch:    batch,
+		outcomes: make(chan outcome, len(batch)), // room for every done: it never blocks
+		errs:     make([]error, len(batch)),
+		settled:  make([]bool, len(batch)),
+		start:    time.Now(),
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	for i, rw := range batch {
+		err := r.async.PublishAsync(pctx, rw.msg.Clone(), func(_ *reliable.Message, err error) {
+			c.outcomes <- outcome{i, err}
+		})
+		switch {
+		case err == nil:
+			c.waiting++
+		case i == 0 && errors.Is(err, errors.ErrUnsupported):
+			cancel()
+			return false
+		default:
+			c.errs[i] = err
+		}
+	}
+	r.awaiting.Go(func() {
+		defer cancel()
+		r.awaitConfirms(ctx, pctx, c)
+	})
+	return true
+}
+
+// confirmWait is one publishEach call waiting for its confirms.
+type confirmWait struct {
+	batch    []*row
+	outcomes chan outcome
+	errs     []error
+	settled  []bool
+	waiting  int
+	start    time.Time
+}
+
+type outcome struct {
+	i   int
+	err error
+}
+
+// awaitConfirms marks each row of c as its confirm arrives, until all came
+// or pctx (PublishTimeout) ends, then handles the failures.
+func (r *Relay) awaitConfirms(ctx, pctx context.Context, c *confirmWait) {
+	var confirmed int
+	for c.waiting > 0 {
+		select {
+		case o := <-c.outcomes:
+			// Take every outcome already there, so that one mark statement
+			// covers the confirms of a whole broker response.
+			group := []outcome{o}
+			for more := true; more && len(group) < c.waiting; {
+				select {
+				case o := <-c.outcomes:
+					group = append(group, o)
+				default:
+					more = false
+				}
+			}
+			c.waiting -= len(group)
+			var sent []markItem
+			for _, o := range group {
+				c.settled[o.i] = true
+				if o.err != nil {
+					c.errs[o.i] = o.err
+					continue
+				}
+				sent = append(sent, markItem{row: c.batch[o.i], kind: markSent})
+			}
+			if len(sent) > 0 {
+				confirmed += len(sent)
+				r.mu.Lock()
+				r.stats.Published += uint64(len(sent))
+				r.mu.Unlock()
+				r.marks <- sent
+			}
+		case <-pctx.Done():
+			for i := range c.batch {
+				if !c.settled[i] && c.errs[i] == nil {
+					c.errs[i] = fmt.Errorf("outbox: no confirm within %s: %w: %w", r.cfg.PublishTimeout, reliable.ErrNotConfirmed, pctx.Err())
+				}
+			}
+			c.waiting = 0
+		}
+	}
+	elapsed := time.Since(c.start)
+
+	var failed []*row
+	var failedErrs []error
+	for i, err := range c.errs {
+		if err != nil {
+			failed = append(failed, c.batch[i])
+			failedErrs = append(failedErrs, err)
+		}
+	}
+	var callErr error
+	if len(failed) > 0 {
+		callErr = fmt.Errorf("%d of %d messages not confirmed, first: %w", len(failed), len(c.batch), failedErrs[0])
+	}
+	r.log.Debug("publish each", slog.Int("messages", len(c.batch)), slog.Duration("took", elapsed), slog.Int("failed", len(failed)))
+	r.recordCall(len(failed), elapsed, callErr)
+	if dead := r.handleFailures(ctx, failed, failedErrs, confirmed > 0); len(dead) > 0 {
+		r.marks <- dead
+	}
+}
+
+// recordCall counts one publish call in the stats.
+func (r *Relay) recordCall(failed int, elapsed time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stats.Batches++
+	r.stats.Failures += uint64(failed)
+	if err == nil {
+		r.stats.PublishLatency = elapsed
+	} else {
+		r.stats.LastError = err.Error()
+		r.stats.LastErrorAt = time.Now()
 	}
 }
 

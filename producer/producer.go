@@ -67,7 +67,7 @@ type Producer struct {
 	closed atomic.Bool
 }
 
-var _ reliable.Publisher = (*Producer)(nil)
+var _ reliable.AsyncPublisher = (*Producer)(nil)
 
 // New returns a Producer that publishes through pub, which must report each
 // unconfirmed message (a *reliable.PublishError) so that only those are
@@ -132,6 +132,33 @@ func (p *Producer) Publish(ctx context.Context, msgs ...*reliable.Message) error
 			return fmt.Errorf("producer: %w while retrying %d messages (last error: %w)", serr, len(pending), err)
 		}
 	}
+}
+
+// PublishAsync validates and stamps msg like Publish, then hands it to the
+// underlying publisher's PublishAsync, which calls done once with the
+// outcome. It does not retry: a caller that publishes asynchronously (the
+// outbox relay) owns its retries. A message refused by the checks is
+// returned as the error and nothing is sent. When the underlying publisher
+// has no PublishAsync, the error matches errors.ErrUnsupported.
+func (p *Producer) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
+	if p.closed.Load() {
+		return reliable.ErrClosed
+	}
+	ap, ok := p.pub.(reliable.AsyncPublisher)
+	if !ok {
+		return fmt.Errorf("producer: %T has no PublishAsync: %w", p.pub, errors.ErrUnsupported)
+	}
+	if done == nil {
+		return errors.New("producer: PublishAsync needs a done function")
+	}
+	if err := p.prepare([]*reliable.Message{msg}); err != nil {
+		var pe *reliable.PublishError
+		if errors.As(err, &pe) && len(pe.Failed) == 1 {
+			return pe.Failed[0].Err
+		}
+		return err
+	}
+	return ap.PublishAsync(ctx, msg, done)
 }
 
 // prepare checks every message and stamps the SDK's fields. When any

@@ -181,3 +181,48 @@ func (p *partialPublisher) Publish(_ context.Context, msgs ...*reliable.Message)
 }
 
 func (p *partialPublisher) Close() error { return nil }
+
+// asyncFake is an in-memory AsyncPublisher (test fake): PublishAsync
+// publishes to the reliabletest broker in a goroutine and reports the
+// outcome through done.
+type asyncFake struct{ reliable.Publisher }
+
+func (a asyncFake) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
+	go func() { done(msg, a.Publisher.Publish(context.WithoutCancel(ctx), msg)) }()
+	return nil
+}
+
+func TestPublishAsyncStampsRefusesAndDelegates(t *testing.T) {
+	b := newBroker(t)
+	p, _ := producer.New(asyncFake{b.Publisher()}, producer.Config{Source: "order-service", MaxMessageBytes: 1024})
+	got := make(chan error, 1)
+	m := &reliable.Message{Topic: "orders", Payload: []byte("ok")}
+	if err := p.PublishAsync(context.Background(), m, func(_ *reliable.Message, err error) { got <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if ms := b.Messages("orders"); len(ms) != 1 || ms[0].ID != m.ID || ms[0].Headers[reliable.HeaderSource] != "order-service" {
+		t.Fatalf("published %v, want message %s stamped with its source", ms, m.ID)
+	}
+
+	// L13: a message over the limit is refused before anything is sent,
+	// with the permanent error itself, and done is never called.
+	big := &reliable.Message{Topic: "orders", Payload: []byte(strings.Repeat("x", 2000))}
+	err := p.PublishAsync(context.Background(), big, func(*reliable.Message, error) { t.Error("done called for a refused message") })
+	var tl *reliable.MessageTooLargeError
+	if !errors.As(err, &tl) || !reliable.IsPermanent(err) {
+		t.Fatalf("got %v, want a permanent *MessageTooLargeError", err)
+	}
+
+	// A publisher without PublishAsync: the caller is told to use Publish.
+	sync, _ := producer.New(b.Publisher(), producer.Config{})
+	err = sync.PublishAsync(context.Background(), m, func(*reliable.Message, error) {})
+	if !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("got %v, want errors.ErrUnsupported", err)
+	}
+	if n := len(b.Messages("orders")); n != 1 {
+		t.Fatalf("%d messages published, want 1", n)
+	}
+}

@@ -35,7 +35,7 @@ type Publisher struct {
 	done   chan struct{} // closed when both result channels are drained
 }
 
-var _ reliable.Publisher = (*Publisher)(nil)
+var _ reliable.AsyncPublisher = (*Publisher)(nil)
 
 // NewPublisher connects to the cluster and returns a Publisher. It refuses an
 // invalid cfg with a *reliable.ConfigError listing every problem, and bad

@@ -18,6 +18,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -39,14 +40,15 @@ import (
 )
 
 var (
-	flagN        = flag.Int("n", 100000, "backlog size for the relay throughput run")
-	flagKeys     = flag.Int("keys", 10000, "distinct keys (orders)")
-	flagWMN      = flag.Int("wm-n", 10000, "backlog size for the watermill forwarder throughput run")
-	flagRate     = flag.Int("rate", 1000, "messages per second offered in the latency runs")
-	flagDuration = flag.Duration("duration", 20*time.Second, "length of each latency run")
-	flagPayload  = flag.Int("payload", 100, "payload bytes")
-	flagSkipWM   = flag.Bool("skip-watermill", false, "run only the reliable relay")
-	flagPubs     = flag.Int("publishers", 0, "relay Config.Publishers (0: default)")
+	flagN          = flag.Int("n", 100000, "backlog size for the relay throughput run")
+	flagKeys       = flag.Int("keys", 10000, "distinct keys (orders)")
+	flagWMN        = flag.Int("wm-n", 10000, "backlog size for the watermill forwarder throughput run")
+	flagRate       = flag.Int("rate", 1000, "messages per second offered in the latency runs")
+	flagDuration   = flag.Duration("duration", 20*time.Second, "length of each latency run")
+	flagPayload    = flag.Int("payload", 100, "payload bytes")
+	flagBatchFirst = flag.Bool("batch-first", false, "time the relay with batch confirms before the default relay")
+	flagSkipWM     = flag.Bool("skip-watermill", false, "run only the reliable relay")
+	flagPubs       = flag.Int("publishers", 0, "relay Config.Publishers (0: default)")
 )
 
 func main() {
@@ -73,8 +75,16 @@ func run(dsn string, brokers []string) {
 	fmt.Printf("throughput: backlog of %d (relay) / %d (forwarder) rows; latency: %d msgs/s for %s, one per transaction\n\n",
 		*flagN, *flagWMN, *flagRate, *flagDuration)
 	rt := b.relayThroughput(ctx)
-	rl := b.relayLatency(ctx)
+	var rl, bl latency
+	if *flagBatchFirst {
+		bl = b.relayLatency(ctx, true)
+		rl = b.relayLatency(ctx, false)
+	} else {
+		rl = b.relayLatency(ctx, false)
+		bl = b.relayLatency(ctx, true)
+	}
 	dl := b.directLatency(ctx)
+	tl := b.dualWriteLatency(ctx)
 	var wt float64
 	var wl latency
 	if !*flagSkipWM {
@@ -84,6 +94,8 @@ func run(dsn string, brokers []string) {
 	fmt.Printf("\n%-34s %14s %10s %10s %10s\n", "run", "throughput", "p50", "p99", "max")
 	fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "reliable outbox relay", rt, rl.p50, rl.p99, rl.max)
 	fmt.Printf("%-34s %14s %10s %10s %10s\n", "(baseline: kafka.NewProducer alone)", "-", dl.p50, dl.p99, dl.max)
+	fmt.Printf("%-34s %14s %10s %10s %10s\n", "(baseline: commit, then publish)", "-", tl.p50, tl.p99, tl.max)
+	fmt.Printf("%-34s %14s %10s %10s %10s\n", "(relay with batch confirms)", "-", bl.p50, bl.p99, bl.max)
 	if *flagSkipWM {
 		return
 	}
@@ -346,7 +358,29 @@ func (p *clockPublisher) Publish(ctx context.Context, msgs ...*reliable.Message)
 	return err
 }
 
-func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock) (*outbox.Relay, *pgxpool.Pool, func()) {
+// PublishAsync notes the confirm time of msg when its own confirm arrives,
+// so the relay's per-message path is timed like the batch path.
+func (p *clockPublisher) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
+	ap, ok := p.Publisher.(reliable.AsyncPublisher)
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	msg.EnsureID()
+	p.clock.handed([]string{msg.ID})
+	return ap.PublishAsync(ctx, msg, func(m *reliable.Message, err error) {
+		if err == nil {
+			p.clock.confirm([]string{m.ID})
+		}
+		done(m, err)
+	})
+}
+
+// batchOnly hides a publisher's PublishAsync, so the relay publishes in
+// batches and waits for each batch's slowest confirm: the relay as it was
+// before it confirmed messages one by one, timed side by side.
+type batchOnly struct{ reliable.Publisher }
+
+func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock, batches bool) (*outbox.Relay, *pgxpool.Pool, func()) {
 	pool := b.pool(ctx, 8)
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("BENCH_DEBUG") != "" {
@@ -355,7 +389,11 @@ func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock)
 	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: logger})
 	b.must(err)
 	b.warmUp(ctx, pub, topic)
-	relay, err := outbox.NewRelay(pool, &clockPublisher{Publisher: pub, clock: clock}, outbox.Config{
+	var relayPub reliable.Publisher = &clockPublisher{Publisher: pub, clock: clock}
+	if batches {
+		relayPub = batchOnly{relayPub}
+	}
+	relay, err := outbox.NewRelay(pool, relayPub, outbox.Config{
 		Logger:     logger,
 		Publishers: *flagPubs,
 	})
@@ -404,7 +442,7 @@ func (b *bench) relayThroughput(ctx context.Context) float64 {
 	log.Printf("relay: prefilled %d rows in %s", n, time.Since(fill).Round(time.Millisecond))
 
 	clock := newClock(n)
-	relay, _, closeRelay := b.newRelay(ctx, topic, clock)
+	relay, _, closeRelay := b.newRelay(ctx, topic, clock, false)
 	defer closeRelay()
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -464,10 +502,16 @@ func offer(ctx context.Context, rate int, d time.Duration, clock *confirmClock, 
 	return total
 }
 
-func (b *bench) relayLatency(ctx context.Context) latency {
+// relayLatency times the relay at a steady rate; with batches it publishes
+// in batch calls instead of confirming each message on its own.
+func (b *bench) relayLatency(ctx context.Context, batches bool) latency {
+	name := "relay"
+	if batches {
+		name = "relay (batch confirms)"
+	}
 	topic := b.topic("outbox_bench_lat")
 	clock := newClock(-1)
-	relay, _, closeRelay := b.newRelay(ctx, topic, clock)
+	relay, _, closeRelay := b.newRelay(ctx, topic, clock, batches)
 	defer closeRelay()
 	// The business transactions use their own pool, as an application's
 	// would, so they do not queue the relay behind them for connections.
@@ -495,9 +539,9 @@ func (b *bench) relayLatency(ctx context.Context) latency {
 	cancel()
 	<-done
 	l := clock.latencies(time.Now())
-	log.Printf("relay latency: %d messages at %d/s: p50 %s p99 %s max %s, %d unconfirmed", l.n, *flagRate, l.p50, l.p99, l.max, l.missing)
-	log.Printf("relay latency, worst per 2s of commit time:%s", clock.timeline())
-	log.Printf("relay latency, split: %s", clock.split())
+	log.Printf("%s latency: %d messages at %d/s: p50 %s p99 %s max %s, %d unconfirmed", name, l.n, *flagRate, l.p50, l.p99, l.max, l.missing)
+	log.Printf("%s latency, worst per 2s of commit time:%s", name, clock.timeline())
+	log.Printf("%s latency, split: %s", name, clock.split())
 	return l
 }
 
@@ -522,6 +566,38 @@ func env(name string) string {
 		return ""
 	}
 	return ""
+}
+
+// dualWriteLatency commits one business row per message in its own
+// transaction, then publishes the message straight through
+// kafka.NewProducer: an application without an outbox (which loses the
+// message when it crashes between the two). Latency counts from the
+// commit, as for the relay, under the same PostgreSQL load.
+func (b *bench) dualWriteLatency(ctx context.Context) latency {
+	topic := b.topic("dual_bench_lat")
+	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
+	b.must(err)
+	defer pub.Close()
+	clock := newClock(-1)
+	cp := &clockPublisher{Publisher: pub, clock: clock}
+	b.warmUp(ctx, pub, topic)
+	pool := b.pool(ctx, int32(max(8, *flagRate/25)))
+	defer pool.Close()
+	_, err = pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_orders (id text PRIMARY KEY, payload bytea NOT NULL)`)
+	b.must(err)
+	offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
+		m := b.message(topic, i)
+		m.EnsureID()
+		_, err := pool.Exec(ctx, `INSERT INTO bench_orders (id, payload) VALUES ($1, $2)`, m.ID, m.Payload)
+		if err != nil {
+			return "", err
+		}
+		clock.commit([]string{m.ID}, time.Now())
+		return m.ID, cp.Publish(ctx, m)
+	})
+	l := clock.latencies(time.Now())
+	log.Printf("commit-then-publish latency: %d messages at %d/s: p50 %s p99 %s max %s", l.n, *flagRate, l.p50, l.p99, l.max)
+	return l
 }
 
 // directLatency publishes one message per call at the same rate straight
