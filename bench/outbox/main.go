@@ -46,6 +46,7 @@ var (
 	flagRate       = flag.Int("rate", 1000, "messages per second offered in the latency runs")
 	flagDuration   = flag.Duration("duration", 20*time.Second, "length of each latency run")
 	flagPayload    = flag.Int("payload", 100, "payload bytes")
+	flagVacuum     = flag.Bool("vacuum", true, "VACUUM the outbox tables before each relay latency run (the throughput run leaves dead rows that autovacuum removes only within a minute)")
 	flagBatchFirst = flag.Bool("batch-first", false, "time the relay with batch confirms before the default relay")
 	flagSkipWM     = flag.Bool("skip-watermill", false, "run only the reliable relay")
 	flagPubs       = flag.Int("publishers", 0, "relay Config.Publishers (0: default)")
@@ -508,6 +509,9 @@ func (b *bench) relayLatency(ctx context.Context, batches bool) latency {
 	name := "relay"
 	if batches {
 		name = "relay (batch confirms)"
+	}
+	if *flagVacuum {
+		b.must(b.exec(ctx, "VACUUM ANALYZE "+b.schema+".reliable_outbox, "+b.schema+".reliable_outbox_keys, "+b.schema+".reliable_outbox_leases"))
 	}
 	topic := b.topic("outbox_bench_lat")
 	clock := newClock(-1)

@@ -69,7 +69,8 @@ func parseGoBench(out []byte, r results) {
 //	watermill SQL forwarder                 410/s    110.2ms    501.3ms    1.02s
 func parseOutbox(out []byte, r results) {
 	names := map[string]string{"reliable outbox relay": "outbox/reliable", "watermill SQL forwarder": "outbox/watermill",
-		"(baseline: kafka.NewProducer alone)": "outbox/direct"}
+		"(baseline: kafka.NewProducer alone)": "outbox/direct", "(baseline: commit, then publish)": "outbox/dualwrite",
+		"(relay with batch confirms)": "outbox/batch"}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
@@ -153,6 +154,12 @@ var suiteRows = map[string][]row{
 			base: "outbox/direct", baseLabel: "kafka.NewProducer alone, no outbox", unit: "p50-ms", lower: true},
 		{what: "what the outbox adds to latency, p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
 			base: "outbox/direct", baseLabel: "kafka.NewProducer alone, no outbox", unit: "p99-ms", lower: true},
+		{what: "outbox vs commit-then-publish, p50", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
+			base: "outbox/dualwrite", baseLabel: "commit, then kafka.NewProducer (no outbox)", unit: "p50-ms", lower: true},
+		{what: "outbox vs commit-then-publish, p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
+			base: "outbox/dualwrite", baseLabel: "commit, then kafka.NewProducer (no outbox)", unit: "p99-ms", lower: true},
+		{what: "relay confirms per message vs per batch, p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay, per-message confirms",
+			base: "outbox/batch", baseLabel: "outbox.Relay, batch confirms", unit: "p99-ms", lower: true},
 	},
 }
 
