@@ -141,7 +141,8 @@ type benchEnv struct {
 
 func newBenchEnv(tb testing.TB) *benchEnv {
 	e := &benchEnv{url: amqpURL(tb), topic: uniqueName("bench"), payload: make([]byte, 100)}
-	declareTopic(tb, Topology{}, e.topic, "g")
+	// RELIABLE_RABBITMQ_BENCH_QUEUE=classic measures a classic queue instead.
+	declareTopic(tb, Topology{QueueType: QueueType(os.Getenv("RELIABLE_RABBITMQ_BENCH_QUEUE"))}, e.topic, "g")
 	e.conn = rawConn(tb)
 	return e
 }
