@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,4 +127,64 @@ func TestSlowConfirmDoesNotHoldOtherKeys(t *testing.T) {
 		t.Fatalf("relay %+v: a held confirm must not kill a row", st)
 	}
 	t.Logf("other keys confirmed %s after commit; relay %+v", took.Round(time.Millisecond), st)
+}
+
+// failingAsync is an in-memory AsyncPublisher (a test fake over
+// reliabletest's broker) that, while down, reports every message as not
+// confirmed after a short wait, like a cluster that stopped acknowledging.
+type failingAsync struct {
+	reliable.Publisher
+	down atomic.Bool
+}
+
+func (p *failingAsync) PublishAsync(_ context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
+	msg.EnsureID()
+	go func() {
+		if p.down.Load() {
+			time.Sleep(100 * time.Millisecond)
+			done(msg, fmt.Errorf("fake: %w", reliable.ErrNotConfirmed))
+			return
+		}
+		done(msg, p.Publisher.Publish(context.Background(), msg))
+	}()
+	return nil
+}
+
+// TestOneOutageSeenByManyCallsBacksOffOnce (L06): with per-message
+// confirms, rows go out in many small calls, and an outage fails all of
+// them together. That is one outage: the relay's backoff must not grow once
+// per failed call (reaching Backoff.Max, 30 s, at once) and hold the relay
+// that long after the broker is back.
+func TestOneOutageSeenByManyCallsBacksOffOnce(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{})
+	broker.CreateTopic("orders")
+	pub := &failingAsync{Publisher: broker.Publisher()}
+	pub.down.Store(true)
+	cfg := testConfig()
+	cfg.Backoff = reliable.Backoff{Initial: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: -1}
+	relay := startRelay(t, db.pool, pub, cfg)
+
+	// Rows committed one by one, so the relay sends them in many calls.
+	for i := range 40 {
+		if err := addTx(ctx, db.pool, msg("orders", fmt.Sprintf("k-%d", i), "order")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	st := relay.Stats()
+	if st.Failures < 20 || st.Outages > 4 {
+		t.Fatalf("relay %+v: want many failed calls counted as a few consecutive outage backoffs (at most 4: 200ms, 400ms, 800ms, 1.6s)", st)
+	}
+	pub.down.Store(false)
+	back := time.Now()
+	waitFor(t, 30*time.Second, "every row published", func() bool { return len(broker.Messages("orders")) >= 40 })
+	if took := time.Since(back); took > 5*time.Second {
+		t.Fatalf("the relay published %s after the broker was back; its outage backoff grew with every failed call", took)
+	}
+	t.Logf("relay after the outage: %+v; published %s after the broker was back", relay.Stats(), time.Since(back).Round(time.Millisecond))
 }

@@ -42,8 +42,9 @@ type Relay struct {
 	readyQ      []*lane
 	refills     []*lane
 	pausedUntil time.Time
-	outages     int // consecutive calls in which everything failed
-	buffered    int // rows held by lanes, bounded by MaxBufferedRows
+	outages     int       // consecutive outage backoffs (calls in which nothing was confirmed)
+	backedOffAt time.Time // when the last of them began
+	buffered    int       // rows held by lanes, bounded by MaxBufferedRows
 	stats       Stats
 
 	kickWork  chan struct{}
@@ -307,6 +308,7 @@ func (r *Relay) publish(ctx context.Context, batch []*row) {
 	for i, rw := range batch {
 		msgs[i] = rw.msg.Clone()
 	}
+	before := r.publishedCount()
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	start := time.Now()
 	err := r.pub.Publish(pctx, msgs...)
@@ -351,7 +353,7 @@ func (r *Relay) publish(ctx context.Context, batch []*row) {
 	for _, rw := range ok {
 		items = append(items, markItem{row: rw, kind: markSent})
 	}
-	items = append(items, r.handleFailures(ctx, failed, errs, len(ok) > 0)...)
+	items = append(items, r.handleFailures(ctx, failed, errs, before, start)...)
 	if len(items) > 0 {
 		r.marks <- items
 	}
@@ -373,6 +375,7 @@ func (r *Relay) publishEach(ctx context.Context, batch []*row) bool {
 		errs:     make([]error, len(batch)),
 		settled:  make([]bool, len(batch)),
 		start:    time.Now(),
+		before:   r.publishedCount(),
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	for i, rw := range batch {
@@ -404,6 +407,7 @@ type confirmWait struct {
 	settled  []bool
 	waiting  int
 	start    time.Time
+	before   uint64 // the relay's Published count when the rows were sent
 }
 
 type outcome struct {
@@ -414,7 +418,6 @@ type outcome struct {
 // awaitConfirms marks each row of c as its confirm arrives, until all came
 // or pctx (PublishTimeout) ends, then handles the failures.
 func (r *Relay) awaitConfirms(ctx, pctx context.Context, c *confirmWait) {
-	var confirmed int
 	for c.waiting > 0 {
 		select {
 		case o := <-c.outcomes:
@@ -440,7 +443,6 @@ func (r *Relay) awaitConfirms(ctx, pctx context.Context, c *confirmWait) {
 				sent = append(sent, markItem{row: c.batch[o.i], kind: markSent})
 			}
 			if len(sent) > 0 {
-				confirmed += len(sent)
 				r.mu.Lock()
 				r.stats.Published += uint64(len(sent))
 				r.mu.Unlock()
@@ -471,9 +473,16 @@ func (r *Relay) awaitConfirms(ctx, pctx context.Context, c *confirmWait) {
 	}
 	r.log.Debug("publish each", slog.Int("messages", len(c.batch)), slog.Duration("took", elapsed), slog.Int("failed", len(failed)))
 	r.recordCall(len(failed), elapsed, callErr)
-	if dead := r.handleFailures(ctx, failed, failedErrs, confirmed > 0); len(dead) > 0 {
+	if dead := r.handleFailures(ctx, failed, failedErrs, c.before, c.start); len(dead) > 0 {
 		r.marks <- dead
 	}
+}
+
+// publishedCount is the number of rows confirmed so far.
+func (r *Relay) publishedCount() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats.Published
 }
 
 // recordCall counts one publish call in the stats.
@@ -492,11 +501,14 @@ func (r *Relay) recordCall(failed int, elapsed time.Duration, err error) {
 
 // handleFailures decides per failed row: dead (returned, for the marker),
 // charged an attempt and retried after backoff, or retried without charge:
-// after a relay-wide pause when the broker looked unavailable (every
-// message of the call failed), after a backoff of its key alone when only
-// its destination did not confirm (a partition without leader, a queue
-// whose node restarts) while others did.
-func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error, someConfirmed bool) []markItem {
+// after a relay-wide pause when the broker looked unavailable (nothing was
+// confirmed while the rows were in flight), after a backoff of its key alone
+// when only its destination did not confirm (a partition without leader, a
+// queue whose node restarts) while other messages, of this call or of any
+// other, were confirmed. before is the relay's Published count when the
+// rows were sent, at sentAt: a call may hold a single row, so "others were
+// confirmed" cannot be judged from the call alone.
+func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error, before uint64, sentAt time.Time) []markItem {
 	if len(failed) == 0 {
 		r.mu.Lock()
 		r.outages = 0
@@ -507,12 +519,11 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	var charged, free, parked []*row
 	var chargedErrs []string
 	transient := false
-	r.mu.Lock()
-	published := r.stats.Published
-	r.mu.Unlock()
+	published := r.publishedCount()
+	someConfirmed := published > before
 	for i, rw := range failed {
-		// A row is charged when other messages went through in the same
-		// call, or since its previous uncharged failure (the broker was up
+		// A row is charged when other messages went through while it was in
+		// flight, or since its previous uncharged failure (the broker was up
 		// meanwhile), or when it was charged before: otherwise a row that
 		// fails alone would pass for an outage forever. A publish the broker
 		// never confirmed is not the message's fault and is never charged.
@@ -549,14 +560,22 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if transient { // only when nothing was confirmed: see the cases above
-		r.outages++
-		r.stats.Outages++
-		d := r.cfg.Backoff.Delay(r.outages)
-		if until := now.Add(d); until.After(r.pausedUntil) {
-			r.pausedUntil = until
+		// The calls in flight when the broker went away fail together, one
+		// outage seen by many calls (with per-message confirms, one call per
+		// few rows): only a call sent after the last backoff began counts as
+		// another consecutive failure, or one outage would reach
+		// Backoff.Max at once and hold the relay that long after it ended.
+		if r.outages == 0 || sentAt.After(r.backedOffAt) {
+			r.outages++
+			r.stats.Outages++
+			r.backedOffAt = now
+			d := r.cfg.Backoff.Delay(r.outages)
+			if until := now.Add(d); until.After(r.pausedUntil) {
+				r.pausedUntil = until
+			}
+			r.log.Warn("broker unavailable, backing off", slog.Int("rows", len(failed)),
+				slog.Int("consecutive", r.outages), slog.Duration("backoff", d), slog.Any("error", errs[0]))
 		}
-		r.log.Warn("broker unavailable, backing off", slog.Int("rows", len(failed)),
-			slog.Int("consecutive", r.outages), slog.Duration("backoff", d), slog.Any("error", errs[0]))
 	} else {
 		r.outages = 0
 	}
