@@ -62,12 +62,14 @@ type Stats struct {
 	Published uint64
 	// Marked counts confirmed rows deleted or archived.
 	Marked uint64
-	// Batches counts Publish calls.
+	// Batches counts Publish calls (with a reliable.AsyncPublisher, rounds
+	// of PublishAsync calls).
 	Batches uint64
 	// Failures counts failed row publishes, charged or not.
 	Failures uint64
-	// Outages counts Publish calls in which every message failed with a
-	// transient error (the broker looked unavailable).
+	// Outages counts the relay-wide backoffs: nothing was confirmed while
+	// the failed rows were in flight (the broker looked unavailable). The
+	// calls that fail together in one outage count once.
 	Outages uint64
 	// Dead counts rows this relay marked dead.
 	Dead uint64
@@ -79,7 +81,8 @@ type Stats struct {
 	// Buffered is the number of rows held in memory now, at most
 	// Config.MaxBufferedRows.
 	Buffered int
-	// PublishLatency is the duration of the last successful Publish call.
+	// PublishLatency is the duration of the last successful Publish call
+	// (or round of PublishAsync calls, until its last confirm).
 	PublishLatency time.Duration
 	// LastError is the last publish or database error, or "".
 	LastError string
