@@ -40,22 +40,13 @@ func TestPublishMetrics(t *testing.T) {
 	}
 }
 
-// asyncFake is an in-memory AsyncPublisher (test fake) over reliabletest's
-// broker: done is called from another goroutine, as adapters do.
-type asyncFake struct{ reliable.Publisher }
-
-func (a asyncFake) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
-	go func() { done(msg, a.Publisher.Publish(context.WithoutCancel(ctx), msg)) }()
-	return nil
-}
-
 // The wrapper keeps a publisher's PublishAsync (the outbox relay's
 // per-message confirms) and records it like Publish.
 func TestPublishAsyncMetrics(t *testing.T) {
 	b := setup(t)
 	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{})
 	broker.CreateTopic("orders")
-	pub, ok := b.tel.Publisher(asyncFake{broker.Publisher()}).(reliable.AsyncPublisher)
+	pub, ok := b.tel.Publisher(broker.AsyncPublisher()).(reliable.AsyncPublisher)
 	if !ok {
 		t.Fatal("the wrapped publisher lost PublishAsync")
 	}

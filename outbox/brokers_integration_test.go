@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/kafka"
@@ -326,4 +327,61 @@ func TestRealBrokersTwoRelaysTenThousandRows(t *testing.T) {
 		c.check(t, want)
 		t.Logf("%s: %d messages applied in commit order per key, %d repeats", k.kind, total, c.dups)
 	})
+}
+
+// orderWriter commits one order event every interval over keys, from one
+// goroutine, so commit order is the order of its loop, and records each
+// key's message IDs in that order: the ledger the consumer is checked
+// against.
+type orderWriter struct {
+	mu   sync.Mutex
+	want map[string][]string
+	stop chan struct{}
+	done sync.WaitGroup
+	once sync.Once
+}
+
+func startOrderWriter(t *testing.T, ctx context.Context, pool *pgxpool.Pool, topic string, keys int, interval time.Duration) *orderWriter {
+	w := &orderWriter{want: map[string][]string{}, stop: make(chan struct{})}
+	w.done.Go(func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+			m := msg(topic, fmt.Sprintf("order-%d", i%keys), fmt.Sprint(i))
+			if err := addTx(ctx, pool, m); err != nil {
+				t.Error(err)
+				return
+			}
+			w.mu.Lock()
+			w.want[m.Key] = append(w.want[m.Key], m.ID)
+			w.mu.Unlock()
+		}
+	})
+	t.Cleanup(w.Stop)
+	return w
+}
+
+// Stop ends the writer and waits for its last commit.
+func (w *orderWriter) Stop() {
+	w.once.Do(func() { close(w.stop); w.done.Wait() })
+}
+
+// consumeAll consumes k's topic until every order of w (stopped) arrived,
+// and checks each was applied once, in commit order per key.
+func (k *brokerKit) consumeAll(t *testing.T, w *orderWriter) *consumer {
+	t.Helper()
+	w.Stop()
+	total := 0
+	for _, ids := range w.want {
+		total += len(ids)
+	}
+	c := k.consume(t)
+	waitFor(t, time.Minute, "every order consumed", func() bool { return c.distinct() >= total })
+	c.check(t, w.want)
+	return c
 }

@@ -1,7 +1,6 @@
 package outbox_test
 
 import (
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -38,33 +37,8 @@ func TestKafkaBrokerKillRelayResumesOnceTheBrokerIsFenced(t *testing.T) {
 	cfg.Backoff = reliable.Backoff{} // the defaults: up to 30 s
 	relay := startRelay(t, db.pool, k.publisher(t), cfg)
 
-	// One writer commits an order every 10 ms over 200 keys, so commit
-	// order is the loop's order.
-	var mu sync.Mutex
-	want := map[string][]string{}
-	stop := make(chan struct{})
-	var writer sync.WaitGroup
-	writer.Go(func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			m := msg(k.topic, fmt.Sprintf("order-%d", i%200), fmt.Sprint(i))
-			if err := addTx(ctx, db.pool, m); err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			want[m.Key] = append(want[m.Key], m.ID)
-			mu.Unlock()
-		}
-	})
-	stopWriter := sync.OnceFunc(func() { close(stop); writer.Wait() })
-	defer stopWriter()
+	// One writer commits an order every 10 ms over 200 keys.
+	w := startOrderWriter(t, ctx, db.pool, k.topic, 200, 10*time.Millisecond)
 
 	// The relay's Published count, sampled every 50 ms.
 	type sample struct {
@@ -126,19 +100,11 @@ func TestKafkaBrokerKillRelayResumesOnceTheBrokerIsFenced(t *testing.T) {
 			stall.Round(time.Millisecond))
 	}
 
-	stopWriter()
+	w.Stop()
 	waitFor(t, 2*time.Minute, "outbox empty", func() bool { return db.count(t, `SELECT count(*) FROM reliable_outbox`) == 0 })
 	if s := relay.Stats(); s.Dead != 0 {
 		t.Fatalf("relay stats %+v: a broker kill must kill no row", s)
 	}
-	c := k.consume(t)
-	mu.Lock()
-	total := 0
-	for _, ids := range want {
-		total += len(ids)
-	}
-	mu.Unlock()
-	waitFor(t, time.Minute, "every order consumed", func() bool { return c.distinct() >= total })
-	c.check(t, want)
-	t.Logf("%d orders over 200 keys, all applied once in commit order per key, %d repeats", total, c.dups)
+	c := k.consumeAll(t, w)
+	t.Logf("%d orders over 200 keys, all applied once in commit order per key, %d repeats", c.distinct(), c.dups)
 }

@@ -2,9 +2,7 @@ package outbox_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,30 +37,8 @@ func brokerOutage(t *testing.T, k *brokerKit, down, up func(ctx context.Context)
 	cfg.MaxAttempts = 2 // an outage must charge no row
 	relay := startRelay(t, db.pool, k.publisher(t), cfg)
 
-	// One writer commits an order event every 50ms over 20 keys, so commit
-	// order is the order of the loop.
-	var mu sync.Mutex
-	want := map[string][]string{}
-	stop := make(chan struct{})
-	var writer sync.WaitGroup
-	writer.Go(func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			m := msg(k.topic, fmt.Sprintf("order-%d", i%20), fmt.Sprint(i))
-			if err := addTx(ctx, db.pool, m); err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			want[m.Key] = append(want[m.Key], m.ID)
-			mu.Unlock()
-		}
-	})
-	defer func() { close(stop); writer.Wait() }()
+	// One writer commits an order event every 50ms over 20 keys.
+	w := startOrderWriter(t, ctx, db.pool, k.topic, 20, 50*time.Millisecond)
 
 	waitFor(t, 30*time.Second, "relaying before the outage", func() bool { return relay.Stats().Published >= 20 })
 	if err := down(ctx); err != nil {
@@ -96,24 +72,13 @@ func brokerOutage(t *testing.T, k *brokerKit, down, up func(ctx context.Context)
 	})
 	t.Logf("backlog drained %s after the broker restart began (%s after it went down)",
 		time.Since(back).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-	close(stop)
-	writer.Wait()
-	stop = make(chan struct{}) // for the deferred close
+	w.Stop()
 	waitFor(t, time.Minute, "outbox empty", func() bool { return db.count(t, `SELECT count(*) FROM reliable_outbox`) == 0 })
 	if s := relay.Stats(); s.Dead != 0 || s.Outages == 0 {
 		t.Fatalf("relay stats %+v: want outages and no dead rows", s)
 	}
-
-	c := k.consume(t)
-	mu.Lock()
-	total := 0
-	for _, ids := range want {
-		total += len(ids)
-	}
-	mu.Unlock()
-	waitFor(t, time.Minute, "every order consumed", func() bool { return c.distinct() >= total })
-	c.check(t, want)
-	t.Logf("%s: %d orders, all delivered in order per key, %d repeats", k.kind, total, c.dups)
+	c := k.consumeAll(t, w)
+	t.Logf("%s: %d orders, all delivered in order per key, %d repeats", k.kind, c.distinct(), c.dups)
 }
 
 func TestKafkaClusterDownRowsAccumulateThenDrainInOrder(t *testing.T) {

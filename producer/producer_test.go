@@ -182,19 +182,9 @@ func (p *partialPublisher) Publish(_ context.Context, msgs ...*reliable.Message)
 
 func (p *partialPublisher) Close() error { return nil }
 
-// asyncFake is an in-memory AsyncPublisher (test fake): PublishAsync
-// publishes to the reliabletest broker in a goroutine and reports the
-// outcome through done.
-type asyncFake struct{ reliable.Publisher }
-
-func (a asyncFake) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
-	go func() { done(msg, a.Publisher.Publish(context.WithoutCancel(ctx), msg)) }()
-	return nil
-}
-
 func TestPublishAsyncStampsRefusesAndDelegates(t *testing.T) {
 	b := newBroker(t)
-	p, _ := producer.New(asyncFake{b.Publisher()}, producer.Config{Source: "order-service", MaxMessageBytes: 1024})
+	p, _ := producer.New(b.AsyncPublisher(), producer.Config{Source: "order-service", MaxMessageBytes: 1024})
 	got := make(chan error, 1)
 	m := &reliable.Message{Topic: "orders", Payload: []byte("ok")}
 	if err := p.PublishAsync(context.Background(), m, func(_ *reliable.Message, err error) { got <- err }); err != nil {

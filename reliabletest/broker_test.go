@@ -127,3 +127,40 @@ func TestPublishFaults(t *testing.T) {
 		t.Fatalf("got %v, want a MessageTooLargeError", err)
 	}
 }
+
+func TestAsyncPublisherKeepsCallOrderAndReportsToDone(t *testing.T) {
+	b := reliabletest.NewBroker(reliabletest.BrokerOptions{Partitions: 1})
+	b.CreateTopic("orders")
+	pub := b.AsyncPublisher()
+	ctx := context.Background()
+	results := make(chan error, 20)
+	var ids []string
+	for range 10 {
+		m := &reliable.Message{Topic: "orders", Key: "k"}
+		if err := pub.PublishAsync(ctx, m, func(_ *reliable.Message, err error) { results <- err }); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	if err := pub.PublishAsync(ctx, &reliable.Message{Topic: "nope"}, func(_ *reliable.Message, err error) { results <- err }); err != nil {
+		t.Fatal(err)
+	}
+	var failed []error
+	for range 11 {
+		if err := <-results; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) != 1 || !errors.Is(failed[0], reliable.ErrUnknownTopic) {
+		t.Fatalf("failures %v, want one ErrUnknownTopic", failed)
+	}
+	for i, m := range b.Messages("orders") {
+		if m.ID != ids[i] {
+			t.Fatalf("message %d is %s, want %s: call order not kept", i, m.ID, ids[i])
+		}
+	}
+	err := pub.PublishAsync(ctx, &reliable.Message{}, func(*reliable.Message, error) { t.Error("done called for an invalid message") })
+	if !errors.Is(err, reliable.ErrInvalidMessage) {
+		t.Fatalf("invalid message: got %v", err)
+	}
+}

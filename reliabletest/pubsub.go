@@ -48,6 +48,46 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
+// AsyncPublisher is a Publisher that also confirms each message on its own
+// (reliable.AsyncPublisher), like the Kafka adapter's publisher, for code
+// that uses PublishAsync when it can (the outbox relay). It is a TEST
+// DOUBLE.
+type AsyncPublisher struct{ *Publisher }
+
+var _ reliable.AsyncPublisher = (*AsyncPublisher)(nil)
+
+// AsyncPublisher returns a publisher to the broker that has PublishAsync.
+func (b *Broker) AsyncPublisher() *AsyncPublisher { return &AsyncPublisher{b.Publisher()} }
+
+// PublishAsync writes msg at once, so messages of one key keep the order of
+// the calls, and reports the outcome to done from another goroutine. An
+// invalid message, a closed publisher or an ended ctx is returned instead,
+// and done is not called.
+func (p *AsyncPublisher) PublishAsync(ctx context.Context, msg *reliable.Message, done func(*reliable.Message, error)) error {
+	if done == nil {
+		return fmt.Errorf("reliabletest: PublishAsync needs a done function")
+	}
+	if p.closed.Load() {
+		return reliable.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if msg == nil {
+		return &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
+	}
+	msg.EnsureID()
+	if msg.Time.IsZero() {
+		msg.Time = time.Now()
+	}
+	if err := msg.Validate(); err != nil {
+		return err
+	}
+	err := p.broker.publish([]*reliable.Message{msg})
+	go done(msg, err)
+	return nil
+}
+
 // SubscriberOptions configures a Subscriber.
 type SubscriberOptions struct {
 	// CommitInterval, when positive, commits acked offsets only every
