@@ -158,6 +158,8 @@ var suiteRows = map[string][]row{
 			base: "outbox/dualwrite", baseLabel: "commit, then kafka.NewProducer (no outbox)", unit: "p50-ms", lower: true},
 		{what: "outbox vs commit-then-publish, p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
 			base: "outbox/dualwrite", baseLabel: "commit, then kafka.NewProducer (no outbox)", unit: "p99-ms", lower: true},
+		{what: "relay confirms per message vs per batch, p50", sdk: "outbox/reliable", sdkLabel: "outbox.Relay, per-message confirms",
+			base: "outbox/batch", baseLabel: "outbox.Relay, batch confirms", unit: "p50-ms", lower: true},
 		{what: "relay confirms per message vs per batch, p99", sdk: "outbox/reliable", sdkLabel: "outbox.Relay, per-message confirms",
 			base: "outbox/batch", baseLabel: "outbox.Relay, batch confirms", unit: "p99-ms", lower: true},
 	},
