@@ -189,10 +189,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// revision names the code under test: git HEAD, "+dirty" when the working
-// tree has changes (the campaign runs what is checked out, committed or not).
 // revision is the commit the binary was built from (the build's VCS
-// stamp), or, for `go run` and tests, which carry none, git's HEAD now.
+// stamp, "+dirty" when the tree had changes), or, when the binary carries
+// none (`go run`, tests, some builds), git's HEAD now: call it when the
+// campaign starts, before HEAD can move.
 func revision() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		var rev, dirty string
@@ -242,6 +242,7 @@ func runOnce(ctx context.Context, cfg *Config, exe string, keep, lock bool, log 
 	if err != nil {
 		return nil, err
 	}
+	rev := revision()
 	var rep *Report
 	if cfg.Backlog > 0 {
 		rep, err = r.backlog(ctx)
@@ -253,7 +254,7 @@ func runOnce(ctx context.Context, cfg *Config, exe string, keep, lock bool, log 
 	}
 	r.close()
 	if rep != nil {
-		rep.Revision = revision()
+		rep.Revision = rev
 		if r.keep {
 			rep.Dir = cfg.Dir
 		}
