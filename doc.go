@@ -8,7 +8,9 @@
 //   - [Message]: what is published and delivered. Its ID is the dedupe key and
 //     its Key decides ordering and partitioning.
 //   - [Publisher]: Publish returns nil only when the broker durably confirmed
-//     every message.
+//     every message. An [AsyncPublisher] can also confirm each message on its
+//     own (the outbox relay uses it so that one slow partition does not hold
+//     back the others).
 //   - [Subscriber] and [Delivery]: deliveries are settled explicitly with
 //     [Delivery.Ack] once their outcome is durable; nothing is settled because
 //     it was merely received.
