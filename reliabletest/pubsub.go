@@ -31,15 +31,23 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...*reliable.Message) erro
 	}
 	now := time.Now()
 	for _, m := range msgs {
-		m.EnsureID()
-		if m.Time.IsZero() {
-			m.Time = now
-		}
-		if err := m.Validate(); err != nil {
+		if err := stamp(m, now); err != nil {
 			return err
 		}
 	}
 	return p.broker.publish(msgs)
+}
+
+// stamp sets m's empty ID and zero time, as adapters do, and validates it.
+func stamp(m *reliable.Message, now time.Time) error {
+	if m == nil {
+		return &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
+	}
+	m.EnsureID()
+	if m.Time.IsZero() {
+		m.Time = now
+	}
+	return m.Validate()
 }
 
 // Close makes later publishes fail with reliable.ErrClosed.
@@ -73,14 +81,7 @@ func (p *AsyncPublisher) PublishAsync(ctx context.Context, msg *reliable.Message
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if msg == nil {
-		return &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
-	}
-	msg.EnsureID()
-	if msg.Time.IsZero() {
-		msg.Time = time.Now()
-	}
-	if err := msg.Validate(); err != nil {
+	if err := stamp(msg, time.Now()); err != nil {
 		return err
 	}
 	err := p.broker.publish([]*reliable.Message{msg})

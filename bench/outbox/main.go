@@ -91,8 +91,8 @@ func run(dsn string, brokers []string) {
 		rl = b.relayLatency(ctx, false)
 		bl = b.relayLatency(ctx, true)
 	}
-	dl := b.directLatency(ctx)
-	tl := b.dualWriteLatency(ctx)
+	dl := b.directLatency(ctx, false)
+	tl := b.directLatency(ctx, true)
 	var wt float64
 	var wl latency
 	if !*flagSkipWM {
@@ -592,13 +592,18 @@ func env(name string) string {
 	return ""
 }
 
-// dualWriteLatency commits one business row per message in its own
-// transaction, then publishes the message straight through
-// kafka.NewProducer: an application without an outbox (which loses the
-// message when it crashes between the two). Latency counts from the
-// commit, as for the relay, under the same PostgreSQL load.
-func (b *bench) dualWriteLatency(ctx context.Context) latency {
-	topic := b.topic("dual_bench_lat")
+// directLatency publishes one message per call at the same rate straight
+// through kafka.NewProducer, without any outbox. Alone, it is the broker's
+// own share of the latency on this machine. With dualWrite, each message's
+// business row is first committed in its own transaction: an application
+// without an outbox (which loses the message when it crashes between the
+// two), timed from the commit as the relay is, under the same PostgreSQL
+// load.
+func (b *bench) directLatency(ctx context.Context, dualWrite bool) latency {
+	name, topic := "direct", b.topic("direct_bench_lat")
+	if dualWrite {
+		name, topic = "commit-then-publish", b.topic("dual_bench_lat")
+	}
 	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
 	b.must(err)
 	defer pub.Close()
@@ -612,37 +617,17 @@ func (b *bench) dualWriteLatency(ctx context.Context) latency {
 	offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
 		m := b.message(topic, i)
 		m.EnsureID()
-		_, err := pool.Exec(ctx, `INSERT INTO bench_orders (id, payload) VALUES ($1, $2)`, m.ID, m.Payload)
-		if err != nil {
-			return "", err
+		if dualWrite {
+			if _, err := pool.Exec(ctx, `INSERT INTO bench_orders (id, payload) VALUES ($1, $2)`, m.ID, m.Payload); err != nil {
+				return "", err
+			}
 		}
+		// offer notes the commit time after this returns; note it here,
+		// before the publish.
 		clock.commit([]string{m.ID}, time.Now())
 		return m.ID, cp.Publish(ctx, m)
 	})
 	l := clock.latencies(time.Now())
-	log.Printf("commit-then-publish latency: %d messages at %d/s: p50 %s p99 %s max %s", l.n, *flagRate, l.p50, l.p99, l.max)
-	return l
-}
-
-// directLatency publishes one message per call at the same rate straight
-// through kafka.NewProducer, without any outbox: the broker's own share of
-// the latency on this machine.
-func (b *bench) directLatency(ctx context.Context) latency {
-	topic := b.topic("direct_bench_lat")
-	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
-	b.must(err)
-	defer pub.Close()
-	clock := newClock(-1)
-	cp := &clockPublisher{Publisher: pub, clock: clock}
-	b.warmUp(ctx, pub, topic)
-	offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
-		m := b.message(topic, i)
-		m.EnsureID()
-		// commit time is noted after this returns; note it before instead.
-		clock.commit([]string{m.ID}, time.Now())
-		return m.ID, cp.Publish(ctx, m)
-	})
-	l := clock.latencies(time.Now())
-	log.Printf("direct latency: %d messages at %d/s: p50 %s p99 %s max %s", l.n, *flagRate, l.p50, l.p99, l.max)
+	log.Printf("%s latency: %d messages at %d/s: p50 %s p99 %s max %s", name, l.n, *flagRate, l.p50, l.p99, l.max)
 	return l
 }
