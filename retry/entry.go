@@ -93,7 +93,7 @@ type Stats struct {
 	OldestCreated time.Time
 }
 
-const entryColumns = `id, grp, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
+const entryColumns = `id, grp, coalesce(message_id_full, message_id), msg_key, topic, msg_type, headers, payload, msg_time,
   src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error,
   created_at, updated_at, finished_at`
 
@@ -112,6 +112,9 @@ func scanEntry(row pgx.Row) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
+	m.ID, m.Key, m.Topic, m.Type = fromStoredText(m.ID), fromStoredText(m.Key), fromStoredText(m.Topic), fromStoredText(m.Type)
+	m.Delivery.Queue = fromStoredText(m.Delivery.Queue)
+	m.Headers = fromStoredHeaders(m.Headers)
 	if msgTime != nil {
 		m.Time = *msgTime
 	}
@@ -130,12 +133,14 @@ func scanEntry(row pgx.Row) (Entry, error) {
 }
 
 // lane is the ordering unit of a message: its key, or for a keyless message
-// its own ID, since keyless messages need no order among themselves.
+// its own ID, since keyless messages need no order among themselves. Both
+// are stored in indexedText form (see encode.go), so a lane is valid text and
+// short enough for the index whatever bytes the key holds.
 func lane(msg *reliable.Message) string {
 	if msg.Key == "" {
-		return "i:" + msg.ID
+		return "i:" + indexedText(msg.ID)
 	}
-	return "k:" + msg.Key
+	return keyLane(msg.Key)
 }
 
-func keyLane(key string) string { return "k:" + key }
+func keyLane(key string) string { return "k:" + indexedText(key) }

@@ -373,7 +373,7 @@ func (r *Retrier) fail(ctx context.Context, e Entry, owner string, attempts int,
   next_attempt_at = CASE WHEN $4 = 'pending' THEN now() + $5 * interval '1 microsecond' END, last_error = $6, updated_at = now(),
   finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END
 WHERE grp = $1 AND id = $2 AND state = 'pending'
-RETURNING `+entryColumns, r.t.cfg.Group, e.ID, attempts, string(state), delay.Microseconds(), cause.Error()))
+RETURNING `+entryColumns, r.t.cfg.Group, e.ID, attempts, string(state), delay.Microseconds(), errorText(cause.Error())))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}

@@ -80,7 +80,7 @@ func (t *Table) Blocked(ctx context.Context, key string) (bool, error) {
 	err := t.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.table+`
   WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead'))`, t.cfg.Group, keyLane(key)).Scan(&blocked)
 	if err != nil {
-		return false, fmt.Errorf("retry: blocked %q: %w", key, err)
+		return false, permanentStoreError(fmt.Errorf("retry: blocked %q: %w", key, err))
 	}
 	return blocked, nil
 }
@@ -148,7 +148,14 @@ func (t *Table) insert(ctx context.Context, msg *reliable.Message, state State, 
 	}
 	lastErr := ""
 	if cause != nil {
-		lastErr = cause.Error()
+		lastErr = errorText(cause.Error())
+	}
+	// The lookup form of the ID is unique per group; the exact ID is kept
+	// beside it only when the two differ (see encode.go).
+	idText, idFull := indexedText(msg.ID), storedText(msg.ID)
+	var fullID *string
+	if idFull != idText {
+		fullID = &idFull
 	}
 	// A pending message whose key already has blocking entries was not
 	// handled because of them, whatever cause the caller passes: it counts no
@@ -157,18 +164,19 @@ func (t *Table) insert(ctx context.Context, msg *reliable.Message, state State, 
 	// moving the lane's head.
 	var e Entry
 	err := t.withLaneLock(ctx, lane(msg), `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
-  src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error, finished_at)
+  src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error, finished_at, message_id_full)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
   CASE WHEN behind THEN 0 ELSE $14 END,
   CASE WHEN behind OR $13 <> 'pending' THEN NULL ELSE now() + $15 * interval '1 microsecond' END,
-  $16, CASE WHEN $13 = 'pending' THEN NULL ELSE now() END
+  $16, CASE WHEN $13 = 'pending' THEN NULL ELSE now() END, $17
 FROM (SELECT $13 = 'pending' AND EXISTS (SELECT 1 FROM `+t.table+`
   WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')) AS behind) b
 ON CONFLICT (grp, message_id) DO NOTHING
 RETURNING `+entryColumns, []any{
-		t.cfg.Group, lane(msg), msg.ID, msg.Key, msg.Topic, msg.Type, msg.Headers, msg.Payload, msgTime,
-		msg.Delivery.Partition, msg.Delivery.Offset, msg.Delivery.Queue, string(state), attempts,
-		delay.Microseconds(), lastErr,
+		t.cfg.Group, lane(msg), idText, storedText(msg.Key), storedText(msg.Topic), storedText(msg.Type),
+		storedHeaders(msg.Headers), msg.Payload, msgTime,
+		msg.Delivery.Partition, msg.Delivery.Offset, storedText(msg.Delivery.Queue), string(state), attempts,
+		delay.Microseconds(), lastErr, fullID,
 	}, func(row pgx.Row) (err error) {
 		e, err = scanEntry(row)
 		return err
@@ -178,7 +186,7 @@ RETURNING `+entryColumns, []any{
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("retry: park %s: %w", msg, err)
+		return nil, permanentStoreError(fmt.Errorf("retry: park %s: %w", msg, err))
 	}
 	t.log.InfoContext(ctx, "message parked", "entry", e.ID, "message_id", msg.ID, "key", msg.Key,
 		"state", e.State, "attempts", e.Attempts, "next_attempt_at", e.NextAttemptAt, "error", lastErr)
