@@ -34,6 +34,20 @@
 //   - At least once: a replay whose outcome could not be recorded (crash,
 //     lost lease, database error) runs again. Pair the handler with the
 //     idempotency package or make it naturally idempotent.
+//   - Shutdown never causes a second application: a replay whose handler
+//     succeeded is recorded done on a context that Run's shutdown deadline
+//     does not cut (bounded by a few seconds, and fenced by the lease).
+//   - Any bytes: keys, message IDs, types and header names and values are
+//     arbitrary bytes on the wire (a Java LongSerializer key holds NUL
+//     bytes; foreign producers send invalid UTF-8 and multi-KB keys). The
+//     table stores and returns them byte-exact: a value PostgreSQL text
+//     cannot hold is stored base64 behind a "\x01b64:" marker, and a lane or
+//     ID over 512 bytes is indexed by its SHA-256 (migration 003 rewrites the
+//     long keys and IDs of older tables). A value the database still refuses
+//     (a data exception or program limit, such as a timestamp before 4713
+//     BC) makes Park, DeadLetter and Blocked return an error that matches
+//     reliable.IsPermanent and names the SQLSTATE, never one a caller would
+//     retry forever; an outage stays a retryable error.
 //   - Replica lag (L21): a handler that reads an incomplete order from a
 //     lagging replica returns reliable.RetryAfter(d, err); the message waits
 //     in the table at least d, and its key's later messages wait behind it.

@@ -167,6 +167,10 @@ RETURNING lane`, t.cfg.Group, n, owner, r.cfg.LeaseTTL.Microseconds())
 	return lanes, nil
 }
 
+// recordTimeout bounds recording a successful replay, which runs on a
+// context that shutdown does not cancel.
+const recordTimeout = 5 * time.Second
+
 // errLeaseLost stops work on a lane whose lease another retrier took.
 var errLeaseLost = errors.New("retry: lease lost")
 
@@ -273,7 +277,12 @@ func (r *Retrier) replay(ctx, work context.Context, e Entry, owner string) (next
 	r.log.DebugContext(ctx, "replaying", "entry", e.ID, "message_id", e.Message.ID, "attempt", e.Message.Delivery.Attempt)
 	herr := r.handle(work, e.Message)
 	if herr == nil {
-		return true, r.succeed(work, e, owner)
+		// The handler's effects are applied: record it even when shutdown's
+		// deadline has just cut work, or the entry stays pending and is
+		// applied a second time later. The lease still fences the outcome.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(work), recordTimeout)
+		defer cancel()
+		return true, r.succeed(rctx, e, owner)
 	}
 	if work.Err() != nil {
 		// Shutdown or a lost lease interrupted the handler: not the

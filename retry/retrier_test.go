@@ -310,3 +310,37 @@ func TestHandlerPanicIsAFailedAttempt(t *testing.T) {
 		t.Fatal("no dead entry")
 	}
 }
+
+// L20: shutdown cannot cause a second application. The handler finishes
+// just after the shutdown deadline cut its context (its effects are
+// applied); the retrier still records the entry done, so no retrier replays
+// it again.
+func TestShutdownDeadlineDoesNotLeaveAHandledEntryPending(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, b.table.Park(ctx, orderMsg("order-1", "placed"), nil))
+	inHandler, handled := make(chan struct{}), make(chan struct{})
+	h := reliable.HandlerFunc(func(ctx context.Context, msg *reliable.Message) error {
+		close(inHandler)
+		<-ctx.Done() // the shutdown deadline passes while the handler commits
+		close(handled)
+		return nil
+	})
+	stop := startRetrier(t, b.table, h, retry.RetrierConfig{ShutdownTimeout: 100 * time.Millisecond})
+	select {
+	case <-inHandler:
+	case <-ctx.Done():
+		t.Fatal("handler not called")
+	}
+	stop()
+	<-handled
+	e, err := b.table.List(ctx, retry.ListFilter{})
+	if err != nil || len(e) != 1 {
+		t.Fatalf("entries: %+v, %v", e, err)
+	}
+	if e[0].State != retry.StateDone {
+		t.Fatalf("entry handled successfully is %s after shutdown, want done: a retrier would apply it again", e[0].State)
+	}
+}
