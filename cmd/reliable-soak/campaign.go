@@ -92,6 +92,22 @@ func newRunner(ctx context.Context, cfg *Config, exe string, keep, lock bool, lo
 		r.proxies = append(r.proxies, amqpProxy)
 	}
 
+	if cfg.Profile == profileQuickstart {
+		if cfg.RedisAddr, _ = testenv.Lookup(testenv.EnvRedisAddr); cfg.RedisAddr == "" {
+			return r, fmt.Errorf("no Redis (the quick-start profile's dedupe): set %s or start the services", testenv.EnvRedisAddr)
+		}
+		redisProxy, proxied, err := r.proxyURL("redis", "redis://"+cfg.RedisAddr, "6379")
+		if err != nil {
+			return r, err
+		}
+		u, err := url.Parse(proxied)
+		if err != nil {
+			return r, err
+		}
+		cfg.ProxiedRedis = u.Host
+		r.proxies = append(r.proxies, redisProxy)
+	}
+
 	if err := createSchema(ctx, cfg); err != nil {
 		return r, err
 	}
@@ -132,7 +148,12 @@ func newRunner(ctx context.Context, cfg *Config, exe string, keep, lock bool, lo
 			return nil
 		})
 	case brokerRabbitMQ:
-		err = rabbitmq.Declare(ctx, cfg.AMQPURL, cfg.Topic, []string{cfg.Group}, rabbitmq.WithTopology(rabbitTopology(cfg)))
+		if cfg.Profile == profileTuned {
+			err = rabbitmq.Declare(ctx, cfg.AMQPURL, cfg.Topic, []string{cfg.Group}, rabbitmq.WithTopology(rabbitTopology(cfg)))
+		} else {
+			// As the README's quick start: the default topology.
+			err = rabbitmq.Declare(ctx, cfg.AMQPURL, cfg.Topic, []string{cfg.Group})
+		}
 	}
 	if err != nil {
 		return r, err
@@ -194,6 +215,11 @@ func (r *runner) close() {
 	}
 	if err := r.env.finish(); err != nil {
 		r.log.Warn("deleting the run's topic", slog.String("error", err.Error()))
+	}
+	if r.cfg.RedisAddr != "" {
+		if err := deleteRedisRecords(ctx, r.cfg.RedisAddr, r.cfg.redisNamespace()); err != nil {
+			r.log.Warn("deleting the run's dedupe records", slog.String("error", err.Error()))
+		}
 	}
 	if r.cfg.Broker == brokerRabbitMQ && r.cfg.AMQPURL != "" && r.cfg.Topic != "" {
 		// RabbitMQ may be restarting (another package's fault test): retry.
@@ -396,7 +422,7 @@ func (r *runner) finish(ctx context.Context, rep *Report, runErr error) (*Report
 	r.procs.stopAll(60 * time.Second)
 	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
-	v, err := verify(vctx, r.pool, r.cfg.Group)
+	v, err := verify(vctx, r.pool, r.cfg.Group, rules{profile: r.cfg.Profile, kills: r.procs.kills()})
 	if err != nil {
 		return rep, err
 	}

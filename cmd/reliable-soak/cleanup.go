@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/IBM/sarama"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/reliable-go/reliable/internal/testenv"
 )
@@ -17,6 +18,37 @@ func (c *Config) names() {
 	c.Topic = "soak-orders-" + c.RunID
 	c.Group = "kitchen"
 	c.Environment = "soak"
+}
+
+// redisNamespace is the quick-start profile's dedupe namespace. The README
+// uses the group; the run's ID is added so that its records can be deleted
+// at teardown without touching another run's.
+func (c *Config) redisNamespace() string { return c.Group + "-" + c.RunID }
+
+// redisKeyPrefix is idempotency.RedisConfig's default KeyPrefix.
+const redisKeyPrefix = "reliable:idem:"
+
+// deleteRedisRecords deletes the dedupe records of the run's namespace.
+func deleteRedisRecords(ctx context.Context, addr, namespace string) error {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	iter := rdb.Scan(ctx, 0, redisKeyPrefix+namespace+":*", 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			if err := rdb.Unlink(ctx, batch...).Err(); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	if len(batch) > 0 {
+		return rdb.Unlink(ctx, batch...).Err()
+	}
+	return nil
 }
 
 // cleanRun deletes what a kept run left behind (its schema, Kafka topic,
@@ -38,6 +70,11 @@ func cleanRun(ctx context.Context, runID string) error {
 		}
 		if err != nil && !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
 			errs = append(errs, fmt.Errorf("delete topic: %w", err))
+		}
+	}
+	if addr, _ := testenv.Lookup(testenv.EnvRedisAddr); addr != "" {
+		if err := deleteRedisRecords(ctx, addr, cfg.redisNamespace()); err != nil {
+			errs = append(errs, fmt.Errorf("delete redis records: %w", err))
 		}
 	}
 	if cfg.AMQPURL, _ = testenv.Lookup(testenv.EnvAMQPURL); cfg.AMQPURL != "" {

@@ -28,9 +28,58 @@ const (
 	faultHandlerFailure = "handler-failures" // a window of transient handler failures
 	faultBurst          = "burst"            // a batch job writes many orders at once
 	faultSlowDownstream = "slow-downstream"  // handler latency spike
+	faultScaleUp        = "scale-up"         // one more consumer instance joins the group
+	faultScaleDown      = "scale-down"       // one consumer instance leaves cleanly (SIGTERM) for good
+	faultRollingRestart = "rolling-restart"  // each consumer instance in turn stopped gracefully and started again
 )
 
-// faultKinds returns the fault kinds that apply to broker.
+// Consumer profiles: how the consumer processes configure the SDK.
+const (
+	// profileTuned is the campaign's own configuration: PostgreSQL dedupe
+	// recorded in the handler's transaction, a retry table with short
+	// backoffs, sharded RabbitMQ queues.
+	profileTuned = "tuned"
+	// profileQuickstart configures the consumers exactly as the README's
+	// quick start does: Redis dedupe, retry.NewTable with a Group,
+	// Concurrency 32, the default RabbitMQ topology, nothing else.
+	profileQuickstart = "quickstart"
+	// profileZero leaves every optional consumer field at its zero value:
+	// no retry table, no dedupe store, no dead-letter path.
+	profileZero = "zero"
+)
+
+var profiles = []string{profileTuned, profileQuickstart, profileZero}
+
+// scaleFaults are the fault kinds that change the set of consumer instances.
+var scaleFaults = []string{faultScaleUp, faultScaleDown, faultRollingRestart}
+
+// allFaults returns the fault kinds "-faults all" means for broker and
+// profile: the tuned profile keeps its historical schedule; the quick-start
+// and zero profiles, which exist to show the defaults hold with several
+// instances, also scale up, scale down and roll through restarts, each
+// right after a fault that leaves work in flight.
+func allFaults(broker, profile string) []string {
+	base := faultKinds(broker)
+	if profile == profileTuned || profile == "" {
+		return base
+	}
+	out := make([]string, 0, len(base)+len(scaleFaults))
+	for _, f := range base {
+		out = append(out, f)
+		switch f {
+		case faultBurst:
+			out = append(out, faultScaleUp)
+		case faultRelayKill:
+			out = append(out, faultScaleDown)
+		case faultSlowDownstream:
+			out = append(out, faultRollingRestart)
+		}
+	}
+	return out
+}
+
+// faultKinds returns the fault kinds of the tuned profile's schedule that
+// apply to broker; scaleFaults apply too but are not part of it.
 func faultKinds(broker string) []string {
 	brokerFault := faultBrokerKill
 	if broker == brokerRabbitMQ {
@@ -47,6 +96,7 @@ func faultKinds(broker string) []string {
 // directory), so all processes agree on names and rates.
 type Config struct {
 	Broker    string        // brokerKafka or brokerRabbitMQ
+	Profile   string        // profileTuned, profileQuickstart or profileZero
 	Messages  int           // orders to write; 0 with Duration: until Duration passes
 	Duration  time.Duration // write for this long (when Messages is 0)
 	Keys      int           // order keys (each with its own sequence)
@@ -69,7 +119,8 @@ type Config struct {
 	// (L13), on a key of its own (0: none); it is expected to end dead in
 	// the outbox, and nothing published with it may suffer.
 	OversizeEvery int
-	// Partitions of the Kafka topic; Shards of the RabbitMQ group queue.
+	// Partitions of the Kafka topic; Shards of the RabbitMQ group queue (0:
+	// the default topology, one group queue).
 	Partitions int
 	Shards     int
 	// FaultGap is the pause between two faults.
@@ -83,20 +134,27 @@ type Config struct {
 	Backlog int
 
 	// Filled by the parent at setup.
-	RunID       string
-	Dir         string // run directory: config, control file, child logs
-	Schema      string // PostgreSQL schema holding every table of the run
-	PostgresDSN string // direct, for the writer and the verifier
-	ProxiedDSN  string // through the connection-cut proxy, for relays and consumers
-	Topic       string // unprefixed topic (Kafka: prefixed by Environment)
-	Group       string // consumer group
-	Environment string
-	Kafka       []string
-	AMQPURL     string // direct
-	ProxiedAMQP string // through the proxy, for children
+	RunID        string
+	Dir          string // run directory: config, control file, child logs
+	Schema       string // PostgreSQL schema holding every table of the run
+	PostgresDSN  string // direct, for the writer and the verifier
+	ProxiedDSN   string // through the connection-cut proxy, for relays and consumers
+	Topic        string // unprefixed topic (Kafka: prefixed by Environment)
+	Group        string // consumer group
+	Environment  string
+	Kafka        []string
+	AMQPURL      string // direct
+	ProxiedAMQP  string // through the proxy, for children
+	RedisAddr    string // direct (quick-start profile)
+	ProxiedRedis string // through the proxy, for consumers
 }
 
+// validate returns every problem of c at once. An empty Profile means
+// profileTuned (runs configured before profiles existed).
 func (c *Config) validate() error {
+	if c.Profile == "" {
+		c.Profile = profileTuned
+	}
 	var p reliable.Problems
 	p.Addf(c.Broker != brokerKafka && c.Broker != brokerRabbitMQ, "-broker is %q, want kafka or rabbitmq", c.Broker)
 	p.Addf(c.Backlog == 0 && c.Messages <= 0 && c.Duration <= 0, "set -messages N or -duration D")
@@ -109,7 +167,12 @@ func (c *Config) validate() error {
 	p.Addf(c.FaultFailRate < 0 || c.FaultFailRate >= 1, "-fault-fail-rate must be in [0, 1)")
 	p.Addf(c.Partitions < 1, "-partitions must be at least 1")
 	p.Addf(c.Backlog < 0, "-backlog is negative")
-	known := faultKinds(c.Broker)
+	p.Addf(!slices.Contains(profiles, c.Profile), "-profile is %q, want one of %s", c.Profile, strings.Join(profiles, ", "))
+	p.Addf(c.Profile != profileTuned && c.Shards != 0,
+		"-shards is %d: the %s profile uses the default RabbitMQ topology, without shards", c.Shards, c.Profile)
+	p.Addf(c.Profile == profileZero && c.PoisonEvery != 0,
+		"-poison-every is %d: the zero profile has no dead-letter path, a poison message would hold its key forever (use 0)", c.PoisonEvery)
+	known := append(faultKinds(c.Broker), scaleFaults...)
 	for _, f := range c.Faults {
 		p.Addf(!slices.Contains(known, f), "fault %q is not one of %s for %s", f, strings.Join(known, ", "), c.Broker)
 	}
@@ -117,10 +180,10 @@ func (c *Config) validate() error {
 }
 
 // parseFaults turns "all", "none" or a comma-separated list into kinds.
-func parseFaults(s, broker string) []string {
+func parseFaults(s, broker, profile string) []string {
 	switch strings.TrimSpace(s) {
 	case "all":
-		return faultKinds(broker)
+		return allFaults(broker, profile)
 	case "", "none":
 		return nil
 	}

@@ -8,12 +8,14 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/kafka"
@@ -29,64 +31,49 @@ var (
 	errPoison   = errors.New("soak: poison message")
 )
 
-// consumerConcurrency is each consumer process's key lanes.
-const consumerConcurrency = 16
+// consumerConcurrency is each consumer process's key lanes in the tuned
+// profile; quickStartConcurrency is the README's quick start's.
+const (
+	consumerConcurrency   = 16
+	quickStartConcurrency = 32
+)
 
-// runConsumer consumes the topic through the SDK's full pipeline until ctx
-// ends: PostgreSQL dedupe, the ordered retry table with its retrier, key
-// lanes. Its PostgreSQL (and RabbitMQ) connections go through the parent's
-// proxy.
+// runConsumer consumes the topic until ctx ends, configured by cfg.Profile
+// (see newConsumer). Its PostgreSQL, Redis and RabbitMQ connections go
+// through the parent's proxy; its Kafka connections through a cutDialer.
 func runConsumer(ctx context.Context, cfg *Config, name string, index int, log *slog.Logger) error {
-	pool, err := openPool(ctx, cfg.ProxiedDSN, cfg.Schema, name, consumerConcurrency+12)
+	lanes := consumerConcurrency
+	if cfg.Profile == profileQuickstart {
+		lanes = quickStartConcurrency
+	}
+	pool, err := openPool(ctx, cfg.ProxiedDSN, cfg.Schema, name, int32(lanes)+12)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	store, err := newDedupe(pool, cfg)
-	if err != nil {
-		return err
-	}
-	table, err := newRetryTable(pool, cfg, log)
-	if err != nil {
-		return err
-	}
 	ctl := startControlWatcher(ctx, cfg.Dir, Control{FailRate: cfg.FailRate})
 	dialer := newCutDialer()
 	go watchCuts(ctx, ctl, dialer, log)
 
-	a := &applier{pool: pool, store: store, name: name, ctl: ctl, seed: cfg.Seed, log: log}
+	a := &applier{pool: pool, name: name, pid: os.Getpid(), ctl: ctl, seed: cfg.Seed, log: log}
 	var outcomes [consumer.OutcomeUnsettled + 1]atomic.Int64
-	ccfg := consumer.Config{
-		Topic:       cfg.Topic,
-		Environment: cfg.Environment,
-		Dedupe:      store,
-		RetryTable:  table,
-		Retrier:     retry.RetrierConfig{PollInterval: 250 * time.Millisecond, LeaseTTL: 5 * time.Second},
-		Concurrency: consumerConcurrency,
-		Logger:      log,
-		Observe: func(e consumer.Event) {
-			if e.Outcome > 0 && int(e.Outcome) < len(outcomes) {
-				outcomes[e.Outcome].Add(1)
-			}
-		},
+	// Observe only counts outcomes for the log line below; it changes
+	// nothing in the pipeline.
+	observe := func(e consumer.Event) {
+		if e.Outcome > 0 && int(e.Outcome) < len(outcomes) {
+			outcomes[e.Outcome].Add(1)
+		}
 	}
 	var c *consumer.Consumer
-	switch cfg.Broker {
-	case brokerKafka:
-		c, err = consumer.NewKafka(kafka.Config{
-			Brokers:     cfg.Kafka,
-			ClientID:    name,
-			Environment: cfg.Environment,
-			Logger:      log,
-			Consumer:    kafka.ConsumerConfig{Group: cfg.Group},
-			Tune:        dialer.tune,
-		}, a, ccfg)
+	switch cfg.Profile {
+	case profileQuickstart:
+		rdb := redis.NewClient(&redis.Options{Addr: cfg.ProxiedRedis})
+		defer rdb.Close()
+		c, err = newQuickStartConsumer(ctx, cfg, pool, rdb, dialer, a, observe)
+	case profileZero:
+		c, err = newZeroConsumer(cfg, dialer, a, observe)
 	default:
-		c, err = consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg,
-			rabbitmq.WithLogger(log),
-			rabbitmq.WithConnectionName(name),
-			rabbitmq.WithTopology(rabbitTopology(cfg)),
-			rabbitmq.WithShardIndexes(primaryShards(index, cfg.Consumers, cfg.Shards)...))
+		c, err = newTunedConsumer(cfg, name, index, pool, dialer, a, observe, log)
 	}
 	if err != nil {
 		return err
@@ -99,6 +86,89 @@ func runConsumer(ctx context.Context, cfg *Config, name string, index int, log *
 		slog.Int64("dead_lettered", outcomes[consumer.OutcomeDeadLettered].Load()),
 		slog.Int64("unsettled", outcomes[consumer.OutcomeUnsettled].Load()))
 	return err
+}
+
+// newTunedConsumer is the campaign's own configuration: PostgreSQL dedupe
+// recorded in the handler's transaction (DoneTx), the retry table with short
+// backoffs and a fast retrier, sharded RabbitMQ queues with this process's
+// primary shards.
+func newTunedConsumer(cfg *Config, name string, index int, pool *pgxpool.Pool, dialer *cutDialer, a *applier,
+	observe func(consumer.Event), log *slog.Logger) (*consumer.Consumer, error) {
+	store, err := newDedupe(pool, cfg)
+	if err != nil {
+		return nil, err
+	}
+	table, err := newRetryTable(pool, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
+	ccfg := consumer.Config{
+		Topic:       cfg.Topic,
+		Environment: cfg.Environment,
+		Dedupe:      store,
+		RetryTable:  table,
+		Retrier:     retry.RetrierConfig{PollInterval: 250 * time.Millisecond, LeaseTTL: 5 * time.Second},
+		Concurrency: consumerConcurrency,
+		Logger:      log,
+		Observe:     observe,
+	}
+	if cfg.Broker == brokerKafka {
+		return consumer.NewKafka(kafka.Config{
+			Brokers:     cfg.Kafka,
+			ClientID:    name,
+			Environment: cfg.Environment,
+			Logger:      log,
+			Consumer:    kafka.ConsumerConfig{Group: cfg.Group},
+			Tune:        dialer.tune,
+		}, a, ccfg)
+	}
+	return consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg,
+		rabbitmq.WithLogger(log),
+		rabbitmq.WithConnectionName(name),
+		rabbitmq.WithTopology(rabbitTopology(cfg)),
+		rabbitmq.WithShardIndexes(primaryShards(index, cfg.Consumers, cfg.Shards)...))
+}
+
+// newQuickStartConsumer configures the consumer exactly as the README's
+// "Quick start" writes it: Redis dedupe with a Namespace, retry.NewTable
+// with a Group (migrated once, by the parent, at start-up), Topic, Dedupe,
+// RetryTable and Concurrency 32; the Kafka adapter with Brokers, Environment
+// and Group; RabbitMQ with the URL and group only (Declare made the default
+// topology). The only additions are instrumentation that changes no
+// behaviour: Observe (outcome counts) and, on Kafka, the cut dialer through
+// which the connection-cut fault resets its connections.
+func newQuickStartConsumer(ctx context.Context, cfg *Config, pool *pgxpool.Pool, rdb redis.UniversalClient,
+	dialer *cutDialer, a *applier, observe func(consumer.Event)) (*consumer.Consumer, error) {
+	dedupe, err := idempotency.NewRedis(rdb, idempotency.RedisConfig{Namespace: cfg.redisNamespace()})
+	if err != nil {
+		return nil, err
+	}
+	table, err := retry.NewTable(pool, retry.TableConfig{Group: cfg.Group})
+	if err != nil {
+		return nil, err
+	}
+	ccfg := consumer.Config{Topic: cfg.Topic, Dedupe: dedupe, RetryTable: table, Concurrency: quickStartConcurrency,
+		Observe: observe}
+	if cfg.Broker == brokerKafka {
+		return consumer.NewKafka(kafka.Config{Brokers: cfg.Kafka, Environment: cfg.Environment,
+			Consumer: kafka.ConsumerConfig{Group: cfg.Group}, Tune: dialer.tune}, a, ccfg)
+	}
+	return consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg)
+}
+
+// newZeroConsumer leaves every optional consumer field at its zero value:
+// consumer.Config{Topic} (no retry table, no dedupe store, no dead-letter
+// path), the Kafka adapter with Brokers, Environment (it names the topic)
+// and Group, RabbitMQ with the URL and group. Observe and the cut dialer
+// are instrumentation, as in newQuickStartConsumer.
+func newZeroConsumer(cfg *Config, dialer *cutDialer, a *applier, observe func(consumer.Event)) (*consumer.Consumer, error) {
+	ccfg := consumer.Config{Topic: cfg.Topic, Observe: observe}
+	if cfg.Broker == brokerKafka {
+		return consumer.NewKafka(kafka.Config{Brokers: cfg.Kafka, Environment: cfg.Environment,
+			Consumer: kafka.ConsumerConfig{Group: cfg.Group}, Tune: dialer.tune}, a, ccfg)
+	}
+	return consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg)
 }
 
 // primaryShards spreads the shards over the consumer processes: process i
@@ -114,14 +184,22 @@ func primaryShards(index, consumers, shards int) []int {
 	return out
 }
 
-// applier is the kitchen: it applies an order event to soak_results and
-// records the message as done in the same transaction (DoneTx), so the
-// effect and the dedupe record commit together: a crash between them cannot
-// apply the message twice (L20).
+// applier is the kitchen. Every application is recorded in soak_results,
+// the campaign's ledger, with the applying process's name and pid. The
+// effect itself depends on the profile:
+//
+//   - with store set (tuned profile) the message is recorded done in the
+//     same transaction (DoneTx), so the effect and the dedupe record commit
+//     together: a crash between them cannot apply the message twice (L20);
+//   - without (quick-start and zero profiles) it is what the README tells a
+//     user to write: an upsert of the order's state guarded by its sequence,
+//     so a replayed older event never overwrites a newer one (L19, L20).
+//     The ledger still sees every application, repeats included.
 type applier struct {
 	pool  *pgxpool.Pool
-	store *idempotency.PostgresStore
+	store *idempotency.PostgresStore // nil: upsert the order's state
 	name  string
+	pid   int
 	ctl   *controlWatcher
 	seed  uint64
 	log   *slog.Logger
@@ -154,11 +232,17 @@ func (a *applier) Handle(ctx context.Context, m *reliable.Message) error {
 		return reliable.Permanent(fmt.Errorf("soak: bad seq header %q", m.Headers["seq"]))
 	}
 	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO soak_results (msg_id, key, seq, process, attempt) VALUES ($1, $2, $3, $4, $5)`,
-			m.ID, m.Key, seq, a.name, attempt); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO soak_results (msg_id, key, seq, process, pid, attempt) VALUES ($1, $2, $3, $4, $5, $6)`,
+			m.ID, m.Key, seq, a.name, a.pid, attempt); err != nil {
 			return err
 		}
-		return a.store.DoneTx(ctx, tx, m.ID)
+		if a.store != nil {
+			return a.store.DoneTx(ctx, tx, m.ID)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO soak_state (key, seq, status, msg_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (key) DO UPDATE SET seq = excluded.seq, status = excluded.status, msg_id = excluded.msg_id
+			WHERE soak_state.seq < excluded.seq`, m.Key, seq, m.Type, m.ID)
+		return err
 	})
 	if err != nil {
 		return reliable.Retryable(fmt.Errorf("soak: apply %s: %w", m.ID, err))

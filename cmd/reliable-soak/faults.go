@@ -126,6 +126,12 @@ func (in *injector) inject(ctx context.Context, kind string) {
 		detail, err = in.killAndRestart(ctx, in.pick(roleConsumer))
 	case faultRelayKill:
 		detail, err = in.killAndRestart(ctx, in.pick(roleRelay))
+	case faultScaleUp:
+		detail, err = in.scaleUp()
+	case faultScaleDown:
+		detail, err = in.scaleDown()
+	case faultRollingRestart:
+		detail, err = in.rollingRestart(ctx)
 	case faultBrokerKill:
 		detail, err = in.killLeader(ctx, &ev)
 	case faultRabbitRestart:
@@ -163,18 +169,88 @@ func (in *injector) since(t time.Time) string {
 	return "+" + t.Sub(in.start).Round(100*time.Millisecond).String()
 }
 
-// pick chooses a process of role at random (by the seed).
+// pick chooses a running process of role at random (by the seed); an
+// instance scaled down stays down.
 func (in *injector) pick(role string) string {
-	var names []string
-	for _, c := range in.procs.list() {
-		if c.role == role {
-			names = append(names, c.name)
-		}
-	}
+	names := in.running(role)
 	if len(names) == 0 {
 		return ""
 	}
 	return names[in.rng.IntN(len(names))]
+}
+
+// running lists the running processes of role, by name.
+func (in *injector) running(role string) []string {
+	var names []string
+	for _, c := range in.procs.list() {
+		if c.role == role && in.procs.running(c.name) {
+			names = append(names, c.name)
+		}
+	}
+	return names
+}
+
+// gracefulStop bounds a consumer's clean stop: its ShutdownTimeout (30 s by
+// default) plus the final commit.
+const gracefulStop = 45 * time.Second
+
+// restartPause is how long a rolling restart waits after starting an
+// instance before stopping the next one, like a rollout's minimum ready
+// time; the instance joins its group meanwhile.
+const restartPause = 3 * time.Second
+
+// scaleUp starts one more consumer instance under the next free name.
+func (in *injector) scaleUp() (string, error) {
+	n := 0
+	for _, c := range in.procs.list() {
+		if c.role == roleConsumer {
+			n = max(n, c.index)
+		}
+	}
+	name := "consumer-" + strconv.Itoa(n+1)
+	if err := in.procs.start(name, roleConsumer, n+1); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s joins: %d consumer instances run", name, len(in.running(roleConsumer))), nil
+}
+
+// scaleDown stops one running consumer instance cleanly (SIGTERM: it
+// finishes or hands back its work and leaves its group) and leaves it down.
+func (in *injector) scaleDown() (string, error) {
+	if len(in.running(roleConsumer)) < 2 {
+		return "", fmt.Errorf("scale-down: fewer than two consumer instances run")
+	}
+	name := in.pick(roleConsumer)
+	start := time.Now()
+	if err := in.procs.stop(name, gracefulStop); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s left cleanly in %s: %d consumer instances run", name,
+		time.Since(start).Round(100*time.Millisecond), len(in.running(roleConsumer))), nil
+}
+
+// rollingRestart stops each running consumer instance in turn cleanly and
+// starts it again, restartPause apart, as a deployment rollout does.
+func (in *injector) rollingRestart(ctx context.Context) (string, error) {
+	var parts []string
+	for _, name := range in.running(roleConsumer) {
+		c := in.procs.get(name)
+		start := time.Now()
+		if err := in.procs.stop(name, gracefulStop); err != nil {
+			return strings.Join(parts, ", "), err
+		}
+		stopped := time.Since(start)
+		if err := in.procs.start(name, c.role, c.index); err != nil {
+			return strings.Join(parts, ", "), err
+		}
+		parts = append(parts, fmt.Sprintf("%s (stopped in %s)", name, stopped.Round(100*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return strings.Join(parts, ", "), ctx.Err()
+		case <-time.After(restartPause):
+		}
+	}
+	return "restarted in turn: " + strings.Join(parts, ", "), nil
 }
 
 // killAndRestart kills -9 the named process and starts it again after a

@@ -80,13 +80,18 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs := flag.NewFlagSet("reliable-soak", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Broker, "broker", brokerKafka, "kafka or rabbitmq")
+	fs.StringVar(&cfg.Profile, "profile", profileTuned, "consumer configuration: "+
+		"tuned (PostgreSQL dedupe in the handler's transaction, short retry backoffs, sharded RabbitMQ queues), "+
+		"quickstart (exactly the README's quick start: Redis dedupe, retry table, Concurrency 32, default topology) or "+
+		"zero (consumer.Config{Topic} only: no retry table, no dedupe, no dead-letter path; no poison messages)")
 	fs.IntVar(&cfg.Messages, "messages", 0, "orders to write (default 20000 unless -duration or -backlog is set)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "write orders for this long instead of -messages")
 	fs.IntVar(&cfg.Keys, "keys", 1000, "order keys; each key's events must apply in sequence")
 	fs.IntVar(&cfg.Consumers, "consumers", 3, "consumer processes")
 	fs.IntVar(&cfg.Relays, "relays", 2, "relay processes")
 	fs.StringVar(&faults, "faults", "all", `faults to inject: "all", "none" or a list of `+
-		strings.Join(append(faultKinds(brokerKafka), faultRabbitRestart), ","))
+		strings.Join(append(append(faultKinds(brokerKafka), faultRabbitRestart), scaleFaults...), ",")+
+		` ("all" includes the scale faults with -profile quickstart or zero)`)
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the injected failures and of fault targets")
 	fs.StringVar(&o.report, "report", "table", "table (Markdown) or json")
 	fs.Float64Var(&cfg.Rate, "rate", 250, "steady orders per second outside bursts")
@@ -94,10 +99,10 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs.Float64Var(&cfg.FailRate, "fail-rate", 0.01, "baseline fraction of first and second handler attempts failing transiently")
 	fs.Float64Var(&cfg.FaultFailRate, "fault-fail-rate", 0.3, "that fraction during the handler-failures fault")
 	fs.DurationVar(&cfg.Latency, "latency", 100*time.Millisecond, "handler latency during the slow-downstream fault")
-	fs.IntVar(&cfg.PoisonEvery, "poison-every", 2500, "every n-th order is a poison message on a key of its own (0: none)")
+	fs.IntVar(&cfg.PoisonEvery, "poison-every", -1, "every n-th order is a poison message on a key of its own (0: none; default 2500, 0 with -profile zero)")
 	fs.IntVar(&cfg.OversizeEvery, "oversize-every", 0, "every n-th order is too large to publish, on a key of its own, and must end dead in the outbox alone (L13; 0: none)")
 	fs.IntVar(&cfg.Partitions, "partitions", 6, "partitions of the Kafka topic")
-	fs.IntVar(&cfg.Shards, "shards", 0, "RabbitMQ: shard queues of the group (default 2 per consumer)")
+	fs.IntVar(&cfg.Shards, "shards", -1, "RabbitMQ: shard queues of the group (default 2 per consumer; none with -profile quickstart or zero)")
 	fs.DurationVar(&cfg.FaultGap, "fault-gap", 3*time.Second, "pause between two faults")
 	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", 3*time.Minute, "fail when nothing settles for this long after writing and faults ended")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "memory mode: load N orders, drain them with one relay, then one consumer, and report their peak RSS")
@@ -114,13 +119,24 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	if cfg.Messages == 0 && cfg.Duration == 0 && cfg.Backlog == 0 {
 		cfg.Messages = 20000
 	}
-	if cfg.Shards == 0 {
-		cfg.Shards = 2 * cfg.Consumers
+	if cfg.Shards < 0 {
+		cfg.Shards = 0 // the default topology
+		if cfg.Profile == profileTuned {
+			cfg.Shards = 2 * cfg.Consumers
+		}
+	}
+	if cfg.PoisonEvery < 0 {
+		// Without a dead-letter path a poison message holds its key until an
+		// operator acts (by design): the zero profile injects none.
+		cfg.PoisonEvery = 2500
+		if cfg.Profile == profileZero {
+			cfg.PoisonEvery = 0
+		}
 	}
 	if cfg.Backlog > 0 {
 		cfg.Consumers, cfg.Relays, faults = 1, 1, "none"
 	}
-	cfg.Faults = parseFaults(faults, cfg.Broker)
+	cfg.Faults = parseFaults(faults, cfg.Broker, cfg.Profile)
 	if o.report != "table" && o.report != "json" {
 		return nil, o, fmt.Errorf("-report is %q, want table or json", o.report)
 	}

@@ -38,11 +38,20 @@ type child struct {
 // re-executed with a role, so a kill -9 kills a real process with its own
 // memory, connections and broker sessions.
 type procs struct {
-	exe  string
-	dir  string
-	log  *slog.Logger
-	mu   sync.Mutex
-	kids map[string]*child
+	exe    string
+	dir    string
+	log    *slog.Logger
+	mu     sync.Mutex
+	kids   map[string]*child
+	killed []Kill // every kill -9, in order
+}
+
+// Kill is one kill -9: the process generation and when it died. The verdict
+// needs it to tell the repeats a crash may cause from the ones it may not.
+type Kill struct {
+	Name string
+	PID  int
+	At   time.Time
 }
 
 func newProcs(exe, dir string, log *slog.Logger) *procs {
@@ -170,10 +179,22 @@ func (p *procs) signal(name string, sig syscall.Signal, wait time.Duration, isKi
 	}
 	select {
 	case <-exited:
+		if sig == syscall.SIGKILL {
+			p.mu.Lock()
+			p.killed = append(p.killed, Kill{Name: name, PID: proc.Pid, At: time.Now()})
+			p.mu.Unlock()
+		}
 		return proc.Pid, nil
 	case <-time.After(wait):
 		return proc.Pid, fmt.Errorf("%s (pid %d) still runs %s after %s", name, proc.Pid, wait, sig)
 	}
+}
+
+// kills returns every kill -9 so far.
+func (p *procs) kills() []Kill {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Kill(nil), p.killed...)
 }
 
 // stopAll stops every running child, consumers last so they can apply what

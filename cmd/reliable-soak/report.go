@@ -81,6 +81,17 @@ func budgetOf(role string) int64 {
 	return 0
 }
 
+// repeatRule says which repeats fail the profile's verdict.
+func repeatRule(profile string) string {
+	switch profile {
+	case profileZero:
+		return "no dedupe store: repeats are counted, not failed"
+	case profileQuickstart:
+		return "Redis dedupe beside an upsert: only repeats after a kill -9 pass"
+	}
+	return "dedupe in the handler's transaction: every repeat fails"
+}
+
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // faultCounts counts injected faults by kind, in schedule order; failed
@@ -117,7 +128,7 @@ func (r *Report) writeTable(w io.Writer) {
 	if !r.Passed() {
 		status = "FAIL"
 	}
-	fmt.Fprintf(w, "\n## reliable-soak %s on %s: %s\n\n", r.Mode, r.Broker, status)
+	fmt.Fprintf(w, "\n## reliable-soak %s on %s, profile %s: %s\n\n", r.Mode, r.Broker, v.Profile, status)
 	fmt.Fprintf(w, "command: `%s` (code at %s)\n\n", r.Command, r.Revision)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "| %s\t| %v\t|\n", k, v) }
@@ -128,6 +139,8 @@ func (r *Report) writeTable(w io.Writer) {
 	row("applied (effects / distinct messages)", fmt.Sprintf("%d / %d", v.Applied, v.AppliedUnique))
 	row("lost", v.Lost)
 	row("applied twice", v.AppliedTwice)
+	row("repeats: all / first applied by a process killed -9 within "+killWindow.String(),
+		fmt.Sprintf("%d / %d (%s)", v.Repeats, v.RepeatsAfterKill, repeatRule(v.Profile)))
 	row("out of order", v.OutOfOrder)
 	row("gaps in a key's sequence", v.Gaps)
 	row("applied but never produced", v.Phantom)
@@ -179,9 +192,11 @@ func (r *Report) writeTable(w io.Writer) {
 	problems = append(problems, r.overBudget()...)
 	if len(problems) > 0 {
 		fmt.Fprintf(w, "\n### problems\n\n- %s\n", strings.Join(problems, "\n- "))
-		for _, s := range v.Samples {
-			fmt.Fprintf(w, "  - %s\n", s)
-		}
+	} else if len(v.Samples) > 0 {
+		fmt.Fprintf(w, "\n### repeats (not failed: %s)\n\n", repeatRule(v.Profile))
+	}
+	for _, s := range v.Samples {
+		fmt.Fprintf(w, "  - %s\n", s)
 	}
 	if r.Dir != "" {
 		fmt.Fprintf(w, "\nkept: schema soak_%s, run directory (config, child logs) %s\n", r.RunID, r.Dir)

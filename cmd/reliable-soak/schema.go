@@ -26,6 +26,8 @@ import (
 //     unique constraint on msg_id on purpose: a second application of a
 //     message must be visible, not refused.
 //   - soak_injected: transient handler failures as they were injected.
+//   - soak_state: each order's state, as the quick-start and zero profiles'
+//     handler upserts it (the tuned profile's handler does not write it).
 const soakSchema = `
 CREATE TABLE soak_orders (
     id         bigserial   PRIMARY KEY,
@@ -43,8 +45,15 @@ CREATE TABLE soak_results (
     key        text        NOT NULL,
     seq        integer     NOT NULL,
     process    text        NOT NULL,
+    pid        integer     NOT NULL DEFAULT 0,
     attempt    integer     NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE soak_state (
+    key    text    PRIMARY KEY,
+    seq    integer NOT NULL,
+    status text    NOT NULL,
+    msg_id text    NOT NULL
 );
 CREATE INDEX soak_results_msg_id ON soak_results (msg_id);
 CREATE TABLE soak_injected (

@@ -270,3 +270,64 @@ func TestCutDialerResetsItsConnections(t *testing.T) {
 		t.Fatalf("after the cut: %q, %v", got, err)
 	}
 }
+
+// The quick-start and zero profiles run the default topology, add the scale
+// faults to "all", and the zero profile injects no poison (it has no
+// dead-letter path); settings that contradict a profile are refused.
+func TestParseFlagsProfiles(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"-profile", "quickstart", "-broker", "rabbitmq"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Shards != 0 || cfg.PoisonEvery != 2500 {
+		t.Errorf("quickstart: shards %d (want 0: default topology), poison every %d", cfg.Shards, cfg.PoisonEvery)
+	}
+	for _, f := range append(scaleFaults, faultRabbitRestart, faultConsumerKill, faultConnCut) {
+		if !slices.Contains(cfg.Faults, f) {
+			t.Errorf("quickstart's all faults lack %s: %v", f, cfg.Faults)
+		}
+	}
+	cfg, _, err = parseFlags([]string{"-profile", "zero"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PoisonEvery != 0 || cfg.Shards != 0 || !slices.Contains(cfg.Faults, faultRollingRestart) {
+		t.Errorf("zero: %+v", cfg)
+	}
+	cfg, _, err = parseFlags(nil, io.Discard)
+	if err != nil || cfg.Profile != profileTuned || slices.Contains(cfg.Faults, faultScaleUp) {
+		t.Errorf("the default profile changed: %+v, %v", cfg, err)
+	}
+	_, _, err = parseFlags([]string{"-profile", "zero", "-poison-every", "100", "-shards", "4"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-poison-every") || !strings.Contains(err.Error(), "-shards") {
+		t.Errorf("zero with poison and shards: %v", err)
+	}
+	if _, _, err = parseFlags([]string{"-profile", "tuned-ish"}, io.Discard); err == nil || !strings.Contains(err.Error(), "-profile") {
+		t.Errorf("unknown profile: %v", err)
+	}
+	// Scale faults may be chosen by name in any profile.
+	if _, _, err = parseFlags([]string{"-faults", "scale-up,scale-down,rolling-restart"}, io.Discard); err != nil {
+		t.Errorf("scale faults in the tuned profile: %v", err)
+	}
+}
+
+// Without a dedupe store repeats are reported, not failed; in the other
+// profiles AppliedTwice fails the run.
+func TestReportRepeatsByProfile(t *testing.T) {
+	rep := &Report{Mode: "campaign", Broker: brokerRabbitMQ, Verdict: Verdict{Profile: profileZero, Orders: 10,
+		AppliedUnique: 10, Applied: 12, Repeats: 2, Samples: []string{"applied 2x m1 by consumer-1,consumer-2"}}}
+	if !rep.Passed() {
+		t.Error("repeats failed the zero profile")
+	}
+	var out bytes.Buffer
+	rep.writeTable(&out)
+	for _, want := range []string{"profile zero: PASS", "| 2 / 0 (no dedupe store", "### repeats", "applied 2x m1"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	rep.Verdict.Profile, rep.Verdict.AppliedTwice = profileQuickstart, 1
+	if rep.Passed() {
+		t.Error("a repeat not explained by a kill passed the quick-start profile")
+	}
+}

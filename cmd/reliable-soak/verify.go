@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -18,8 +19,21 @@ type Verdict struct {
 	Applied       int64 `json:"applied"`        // effects (rows in soak_results)
 	AppliedUnique int64 `json:"applied_unique"` // distinct messages applied
 
-	Lost          int64 `json:"lost"`           // ordinary orders never applied and not dead
-	AppliedTwice  int64 `json:"applied_twice"`  // messages applied more than once
+	Lost int64 `json:"lost"` // ordinary orders never applied and not dead
+	// AppliedTwice counts the repeats that break the promise: every repeat
+	// in the tuned profile (its dedupe record commits with the effect), the
+	// repeats not explained by a kill -9 in the quick-start profile, none in
+	// the zero profile (no dedupe store: repeats are expected and counted).
+	AppliedTwice int64 `json:"applied_twice"`
+	// Repeats counts every message applied more than once; RepeatsAfterKill
+	// those whose first application was by a process killed with -9 at most
+	// killWindow later, before its dedupe store recorded it done (the
+	// Begin/Done window of a store outside the handler's transaction, which
+	// the README's upsert absorbs).
+	Repeats          int64  `json:"repeats"`
+	RepeatsAfterKill int64  `json:"repeats_after_kill"`
+	Profile          string `json:"profile"`
+
 	OutOfOrder    int64 `json:"out_of_order"`   // first applies whose seq is below an earlier one's of the key
 	Gaps          int64 `json:"gaps"`           // first applies whose seq is not the previous one's + 1
 	Phantom       int64 `json:"phantom"`        // applies of messages never produced
@@ -100,9 +114,28 @@ func (p progress) settled() bool {
 	return p.orders > 0 && p.appliedUnique+p.dead >= p.orders && p.outboxPending == 0 && p.retryPending == 0
 }
 
+// killWindow bounds how long after a message's application a kill -9 of the
+// applying process can still stop its dedupe store from recording it done:
+// one store round trip, retried through a connection cut.
+const killWindow = 5 * time.Second
+
+// rules is what the verdict needs to know of the run beyond its tables.
+type rules struct {
+	profile string // "" is profileTuned
+	kills   []Kill // every kill -9 of the run
+}
+
 // verify reads the verdict from the run's tables.
-func verify(ctx context.Context, pool *pgxpool.Pool, group string) (Verdict, error) {
-	var v Verdict
+func verify(ctx context.Context, pool *pgxpool.Pool, group string, ru rules) (Verdict, error) {
+	v := Verdict{Profile: ru.profile}
+	if v.Profile == "" {
+		v.Profile = profileTuned
+	}
+	pids := make([]int32, len(ru.kills))
+	ats := make([]time.Time, len(ru.kills))
+	for i, k := range ru.kills {
+		pids[i], ats[i] = int32(k.PID), k.At
+	}
 	err := pool.QueryRow(ctx, `
 WITH applied AS (
   SELECT msg_id, count(*) AS n FROM soak_results GROUP BY msg_id
@@ -130,6 +163,9 @@ SELECT
      AND NOT EXISTS (SELECT 1 FROM dead d WHERE d.msg_id = o.msg_id)
      AND NOT EXISTS (SELECT 1 FROM reliable_outbox x WHERE x.msg_id = o.msg_id AND x.dead_at IS NOT NULL)),
   (SELECT count(*) FROM applied WHERE n > 1),
+  (SELECT count(*) FROM firsts f JOIN applied a USING (msg_id)
+     WHERE a.n > 1 AND EXISTS (SELECT 1 FROM unnest($2::int[], $3::timestamptz[]) AS k(pid, at)
+       WHERE k.pid = f.pid AND f.applied_at BETWEEN k.at - $4::interval AND k.at)),
   (SELECT count(*) FROM ordered WHERE seq < highest),
   (SELECT count(*) FROM ordered WHERE seq <> coalesce(prev, 0) + 1),
   (SELECT count(*) FROM applied a WHERE NOT EXISTS (SELECT 1 FROM soak_orders o WHERE o.msg_id = a.msg_id)),
@@ -141,14 +177,22 @@ SELECT
   (SELECT count(*) FROM reliable_outbox x JOIN soak_orders o USING (msg_id) WHERE x.dead_at IS NOT NULL AND o.oversize),
   (SELECT count(*) FROM reliable_outbox x WHERE x.dead_at IS NOT NULL
      AND NOT EXISTS (SELECT 1 FROM soak_orders o WHERE o.msg_id = x.msg_id AND o.oversize)),
-  (SELECT count(*) FROM soak_injected WHERE kind = 'handler-failures')`, group).Scan(
-		&v.Orders, &v.Poison, &v.Oversize, &v.Applied, &v.AppliedUnique, &v.Lost, &v.AppliedTwice, &v.OutOfOrder, &v.Gaps,
+  (SELECT count(*) FROM soak_injected WHERE kind = 'handler-failures')`, group, pids, ats, killWindow).Scan(
+		&v.Orders, &v.Poison, &v.Oversize, &v.Applied, &v.AppliedUnique, &v.Lost, &v.Repeats, &v.RepeatsAfterKill, &v.OutOfOrder, &v.Gaps,
 		&v.Phantom, &v.PoisonApplied, &v.DeadExpected, &v.DeadUnexpected, &v.RetryPending, &v.OutboxPending,
 		&v.OutboxDeadExpected, &v.OutboxDead, &v.InjectedFailures)
 	if err != nil {
 		return v, fmt.Errorf("verify: %w", err)
 	}
-	if !v.OK() {
+	switch v.Profile {
+	case profileZero:
+		v.AppliedTwice = 0 // counted in Repeats and reported, not failed
+	case profileQuickstart:
+		v.AppliedTwice = v.Repeats - v.RepeatsAfterKill
+	default:
+		v.AppliedTwice = v.Repeats
+	}
+	if !v.OK() || v.Repeats > 0 {
 		v.Samples, err = samples(ctx, pool, group)
 	}
 	return v, err
