@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -31,13 +32,18 @@ type claim struct {
 	partition int32
 	tracker   *ordering.Tracker // created with the first record
 
+	backoff reliable.Backoff // spaces redeliveries of a nacked record
+
 	mu          sync.Mutex
 	revoked     bool
-	outstanding int   // handed out, not settled
-	marked      int64 // last offset passed to MarkOffset
-	nacked      chan struct{}
-	nackOnce    sync.Once
+	outstanding int           // handed out, not settled
+	marked      int64         // last offset passed to MarkOffset
 	space       chan struct{} // signalled on every settle
+	// retry receives nacked records once their backoff elapsed; ConsumeClaim
+	// hands them out again. Its capacity is MaxInFlightPerPartition, the
+	// most records a claim tracks, so a timer never waits for room.
+	retry chan *acker
+	done  chan struct{} // closed when ConsumeClaim returns
 }
 
 func (h *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
@@ -111,14 +117,17 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, sc sarama.
 	c := &claim{
 		topic:     sc.Topic(),
 		partition: sc.Partition(),
+		backoff:   cfg.RedeliveryBackoff,
 		marked:    sc.InitialOffset(),
-		nacked:    make(chan struct{}),
 		space:     make(chan struct{}, 1),
+		retry:     make(chan *acker, cfg.MaxInFlightPerPartition),
+		done:      make(chan struct{}),
 	}
 	h.mu.Lock()
 	h.claims[c] = struct{}{}
 	h.mu.Unlock()
 	defer func() {
+		close(c.done)
 		h.release(sess, c)
 		h.mu.Lock()
 		delete(h.claims, c)
@@ -129,50 +138,41 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, sc sarama.
 	tp := topicPartition{c.topic, c.partition}
 	for {
 		// Backpressure: a partition holds at most MaxInFlightPerPartition
-		// uncommitted deliveries (L23).
-		for c.tracker != nil && c.tracker.InFlight() >= cfg.MaxInFlightPerPartition {
-			select {
-			case <-c.space:
-			case <-ctx.Done():
-				return nil
-			case <-c.nacked:
-				return nil
-			}
+		// uncommitted deliveries (L23). A nacked record is still tracked, so
+		// its redelivery needs no room; it only waits for its backoff.
+		records := sc.Messages()
+		if c.full(cfg.MaxInFlightPerPartition) {
+			records = nil
 		}
-		var rec *sarama.ConsumerMessage
+		var a *acker
 		select {
-		case r, ok := <-sc.Messages():
+		case r, ok := <-records:
 			if !ok {
 				return nil
 			}
-			rec = r
+			if !c.track(r.Offset) {
+				// Offsets go backwards only if sarama misbehaves; never hand
+				// out what the tracker cannot account for.
+				h.sub.report(fmt.Errorf("kafka: %s/%d: offset %d is behind the tracked ones", c.topic, c.partition, r.Offset))
+				return nil
+			}
+			a = &acker{c: c, rec: r, attempt: 1, redelivered: h.sub.noteDelivered(tp, r.Offset)}
+		case a = <-c.retry:
+		case <-c.space:
+			continue // room again: look at the records channel
 		case <-ctx.Done():
 			return nil
-		case <-c.nacked:
-			return nil
 		}
-		c.mu.Lock()
-		if c.tracker == nil {
-			c.tracker = ordering.NewTracker(rec.Offset)
-		}
-		if err := c.tracker.Track(rec.Offset); err != nil {
-			// Offsets go backwards only if sarama misbehaves; never hand out
-			// what the tracker cannot account for.
-			c.mu.Unlock()
-			h.sub.report(err)
-			return nil
-		}
-		c.mu.Unlock()
 
-		msg := fromRecord(rec, h.topic)
+		msg := fromRecord(a.rec, h.topic)
 		msg.Delivery = reliable.DeliveryInfo{
-			Partition:   rec.Partition,
-			Offset:      rec.Offset,
-			Attempt:     1,
-			Redelivered: h.sub.noteDelivered(tp, rec.Offset),
+			Partition:   a.rec.Partition,
+			Offset:      a.rec.Offset,
+			Attempt:     a.attempt,
+			Redelivered: a.redelivered,
 			ReceivedAt:  time.Now(),
 		}
-		d := reliable.NewDelivery(msg, &acker{c: c, offset: rec.Offset})
+		d := reliable.NewDelivery(msg, a)
 		c.mu.Lock()
 		c.outstanding++
 		c.mu.Unlock()
@@ -183,11 +183,25 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, sc sarama.
 			// commit stops before it.
 			c.unsend()
 			return nil
-		case <-c.nacked:
-			c.unsend()
-			return nil
 		}
 	}
+}
+
+// full reports whether the claim tracks its maximum of uncommitted records.
+func (c *claim) full(limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tracker != nil && c.tracker.InFlight() >= limit
+}
+
+// track adds offset to the tracker, creating it with the first record.
+func (c *claim) track(offset int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tracker == nil {
+		c.tracker = ordering.NewTracker(offset)
+	}
+	return c.tracker.Track(offset) == nil
 }
 
 // release ends the claim: it waits for the in-flight deliveries (unless the
@@ -241,10 +255,12 @@ func (c *claim) settle() {
 	}
 }
 
-// acker settles one delivery.
+// acker settles one delivery of a record.
 type acker struct {
-	c      *claim
-	offset int64
+	c           *claim
+	rec         *sarama.ConsumerMessage
+	attempt     int
+	redelivered bool
 }
 
 // Ack marks the delivery complete; its offset is committed once every earlier
@@ -257,21 +273,31 @@ func (a *acker) Ack(_ context.Context, _ *reliable.Delivery) error {
 	if c.revoked {
 		return nil
 	}
-	c.tracker.Complete(a.offset)
+	c.tracker.Complete(a.rec.Offset)
 	c.settle()
 	return nil
 }
 
-// Nack leaves the delivery incomplete and restarts the partition from its
-// committed offset (see Subscriber).
+// Nack leaves the record incomplete, so no commit passes it, and hands it out
+// again in the same claim after Consumer.RedeliveryBackoff, with Attempt+1.
+// The partition's other deliveries and the other partitions carry on. When
+// the claim ends first, the next owner of the partition reads the record
+// again from the committed offset.
 func (a *acker) Nack(_ context.Context, _ *reliable.Delivery) error {
 	c := a.c
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.revoked {
+		c.mu.Unlock()
 		return nil
 	}
 	c.settle()
-	c.nackOnce.Do(func() { close(c.nacked) })
+	c.mu.Unlock()
+	next := &acker{c: c, rec: a.rec, attempt: a.attempt + 1, redelivered: true}
+	time.AfterFunc(c.backoff.Delay(a.attempt), func() {
+		select {
+		case c.retry <- next:
+		case <-c.done:
+		}
+	})
 	return nil
 }

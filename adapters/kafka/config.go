@@ -25,6 +25,7 @@ const (
 	DefaultRebalanceTimeout        = 60 * time.Second
 	DefaultDrainTimeout            = 30 * time.Second
 	DefaultSessionTimeout          = 10 * time.Second
+	DefaultRedeliveryBackoffMax    = 5 * time.Second
 	DefaultMinReplicationFactor    = 3
 	DefaultMinInsyncReplicas       = 2
 )
@@ -150,6 +151,11 @@ type ConsumerConfig struct {
 	// SessionTimeout is how long the group waits for a member's heartbeat
 	// before it evicts the member. Defaults to DefaultSessionTimeout.
 	SessionTimeout time.Duration
+	// RedeliveryBackoff spaces the redeliveries of a nacked record, which
+	// comes back in the same claim with Attempt+1 (see [Subscriber]). Its
+	// zero fields take reliable.Backoff's defaults, except Max, which
+	// defaults to DefaultRedeliveryBackoffMax.
+	RedeliveryBackoff reliable.Backoff
 	// OnError, when set, is called with every error of the consumer group:
 	// failed commits, fetch errors, rebalance failures. They are logged in any
 	// case. It must not block.
@@ -273,6 +279,7 @@ func (c Config) validate(p *reliable.Problems) {
 	p.Addf(cc.DrainTimeout < 0, "Consumer.DrainTimeout is negative")
 	p.Addf(cc.RebalanceTimeout < 0, "Consumer.RebalanceTimeout is negative")
 	p.Addf(cc.SessionTimeout < 0, "Consumer.SessionTimeout is negative")
+	p.Addf(cc.RedeliveryBackoff.Initial < 0 || cc.RedeliveryBackoff.Max < 0, "Consumer.RedeliveryBackoff has a negative delay")
 	d := c.withDefaults().Consumer
 	p.Addf(d.DrainTimeout >= d.RebalanceTimeout, "Consumer.DrainTimeout %s must be below Consumer.RebalanceTimeout %s, or a slow drain gets the member evicted", d.DrainTimeout, d.RebalanceTimeout)
 }
@@ -318,6 +325,9 @@ func (c Config) withDefaults() Config {
 	}
 	if cc.SessionTimeout == 0 {
 		cc.SessionTimeout = DefaultSessionTimeout
+	}
+	if cc.RedeliveryBackoff.Max == 0 {
+		cc.RedeliveryBackoff.Max = DefaultRedeliveryBackoffMax
 	}
 	c.Audit = c.Audit.withDefaults()
 	return c

@@ -131,3 +131,16 @@ func cluster(t testing.TB) *testenv.Cluster {
 	t.Helper()
 	return testenv.KafkaCluster(t)
 }
+
+// newTestClient returns a plain sarama client, closed when the test ends.
+func newTestClient(t testing.TB, brokers []string) sarama.Client {
+	t.Helper()
+	sc := sarama.NewConfig()
+	sc.Version = DefaultVersion
+	client, err := sarama.NewClient(brokers, sc)
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	return client
+}

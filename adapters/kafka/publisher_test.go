@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/IBM/sarama"
+
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/ordering"
 )
@@ -58,14 +60,14 @@ func TestPrepareStampsAndPrefixes(t *testing.T) {
 // partition now belongs to another session (or member), which delivers the
 // message again.
 func TestStaleAckIgnored(t *testing.T) {
-	c := &claim{tracker: ordering.NewTracker(10), nacked: make(chan struct{}), space: make(chan struct{}, 1)}
+	c := &claim{tracker: ordering.NewTracker(10), space: make(chan struct{}, 1)}
 	for off := int64(10); off < 13; off++ {
 		if err := c.tracker.Track(off); err != nil {
 			t.Fatal(err)
 		}
 		c.outstanding++
 	}
-	d := reliable.NewDelivery(&reliable.Message{ID: "a"}, &acker{c: c, offset: 10})
+	d := reliable.NewDelivery(&reliable.Message{ID: "a"}, &acker{c: c, rec: &sarama.ConsumerMessage{Offset: 10}})
 	c.revoked = true
 	if err := d.Ack(context.Background()); err != nil {
 		t.Fatal(err)
@@ -75,12 +77,12 @@ func TestStaleAckIgnored(t *testing.T) {
 	}
 
 	c.revoked = false
-	live := reliable.NewDelivery(&reliable.Message{ID: "b"}, &acker{c: c, offset: 11})
+	live := reliable.NewDelivery(&reliable.Message{ID: "b"}, &acker{c: c, rec: &sarama.ConsumerMessage{Offset: 11}})
 	_ = live.Ack(context.Background())
 	if pos := c.tracker.CommitPosition(); pos != 10 {
 		t.Fatalf("ack of offset 11 passed the incomplete offset 10: %d", pos)
 	}
-	first := reliable.NewDelivery(&reliable.Message{ID: "c"}, &acker{c: c, offset: 10})
+	first := reliable.NewDelivery(&reliable.Message{ID: "c"}, &acker{c: c, rec: &sarama.ConsumerMessage{Offset: 10}})
 	_ = first.Ack(context.Background())
 	if pos := c.tracker.CommitPosition(); pos != 12 {
 		t.Fatalf("commit position %d, want 12", pos)

@@ -27,12 +27,15 @@ import (
 //     again.
 //   - At most Consumer.MaxInFlightPerPartition deliveries per partition are
 //     received but not committed; beyond that the partition waits (L23).
-//   - Nack ends the group session after the partition's other in-flight
-//     deliveries drain, so the partition is read again from its committed
-//     offset: the nacked delivery and the ones after it that were not
-//     committed are delivered again, flagged Redelivered. This is costly
-//     (every partition of the member restarts); the consumer pipeline parks
-//     failures in the retry table instead.
+//   - Nack hands the same record out again in the same claim after
+//     Consumer.RedeliveryBackoff (exponential per attempt), with Attempt+1
+//     and Redelivered set. Its offset stays incomplete meanwhile, so no
+//     commit passes it; the partition's other deliveries and the other
+//     partitions carry on, and the group session is not interrupted. A
+//     record nacked forever is redelivered forever and holds its
+//     partition's commit position: give poison messages a dead-letter path
+//     (Consumer.DeadLetterTopic with [Subscriber.DeadLetter], or a retry
+//     table).
 //   - Commit and fetch errors are logged and passed to Consumer.OnError.
 //
 // The environment header (reliable.HeaderEnvironment) is handed to the
