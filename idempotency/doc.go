@@ -23,6 +23,19 @@
 // check-then-insert race, L19), [PostgresStore] (an upsert on a primary key),
 // and [MemoryStore], a test double for unit tests.
 //
+// # Any message ID
+//
+// Message IDs are arbitrary bytes on the wire: foreign producers send NUL
+// bytes, invalid UTF-8 and IDs of many kilobytes. Every store deduplicates
+// them byte-exact. Redis keys are binary-safe; the PostgreSQL store keys a
+// record by an injective text form of the ID (the ID itself when text holds
+// it and it is at most 512 bytes, base64 behind a "\x01b64:" marker when
+// text cannot hold it, and its SHA-256 behind "\x01sha256:" when longer).
+// Migration 002 rewrites the records of long IDs written by older versions.
+// An error the database returns for a value it refuses (a data exception or
+// a program limit) matches reliable.IsPermanent and names the SQLSTATE; an
+// outage stays a retryable error.
+//
 // # Exactly-once effects for database handlers
 //
 // Begin/Done leaves a window: the handler's effect committed, then a crash

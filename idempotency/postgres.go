@@ -121,8 +121,8 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM claim) THEN 1
 	// key: then it returns NULL, and one more round sees the row.
 	for range 3 {
 		var st *int
-		if err := s.pool.QueryRow(ctx, q, s.cfg.Namespace, id, s.owner, s.cfg.ClaimTTL.Milliseconds()).Scan(&st); err != nil {
-			return 0, fmt.Errorf("idempotency: postgres begin %q: %w", id, err)
+		if err := s.pool.QueryRow(ctx, q, s.cfg.Namespace, recordID(id), s.owner, s.cfg.ClaimTTL.Milliseconds()).Scan(&st); err != nil {
+			return 0, storeError(fmt.Errorf("idempotency: postgres begin %q: %w", id, err))
 		}
 		if st != nil {
 			return Status(*st), nil
@@ -143,8 +143,8 @@ func (s *PostgresStore) Done(ctx context.Context, id string) error {
 	if id == "" {
 		return ErrEmptyID
 	}
-	if _, err := s.pool.Exec(ctx, s.doneSQL(), s.cfg.Namespace, id, s.cfg.Retention.Milliseconds()); err != nil {
-		return fmt.Errorf("idempotency: postgres done %q: %w", id, err)
+	if _, err := s.pool.Exec(ctx, s.doneSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds()); err != nil {
+		return storeError(fmt.Errorf("idempotency: postgres done %q: %w", id, err))
 	}
 	return nil
 }
@@ -158,8 +158,8 @@ func (s *PostgresStore) DoneTx(ctx context.Context, tx pgx.Tx, id string) error 
 	if id == "" {
 		return ErrEmptyID
 	}
-	if _, err := tx.Exec(ctx, s.doneSQL(), s.cfg.Namespace, id, s.cfg.Retention.Milliseconds()); err != nil {
-		return fmt.Errorf("idempotency: postgres done in tx %q: %w", id, err)
+	if _, err := tx.Exec(ctx, s.doneSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds()); err != nil {
+		return storeError(fmt.Errorf("idempotency: postgres done in tx %q: %w", id, err))
 	}
 	return nil
 }
@@ -172,8 +172,8 @@ func (s *PostgresStore) Abort(ctx context.Context, id string) error {
 		return ErrEmptyID
 	}
 	if _, err := s.pool.Exec(ctx, `DELETE FROM `+s.table+` WHERE namespace = $1 AND id = $2 AND NOT done AND owner = $3`,
-		s.cfg.Namespace, id, s.owner); err != nil {
-		return fmt.Errorf("idempotency: postgres abort %q: %w", id, err)
+		s.cfg.Namespace, recordID(id), s.owner); err != nil {
+		return storeError(fmt.Errorf("idempotency: postgres abort %q: %w", id, err))
 	}
 	return nil
 }
@@ -199,9 +199,9 @@ func (s *PostgresStore) ProcessTx(ctx context.Context, id string, fn func(ctx co
   VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
   ON CONFLICT (namespace, id) DO UPDATE
     SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
-    WHERE NOT r.done OR r.expires_at <= now()`, s.cfg.Namespace, id, s.cfg.Retention.Milliseconds())
+    WHERE NOT r.done OR r.expires_at <= now()`, s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds())
 		if err != nil {
-			return fmt.Errorf("idempotency: postgres claim in tx %q: %w", id, err)
+			return storeError(fmt.Errorf("idempotency: postgres claim in tx %q: %w", id, err))
 		}
 		if tag.RowsAffected() == 0 {
 			st = StatusDone
