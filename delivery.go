@@ -18,6 +18,15 @@ type Acknowledger interface {
 	Nack(ctx context.Context, d *Delivery) error
 }
 
+// StaleReporter is implemented by an [Acknowledger] that can tell when its
+// deliveries went stale: the Kafka partition was revoked, or the RabbitMQ
+// channel they came on is gone. The broker gives such a delivery to another
+// consumer, so handling it here could apply it twice, or after that consumer
+// applied the key's later messages.
+type StaleReporter interface {
+	Stale(d *Delivery) bool
+}
+
 // Delivery is a message received from a [Subscriber], waiting to be settled.
 type Delivery struct {
 	// Message is the received message. Message.Delivery holds the broker
@@ -50,6 +59,15 @@ func (d *Delivery) Nack(ctx context.Context) error {
 		return nil
 	}
 	return d.ack.Nack(ctx, d)
+}
+
+// Stale reports whether settling d can no longer have an effect, because
+// the broker hands it to another consumer (see [StaleReporter]). A consumer
+// does not start handling a stale delivery, nor any later one of its key.
+// It is false when the adapter cannot tell.
+func (d *Delivery) Stale() bool {
+	s, ok := d.ack.(StaleReporter)
+	return ok && s.Stale(d)
 }
 
 // Settled reports whether Ack or Nack was called.

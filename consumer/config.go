@@ -48,8 +48,9 @@ type Config struct {
 	// recommended: every broker redelivers after a crash.
 	Dedupe idempotency.Store
 	// RetryTable parks retryable failures and the messages queued behind them
-	// (L09-L11). Without one, retryable failures are retried inline in the
-	// key's lane, InlineAttempts times.
+	// (L09-L11). Without one, a failed message is retried in its key's lane
+	// with Backoff until it succeeds, and the key's later messages wait
+	// behind it; other keys go on (see InlineAttempts).
 	RetryTable RetryTable
 	// Retrier configures the retrier that Run starts when RetryTable is a
 	// *retry.Table: it replays parked entries through the same handler and
@@ -58,9 +59,11 @@ type Config struct {
 	// DisableRetrier stops Run from starting a retrier for RetryTable.
 	DisableRetrier bool
 	// DeadLetter receives poison and wrong-environment messages. Defaults to
-	// RetryTable. With neither, a poison message is nacked so the broker's
-	// own dead-letter policy applies, and a wrong-environment message is
-	// logged and acked without being handled.
+	// RetryTable (NewKafka: the Kafka dead-letter topic when one is
+	// configured; NewRabbitMQ: the group's dead-letter queue). With none,
+	// nothing is skipped: a poison message holds its key, reported by
+	// Blocked, until it succeeds or an operator acts; a wrong-environment
+	// message is logged and acked without being handled.
 	DeadLetter DeadLetterer
 
 	// Concurrency is how many keys are handled at once. Defaults to 16;
@@ -73,8 +76,11 @@ type Config struct {
 	// running with SetRate (L16).
 	Rate float64
 
-	// InlineAttempts bounds handler attempts per delivery when there is no
-	// RetryTable. Defaults to 3.
+	// InlineAttempts is how many times a message is tried in its key's lane,
+	// when there is no RetryTable, before its key is reported as blocked (an
+	// Error log and Consumer.Blocked). It goes on being tried, at most
+	// Backoff.Max apart, and is never nacked past its key's later messages.
+	// Defaults to 3.
 	InlineAttempts int
 	// Backoff spaces inline retries and retries of store operations. See
 	// reliable.Backoff for its defaults.
@@ -127,7 +133,8 @@ func (c Config) withDefaults() Config {
 // Outcome is what became of a delivery.
 type Outcome int
 
-// The outcomes of a delivery. Every one but OutcomeUnsettled acks it.
+// The outcomes of a delivery. Every one but OutcomeHeld and OutcomeUnsettled
+// acks it.
 const (
 	// OutcomeHandled: the handler succeeded (and the ID was recorded done).
 	OutcomeHandled Outcome = iota + 1
@@ -138,8 +145,14 @@ const (
 	OutcomeParked
 	// OutcomeDeadLettered: poison, or from another environment.
 	OutcomeDeadLettered
-	// OutcomeUnsettled: left for the broker to deliver again (nacked, or the
-	// consumer stopped first).
+	// OutcomeHeld: the message failed and is tried again after a backoff,
+	// ahead of its key's later messages, which wait (no retry table, or no
+	// dead-letter path for a poison message). Reported once per failed try;
+	// the delivery's final outcome is reported when it settles.
+	OutcomeHeld
+	// OutcomeUnsettled: left for the broker to deliver again (the consumer
+	// stopped first, or the partition moved to another instance). The key's
+	// later deliveries are left too, so none is applied out of order.
 	OutcomeUnsettled
 )
 
@@ -153,6 +166,8 @@ func (o Outcome) String() string {
 		return "parked"
 	case OutcomeDeadLettered:
 		return "dead-lettered"
+	case OutcomeHeld:
+		return "held"
 	case OutcomeUnsettled:
 		return "unsettled"
 	}
@@ -165,4 +180,8 @@ type Event struct {
 	Outcome  Outcome
 	Err      error // the handler's error, if any
 	Duration time.Duration
+	// NotDeduplicated: a dedupe store is configured but the message had no
+	// ID (another client published it), so it was handled without
+	// deduplication, at least once.
+	NotDeduplicated bool
 }

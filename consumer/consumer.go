@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,11 +19,17 @@ import (
 // Consumer consumes one topic through the pipeline described in the package
 // documentation.
 type Consumer struct {
-	sub     reliable.Subscriber
-	handler reliable.Handler
-	cfg     Config
-	lanes   atomic.Pointer[ordering.Lanes]
-	running atomic.Bool
+	sub         reliable.Subscriber
+	handler     reliable.Handler
+	cfg         Config
+	lanes       atomic.Pointer[ordering.Lanes]
+	concurrency atomic.Int64 // the latest SetConcurrency, or cfg.Concurrency
+	running     atomic.Bool
+	stopping    atomic.Bool  // Run's context ended: held keys give up
+	keyless     atomic.Int64 // spreads keyless messages over lanes
+
+	blockedMu sync.Mutex
+	blocked   map[*job]*BlockedKey
 }
 
 // New returns a consumer that handles cfg.Topic's messages from sub with h.
@@ -41,7 +49,9 @@ func New(sub reliable.Subscriber, h reliable.Handler, cfg Config) (*Consumer, er
 	if err := p.Err("consumer"); err != nil {
 		return nil, err
 	}
-	return &Consumer{sub: sub, handler: h, cfg: cfg.withDefaults()}, nil
+	c := &Consumer{sub: sub, handler: h, cfg: cfg.withDefaults(), blocked: make(map[*job]*BlockedKey)}
+	c.concurrency.Store(int64(c.cfg.Concurrency))
+	return c, nil
 }
 
 // Run consumes until ctx ends, then stops taking deliveries, waits up to
@@ -61,7 +71,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("consumer: subscribe to %s: %w", c.cfg.Topic, err)
 	}
 	lanes := ordering.NewLanes(workCtx, ordering.LanesConfig{
-		Concurrency: c.cfg.Concurrency,
+		Concurrency: int(c.concurrency.Load()),
 		MaxInFlight: c.cfg.MaxInFlight,
 		Rate:        c.cfg.Rate,
 	})
@@ -73,7 +83,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return err
 	}
 	c.cfg.Logger.InfoContext(ctx, "consumer started", slog.String("topic", c.cfg.Topic),
-		slog.Int("concurrency", c.cfg.Concurrency))
+		slog.Int("concurrency", int(c.concurrency.Load())))
 
 	var runErr error
 loop:
@@ -88,11 +98,13 @@ loop:
 				}
 				break loop
 			}
-			if err := lanes.Submit(ctx, d.Message.Key, func(taskCtx context.Context) { c.process(taskCtx, d) }); err != nil {
+			j := &job{d: d, start: time.Now()}
+			if err := lanes.Submit(ctx, c.laneOf(d.Message), func(taskCtx context.Context) time.Duration { return c.process(taskCtx, j) }); err != nil {
 				break loop // ctx ended while waiting for room; d stays unsettled
 			}
 		}
 	}
+	c.stopping.Store(true)
 	lanes.Close()
 	drainCtx, cancelDrain := context.WithTimeout(workCtx, c.cfg.ShutdownTimeout)
 	if err := lanes.Wait(drainCtx); err != nil {
@@ -144,13 +156,27 @@ func (c *Consumer) startRetrier(ctx context.Context) (<-chan struct{}, error) {
 	return done, nil
 }
 
+// laneOf returns the lane of msg: its key, so one key runs in sequence. A
+// message without a key promises no order, so each gets a lane of its own
+// instead of all of them queueing in one.
+func (c *Consumer) laneOf(msg *reliable.Message) string {
+	if msg.Key != "" {
+		return msg.Key
+	}
+	return "\x00keyless/" + strconv.FormatInt(c.keyless.Add(1), 10)
+}
+
 // SetConcurrency changes how many keys are handled at once, while running
-// (L16). It takes effect as running handlers return.
+// (L16). It takes effect as running handlers return. It is safe to call
+// concurrently with Run and from several goroutines.
 func (c *Consumer) SetConcurrency(n int) {
+	if n < 1 {
+		n = 1
+	}
+	c.concurrency.Store(int64(n))
 	if l := c.lanes.Load(); l != nil {
 		l.SetConcurrency(n)
 	}
-	c.cfg.Concurrency = n
 }
 
 // SetRate changes the handler start rate limit per second; 0 removes it.
@@ -160,56 +186,99 @@ func (c *Consumer) SetRate(perSecond float64) {
 	}
 }
 
-// process runs the pipeline for one delivery and settles it.
-func (c *Consumer) process(ctx context.Context, d *reliable.Delivery) {
-	start := time.Now()
-	msg := d.Message
-	outcome, herr := c.outcome(ctx, msg)
+// settleTimeout bounds the steps that record an outcome after the handler
+// ran (done, park, dead-letter, ack). They run on a context that shutdown
+// does not cut: a handled message left without its done record would be
+// handled a second time after redelivery.
+const settleTimeout = 10 * time.Second
+
+// job is one delivery on its way through the pipeline. It outlives the runs
+// of a delivery that holds its key.
+type job struct {
+	d       *reliable.Delivery
+	start   time.Time
+	attempt int  // handler calls so far
+	held    bool // holds its key, waiting to be tried again
+	blocked bool // reported as a blocked key
+}
+
+// process runs the pipeline for one delivery and settles it. It returns a
+// positive delay when the delivery holds its key and must run again, or
+// ordering.Abandon when it is left for the broker to deliver again.
+func (c *Consumer) process(ctx context.Context, j *job) time.Duration {
+	msg := j.d.Message
+	if j.d.Stale() || (j.held && c.stopping.Load()) {
+		// Another member owns the delivery now, or the consumer stops while
+		// the key is held: leave it, and the key's later deliveries, to be
+		// delivered again, so nothing of the key is applied out of order.
+		c.unblock(j)
+		return ordering.Abandon
+	}
+	outcome, herr, again := c.outcome(ctx, j)
 	switch outcome {
+	case OutcomeHeld:
 	case OutcomeUnsettled:
-		if ctx.Err() == nil {
-			if err := d.Nack(ctx); err != nil {
-				c.cfg.Logger.Warn("consumer: nack failed", slog.String("message_id", msg.ID), slog.String("error", err.Error()))
-			}
-		}
+		c.unblock(j)
 	default:
-		if err := d.Ack(ctx); err != nil {
+		c.unblock(j)
+		settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		if err := j.d.Ack(settle); err != nil {
 			// The broker will deliver it again; dedupe absorbs the repeat.
 			c.cfg.Logger.Warn("consumer: ack failed", slog.String("message_id", msg.ID), slog.String("error", err.Error()))
 		}
+		cancel()
 	}
 	if c.cfg.Observe != nil {
-		c.cfg.Observe(Event{Message: msg, Outcome: outcome, Err: herr, Duration: time.Since(start)})
+		c.cfg.Observe(Event{Message: msg, Outcome: outcome, Err: herr, Duration: time.Since(j.start),
+			NotDeduplicated: c.cfg.Dedupe != nil && msg.ID == ""})
 	}
+	switch outcome {
+	case OutcomeHeld:
+		j.held = true
+		return again
+	case OutcomeUnsettled:
+		return ordering.Abandon
+	}
+	return 0
 }
 
-// outcome decides and makes durable what becomes of msg. It returns
-// OutcomeUnsettled when ctx ended before an outcome was durable.
-func (c *Consumer) outcome(ctx context.Context, msg *reliable.Message) (Outcome, error) {
+// outcome decides and makes durable what becomes of the delivery. It returns
+// OutcomeUnsettled when the consumer stopped before an outcome was durable,
+// and OutcomeHeld with the delay before the next attempt when the message
+// must be tried again before its key's later messages.
+func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, error, time.Duration) {
+	msg := j.d.Message
 	log := c.cfg.Logger.With(slog.String("message_id", msg.ID), slog.String("key", msg.Key),
 		slog.String("topic", msg.Topic), slog.Int("attempt", msg.Delivery.Attempt))
 
 	if err := reliable.CheckEnvironment(msg, c.cfg.Environment); err != nil {
-		return c.deadLetter(ctx, log, msg, err), err
+		return c.deadLetter(ctx, log, j, err)
 	}
 
 	claimed := false
-	if c.cfg.Dedupe != nil {
+	if c.cfg.Dedupe != nil && msg.ID == "" {
+		// A message from another client may carry no ID at all. It cannot be
+		// deduplicated, so it is handled at least once (Event.NotDeduplicated).
+		log.Warn("consumer: message without an ID handled without deduplication")
+	} else if c.cfg.Dedupe != nil {
 		var status idempotency.Status
 		if err := c.until(ctx, log, "dedupe begin", func() (err error) {
 			status, err = c.cfg.Dedupe.Begin(ctx, msg.ID)
 			return err
 		}); err != nil {
-			return OutcomeUnsettled, nil
+			if ctx.Err() != nil {
+				return OutcomeUnsettled, nil, 0
+			}
+			return c.deadLetter(ctx, log, j, fmt.Errorf("consumer: the dedupe store refuses the message ID: %w", err))
 		}
 		switch status {
 		case idempotency.StatusDone:
 			log.Debug("duplicate skipped")
-			return OutcomeDuplicate, nil
+			return OutcomeDuplicate, nil, 0
 		case idempotency.StatusInProgress:
 			// Another instance is handling it right now (a rebalance moved the
-			// partition). Let it finish: park or redeliver later.
-			return c.retryLater(ctx, log, msg, errors.New("consumer: message is being handled by another instance")), nil
+			// partition). Let it finish: park, or hold the key and look again.
+			return c.retryLater(ctx, log, j, errors.New("consumer: message is being handled by another instance"))
 		}
 		claimed = true
 	}
@@ -228,54 +297,81 @@ func (c *Consumer) outcome(ctx context.Context, msg *reliable.Message) (Outcome,
 			return err
 		}); err != nil {
 			release()
-			return OutcomeUnsettled, nil
+			if ctx.Err() != nil {
+				return OutcomeUnsettled, nil, 0
+			}
+			// The table cannot look the key up, so it cannot hold the message
+			// either: keep the key waiting, visibly.
+			return c.hold(log, j, fmt.Errorf("consumer: the retry table refuses the key: %w", err), true)
 		}
 		if blocked {
 			release()
 			// A nil cause: the message did not fail, it waits its turn. If the
 			// retrier emptied the key meanwhile, it is due at once.
-			return c.park(ctx, log, msg, nil), nil
+			return c.park(ctx, log, j, nil)
 		}
 	}
 
-	attempts := 1
-	if c.cfg.RetryTable == nil {
-		attempts = c.cfg.InlineAttempts
+	j.attempt++
+	if msg.Delivery.Attempt < j.attempt {
+		msg.Delivery.Attempt = j.attempt
 	}
-	var herr error
-	for attempt := 1; attempt <= attempts; attempt++ {
-		if msg.Delivery.Attempt < attempt {
-			msg.Delivery.Attempt = attempt
-		}
-		herr = c.handle(ctx, msg)
-		if herr == nil || reliable.IsPermanent(herr) || attempt == attempts {
-			break
-		}
-		delay := max(c.cfg.Backoff.Delay(attempt), reliable.RetryDelay(herr))
-		log.Warn("handler failed, retrying inline", slog.String("error", herr.Error()), slog.Duration("backoff", delay))
-		if reliable.Sleep(ctx, delay) != nil {
-			release()
-			return OutcomeUnsettled, herr
-		}
-	}
+	herr := c.handle(ctx, msg)
 	if herr == nil {
 		if claimed {
-			if err := c.until(ctx, log, "dedupe done", func() error { return c.cfg.Dedupe.Done(ctx, msg.ID) }); err != nil {
-				return OutcomeUnsettled, nil
+			settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+			defer cancel()
+			if err := c.until(settle, log, "dedupe done", func() error { return c.cfg.Dedupe.Done(settle, msg.ID) }); err != nil {
+				log.Error("consumer: handled, but not recorded as done; a redelivery will be handled again", slog.String("error", err.Error()))
+				return OutcomeUnsettled, nil, 0
 			}
 		}
-		return OutcomeHandled, nil
+		return OutcomeHandled, nil, 0
 	}
 	release()
 	if ctx.Err() != nil {
-		return OutcomeUnsettled, herr
+		return OutcomeUnsettled, herr, 0
 	}
-	if reliable.IsPermanent(herr) || c.cfg.RetryTable == nil {
+	if isPoison(herr) {
 		log.Error("handler failed permanently", slog.String("error", herr.Error()))
-		return c.deadLetter(ctx, log, msg, herr), herr
+		return c.deadLetter(ctx, log, j, herr)
+	}
+	if c.cfg.RetryTable == nil {
+		return c.hold(log, j, herr, false)
 	}
 	log.Warn("handler failed, parking in the retry table", slog.String("error", herr.Error()))
-	return c.park(ctx, log, msg, herr), herr
+	return c.park(ctx, log, j, herr)
+}
+
+// isPoison reports whether err says the message itself can never be
+// handled. A closed publisher (the application stopping its producer while
+// a handler still publishes) is permanent for the call, not for the
+// message.
+func isPoison(err error) bool {
+	return reliable.IsPermanent(err) && !errors.Is(err, reliable.ErrClosed)
+}
+
+// hold keeps the message in its key's lane to be tried again after a
+// backoff, ahead of the key's later messages, which wait (L09). Other keys
+// go on: a held key takes no concurrency slot while it waits. Once the
+// message failed InlineAttempts times (at once when nothing can ever change
+// without an operator, such as a poison message with no dead-letter path),
+// its key is reported as blocked: an Error log and Consumer.Blocked.
+func (c *Consumer) hold(log *slog.Logger, j *job, cause error, stuck bool) (Outcome, error, time.Duration) {
+	delay := max(c.cfg.Backoff.Delay(j.attempt), reliable.RetryDelay(cause))
+	if !j.blocked && (stuck || j.attempt >= c.cfg.InlineAttempts) {
+		j.blocked = true
+		c.block(j, cause)
+		log.Error("consumer: key blocked until this message succeeds; its later messages wait",
+			slog.String("error", cause.Error()), slog.Duration("next_try", delay))
+	} else {
+		log.Warn("consumer: message failed, its key waits for the next try",
+			slog.String("error", cause.Error()), slog.Duration("next_try", delay))
+	}
+	if j.blocked {
+		c.noteBlocked(j, cause)
+	}
+	return OutcomeHeld, cause, delay
 }
 
 // handle calls the handler, turning a panic into a retryable error so one
@@ -289,40 +385,55 @@ func (c *Consumer) handle(ctx context.Context, msg *reliable.Message) (err error
 	return c.handler.Handle(ctx, msg)
 }
 
-func (c *Consumer) park(ctx context.Context, log *slog.Logger, msg *reliable.Message, cause error) Outcome {
-	if err := c.until(ctx, log, "retry table park", func() error { return c.cfg.RetryTable.Park(ctx, msg, cause) }); err != nil {
-		return OutcomeUnsettled
+// park stores the message in the retry table. It runs after the handler
+// may have had effects, so shutdown does not cut it short.
+func (c *Consumer) park(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, error, time.Duration) {
+	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if err := c.until(settle, log, "retry table park", func() error { return c.cfg.RetryTable.Park(settle, j.d.Message, cause) }); err != nil {
+		if reliable.IsPermanent(err) {
+			return c.hold(log, j, fmt.Errorf("consumer: the retry table refuses the message: %w", err), true)
+		}
+		return OutcomeUnsettled, cause, 0
 	}
-	return OutcomeParked
+	return OutcomeParked, cause, 0
 }
 
-// retryLater parks msg when there is a retry table, else leaves it for the
-// broker to redeliver.
-func (c *Consumer) retryLater(ctx context.Context, log *slog.Logger, msg *reliable.Message, cause error) Outcome {
+// retryLater parks the message when there is a retry table, else holds its
+// key and tries again later.
+func (c *Consumer) retryLater(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, error, time.Duration) {
 	if c.cfg.RetryTable != nil {
-		return c.park(ctx, log, msg, cause)
+		return c.park(ctx, log, j, cause)
 	}
-	_ = reliable.Sleep(ctx, c.cfg.Backoff.Delay(1))
-	return OutcomeUnsettled
+	return c.hold(log, j, reliable.RetryAfter(time.Second, cause), false)
 }
 
-func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, msg *reliable.Message, cause error) Outcome {
+// deadLetter stores the message on the dead-letter path with its cause.
+// Without one nothing is skipped: the message holds its key, visibly, until
+// it succeeds or an operator acts. A message from another environment is
+// the exception: it is never handled here, so it is logged and acked (L07).
+func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, error, time.Duration) {
 	if c.cfg.DeadLetter == nil {
 		if errors.Is(cause, reliable.ErrWrongEnvironment) {
 			log.Error("message from another environment acked without handling", slog.String("reason", cause.Error()))
-			return OutcomeDeadLettered
+			return OutcomeDeadLettered, cause, 0
 		}
-		log.Error("no dead-letter path configured: nacking so the broker's policy applies", slog.String("reason", cause.Error()))
-		return OutcomeUnsettled
+		return c.hold(log, j, cause, true)
 	}
-	if err := c.until(ctx, log, "dead letter", func() error { return c.cfg.DeadLetter.DeadLetter(ctx, msg, cause) }); err != nil {
-		return OutcomeUnsettled
+	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if err := c.until(settle, log, "dead letter", func() error { return c.cfg.DeadLetter.DeadLetter(settle, j.d.Message, cause) }); err != nil {
+		if reliable.IsPermanent(err) {
+			return c.hold(log, j, fmt.Errorf("consumer: the dead-letter path refuses the message: %w (cause: %w)", err, cause), true)
+		}
+		return OutcomeUnsettled, cause, 0
 	}
-	return OutcomeDeadLettered
+	return OutcomeDeadLettered, cause, 0
 }
 
-// until retries op with backoff until it succeeds or ctx ends. Store
-// outages hold up only this key's lane; the delivery stays unsettled.
+// until retries op with backoff until it succeeds, fails permanently (a
+// store refusing the message's bytes: that error is returned) or ctx ends.
+// Store outages hold up only this key's lane; the delivery stays unsettled.
 func (c *Consumer) until(ctx context.Context, log *slog.Logger, what string, op func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := op()
@@ -331,6 +442,10 @@ func (c *Consumer) until(ctx context.Context, log *slog.Logger, what string, op 
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if reliable.IsPermanent(err) || errors.Is(err, idempotency.ErrEmptyID) {
+			log.Error("consumer: "+what+" failed permanently", slog.String("error", err.Error()))
+			return err
 		}
 		delay := c.cfg.Backoff.Delay(attempt)
 		log.Warn("consumer: "+what+" failed, retrying", slog.Int("try", attempt), slog.Duration("backoff", delay), slog.String("error", err.Error()))

@@ -13,10 +13,30 @@
 //     and a retryable failure parks it there, without blocking other keys
 //     (L10). A permanent failure is dead-lettered.
 //
+// Without a retry table, a failed message holds its key: it is tried again
+// after a backoff, ahead of its key's later messages, which wait; other keys
+// go on, and the held key takes no concurrency slot while it waits (L09).
+// After Config.InlineAttempts tries the key is reported as blocked (an Error
+// log, [Consumer.Blocked], OutcomeHeld events). A message is never nacked
+// while its key's later messages are applied. Without a dead-letter path a
+// poison message holds its key the same way until it succeeds or an
+// operator acts: nothing is skipped.
+//
+// Messages from other clients: a message without an ID cannot be
+// deduplicated; it is handled at least once and counted
+// (Event.NotDeduplicated). A message without a key promises no order and
+// gets a lane of its own. A store that refuses a message's bytes (a
+// permanent error) sends it to the dead-letter path with the reason instead
+// of retrying forever.
+//
 // A delivery is acked only when one of these outcomes is committed: handled
 // and recorded, parked, recognised as a duplicate, or dead-lettered. When a
 // store is unreachable, the step is retried with backoff inside the key's lane
 // (other keys go on); when the consumer stops first, the delivery is left
-// unsettled and the broker delivers it again. Nothing is ever acked because it
-// was merely received (L04, L05).
+// unsettled and the broker delivers it again, and so are the key's later
+// deliveries, so that none is applied before it. Once the handler succeeded,
+// recording it as done is not cut short by the shutdown deadline, so a
+// redelivery is recognised as a duplicate. A delivery whose partition or
+// channel moved to another consumer (reliable.Delivery.Stale) is not handled
+// here. Nothing is ever acked because it was merely received (L04, L05).
 package consumer

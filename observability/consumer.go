@@ -29,4 +29,7 @@ func (t *Telemetry) Observe(e consumer.Event) {
 	if e.Outcome == consumer.OutcomeDuplicate {
 		t.dedupeHits.Add(ctx, 1, metric.WithAttributes(attribute.String(AttrTopic, topic)))
 	}
+	if e.NotDeduplicated {
+		t.notDeduplicated.Add(ctx, 1, metric.WithAttributes(attribute.String(AttrTopic, topic)))
+	}
 }

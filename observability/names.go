@@ -28,6 +28,10 @@ const (
 	// completed without calling the handler (L20), by topic.
 	// Prometheus: reliable_dedupe_hits_total.
 	MetricDedupeHits = "reliable.dedupe.hits"
+	// MetricNotDeduplicated counts deliveries handled without deduplication
+	// because they carried no message ID (another client published them).
+	// Prometheus: reliable_dedupe_skipped_without_id_total.
+	MetricNotDeduplicated = "reliable.dedupe.skipped_without_id"
 
 	// MetricConsumerLag is a Kafka consumer group's lag per partition:
 	// newest offset minus committed offset (L14, L18). Attributes group,

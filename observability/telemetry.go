@@ -64,6 +64,7 @@ type Telemetry struct {
 	deliveries       metric.Int64Counter
 	consumerDuration metric.Float64Histogram
 	dedupeHits       metric.Int64Counter
+	notDeduplicated  metric.Int64Counter
 	lag              metric.Int64ObservableGauge
 	lagSkewed        metric.Int64ObservableGauge
 	retryEntries     metric.Int64ObservableGauge
@@ -123,7 +124,7 @@ func New(cfg Config) (*Telemetry, error) {
 		metric.WithDescription("Published messages by outcome (ok, failed)."))
 	set(e)
 	t.deliveries, e = m.Int64Counter(MetricConsumerDeliveries, metric.WithUnit("{delivery}"),
-		metric.WithDescription("Consumer deliveries by outcome (handled, duplicate, parked, dead_lettered, unsettled)."))
+		metric.WithDescription("Consumer deliveries by outcome (handled, duplicate, parked, dead_lettered, held, unsettled); held counts each failed try of a message that holds its key."))
 	set(e)
 	t.consumerDuration, e = m.Float64Histogram(MetricConsumerDuration, metric.WithUnit("s"),
 		metric.WithDescription("Time a delivery took through the consumer pipeline, handler included."),
@@ -131,6 +132,9 @@ func New(cfg Config) (*Telemetry, error) {
 	set(e)
 	t.dedupeHits, e = m.Int64Counter(MetricDedupeHits, metric.WithUnit("{delivery}"),
 		metric.WithDescription("Deliveries recognised as duplicates and completed without calling the handler."))
+	set(e)
+	t.notDeduplicated, e = m.Int64Counter(MetricNotDeduplicated, metric.WithUnit("{delivery}"),
+		metric.WithDescription("Deliveries without a message ID (published by another client), handled without deduplication."))
 	set(e)
 	t.lag, e = m.Int64ObservableGauge(MetricConsumerLag, metric.WithUnit("{message}"),
 		metric.WithDescription("Consumer group lag per partition: newest offset minus committed offset."))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -25,6 +26,19 @@ type LanesConfig struct {
 	Rate float64
 }
 
+// Task is the work of one submitted item. It returns 0 when it is finished,
+// a positive delay to be run again after that delay, or [Abandon].
+//
+// A task that asks to run again holds its key: none of the key's later tasks
+// starts before it finished, yet it takes no concurrency slot while it waits,
+// so a failing key delays only itself (L09, L10).
+type Task func(ctx context.Context) (again time.Duration)
+
+// Abandon, returned by a Task, drops the task and every later task of its
+// key without running them, so that nothing of the key runs out of order
+// after a task that gave up (its delivery will come again from the broker).
+const Abandon time.Duration = -1
+
 // Lanes runs tasks in parallel across keys and strictly in sequence within
 // a key: a key's next task starts only after its previous one returned
 // (L08, L12). Keys take turns, so one busy key cannot starve the others.
@@ -42,14 +56,16 @@ type Lanes struct {
 	limit    int
 	inFlight int
 	max      int
+	held     int // keys whose task waits to run again
 	closed   bool
+	closing  chan struct{} // closed by Close: held tasks run again at once
 	limiter  *rate.Limiter
 	ctx      context.Context
 }
 
 type keyQueue struct {
-	tasks   []func(context.Context)
-	running bool
+	tasks   []Task
+	running bool // a task of the key runs or waits to run again
 }
 
 // NewLanes returns lanes whose tasks run with ctx; cancel ctx to make running
@@ -66,6 +82,7 @@ func NewLanes(ctx context.Context, cfg LanesConfig) *Lanes {
 		limit:   cfg.Concurrency,
 		max:     cfg.MaxInFlight,
 		limiter: rate.NewLimiter(limitOf(cfg.Rate), 1),
+		closing: make(chan struct{}),
 		ctx:     ctx,
 	}
 	l.space = sync.NewCond(&l.mu)
@@ -83,7 +100,7 @@ func limitOf(r float64) rate.Limit {
 // Submit queues task behind the key's earlier tasks. It blocks while
 // MaxInFlight tasks are in flight, until ctx ends (returning its error) or
 // the lanes close.
-func (l *Lanes) Submit(ctx context.Context, key string, task func(context.Context)) error {
+func (l *Lanes) Submit(ctx context.Context, key string, task Task) error {
 	stop := context.AfterFunc(ctx, func() {
 		l.mu.Lock()
 		l.space.Broadcast()
@@ -130,16 +147,29 @@ func (l *Lanes) dispatch() {
 	}
 }
 
-func (l *Lanes) run(key string, q *keyQueue, task func(context.Context)) {
+func (l *Lanes) run(key string, q *keyQueue, task Task) {
 	// A Wait error means ctx ended: the task still runs, sees the ended
 	// context and gives up quickly, so its key's bookkeeping stays right.
 	_ = l.limiter.Wait(l.ctx)
-	task(l.ctx)
+	again := task(l.ctx)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	q.running = false
 	l.running--
-	l.inFlight--
+	switch {
+	case again == Abandon:
+		l.inFlight -= 1 + len(q.tasks)
+		q.tasks = nil
+	case again > 0:
+		// The key stays running, so Submit does not make it ready; the slot
+		// goes to other keys meanwhile.
+		l.held++
+		go l.hold(key, q, task, again)
+		l.dispatch()
+		return
+	default:
+		l.inFlight--
+	}
+	q.running = false
 	if len(q.tasks) > 0 {
 		l.ready = append(l.ready, key)
 	} else {
@@ -149,6 +179,25 @@ func (l *Lanes) run(key string, q *keyQueue, task func(context.Context)) {
 	if l.inFlight == 0 {
 		l.idle.Broadcast()
 	}
+	l.dispatch()
+}
+
+// hold runs task again after d, ahead of its key's later tasks. Close or
+// the end of the lanes' context cut the wait short.
+func (l *Lanes) hold(key string, q *keyQueue, task Task, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-l.closing:
+	case <-l.ctx.Done():
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held--
+	q.tasks = append([]Task{task}, q.tasks...)
+	q.running = false
+	l.ready = append(l.ready, key)
 	l.dispatch()
 }
 
@@ -183,7 +232,14 @@ func (l *Lanes) Running() int {
 	return l.running
 }
 
-// InFlight returns how many tasks are queued or running.
+// Held returns how many keys wait for a task to run again.
+func (l *Lanes) Held() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held
+}
+
+// InFlight returns how many tasks are queued, running or held.
 func (l *Lanes) InFlight() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -206,11 +262,16 @@ func (l *Lanes) Wait(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Close makes Submit fail from now on. Tasks already submitted still run;
-// use Wait to wait for them.
+// Close makes Submit fail from now on. Tasks already submitted still run,
+// and held tasks run again at once (so they can give up); use Wait to wait
+// for them.
 func (l *Lanes) Close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
 	l.closed = true
+	close(l.closing)
 	l.space.Broadcast()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,7 +27,7 @@ func TestLanesKeepOrderPerKeyUnderRandomLatency(t *testing.T) {
 		k := i % keys
 		key, s := "order-"+strconv.Itoa(k), seq[k]
 		seq[k]++
-		err := l.Submit(ctx, key, func(context.Context) {
+		err := l.Submit(ctx, key, once(func() {
 			mu.Lock()
 			if active[key] || (s > 0 && last[key] != s-1) {
 				violations.Add(1)
@@ -40,7 +41,7 @@ func TestLanesKeepOrderPerKeyUnderRandomLatency(t *testing.T) {
 			active[key] = false
 			last[key] = s
 			mu.Unlock()
-		})
+		}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +66,7 @@ func TestLanesLowerConcurrencyAtRuntime(t *testing.T) {
 	defer cancel()
 	l := NewLanes(ctx, LanesConfig{Concurrency: 50, MaxInFlight: 4096})
 	var running, peak atomic.Int64
-	task := func(context.Context) {
+	task := once(func() {
 		n := running.Add(1)
 		for {
 			p := peak.Load()
@@ -75,7 +76,7 @@ func TestLanesLowerConcurrencyAtRuntime(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 		running.Add(-1)
-	}
+	})
 	go func() {
 		for i := 0; i < 3000 && ctx.Err() == nil; i++ {
 			_ = l.Submit(ctx, strconv.Itoa(i), task)
@@ -114,17 +115,17 @@ func TestLanesBoundInFlight(t *testing.T) {
 	l := NewLanes(ctx, LanesConfig{Concurrency: 2, MaxInFlight: 5})
 	release := make(chan struct{})
 	for i := 0; i < 5; i++ {
-		if err := l.Submit(ctx, "k", func(context.Context) { <-release }); err != nil {
+		if err := l.Submit(ctx, "k", once(func() { <-release })); err != nil {
 			t.Fatal(err)
 		}
 	}
 	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancelShort()
-	if err := l.Submit(short, "other", func(context.Context) {}); err == nil {
+	if err := l.Submit(short, "other", once(func() {})); err == nil {
 		t.Fatal("Submit past MaxInFlight did not block")
 	}
 	close(release)
-	if err := l.Submit(ctx, "other", func(context.Context) {}); err != nil {
+	if err := l.Submit(ctx, "other", once(func() {})); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Wait(ctx); err != nil {
@@ -139,7 +140,7 @@ func TestLanesRateLimit(t *testing.T) {
 	l := NewLanes(ctx, LanesConfig{Concurrency: 8, Rate: 100})
 	start := time.Now()
 	for i := 0; i < 21; i++ {
-		_ = l.Submit(ctx, strconv.Itoa(i), func(context.Context) {})
+		_ = l.Submit(ctx, strconv.Itoa(i), once(func() {}))
 	}
 	_ = l.Wait(ctx)
 	if took := time.Since(start); took < 150*time.Millisecond {
@@ -148,7 +149,7 @@ func TestLanesRateLimit(t *testing.T) {
 	l.SetRate(0)
 	start = time.Now()
 	for i := 0; i < 200; i++ {
-		_ = l.Submit(ctx, strconv.Itoa(i), func(context.Context) {})
+		_ = l.Submit(ctx, strconv.Itoa(i), once(func() {}))
 	}
 	_ = l.Wait(ctx)
 	if took := time.Since(start); took > time.Second {
@@ -159,7 +160,144 @@ func TestLanesRateLimit(t *testing.T) {
 func TestLanesCloseRefusesSubmit(t *testing.T) {
 	l := NewLanes(context.Background(), LanesConfig{})
 	l.Close()
-	if err := l.Submit(context.Background(), "k", func(context.Context) {}); err != ErrLanesClosed {
+	if err := l.Submit(context.Background(), "k", once(func() {})); err != ErrLanesClosed {
 		t.Fatalf("got %v, want ErrLanesClosed", err)
+	}
+}
+
+// once is a task that runs f and is finished.
+func once(f func()) Task {
+	return func(context.Context) time.Duration {
+		f()
+		return 0
+	}
+}
+
+func TestLanesHeldTaskHoldsOnlyItsKey(t *testing.T) {
+	// L09, L10: a task that fails and asks to run again keeps its key's later
+	// tasks waiting behind it, but not other keys, and it does not take a
+	// concurrency slot while it waits: with one slot, another key's tasks all
+	// run during the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l := NewLanes(ctx, LanesConfig{Concurrency: 1})
+	var mu sync.Mutex
+	var order []string
+	record := func(s string) {
+		mu.Lock()
+		order = append(order, s)
+		mu.Unlock()
+	}
+	var tries atomic.Int64
+	otherDone := make(chan struct{})
+	if err := l.Submit(ctx, "a", func(context.Context) time.Duration {
+		if tries.Add(1) < 3 {
+			record("a1-failed")
+			return 20 * time.Millisecond
+		}
+		record("a1")
+		return 0
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Submit(ctx, "a", once(func() { record("a2") })); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		last := i == 4
+		if err := l.Submit(ctx, "b", once(func() {
+			record("b")
+			if last {
+				close(otherDone)
+			}
+		})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-otherDone:
+	case <-ctx.Done():
+		t.Fatal("key b did not run while key a was held")
+	}
+	if err := l.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var a []string
+	bBeforeA1 := 0
+	seenA1 := false
+	for _, s := range order {
+		switch s {
+		case "b":
+			if !seenA1 {
+				bBeforeA1++
+			}
+		default:
+			a = append(a, s)
+			if s == "a1" {
+				seenA1 = true
+			}
+		}
+	}
+	if got, want := strings.Join(a, ","), "a1-failed,a1-failed,a1,a2"; got != want {
+		t.Fatalf("key a ran %s, want %s", got, want)
+	}
+	if bBeforeA1 != 5 {
+		t.Fatalf("%d of key b's 5 tasks ran while a was held, want all (the held task took the only slot)", bBeforeA1)
+	}
+	if l.Held() != 0 || l.InFlight() != 0 {
+		t.Fatalf("held %d, in flight %d after Wait", l.Held(), l.InFlight())
+	}
+}
+
+func TestLanesAbandonDropsTheKeysLaterTasks(t *testing.T) {
+	// A task that gives up (its delivery will come again) must not let its
+	// key's later tasks run: they would apply out of order.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l := NewLanes(ctx, LanesConfig{Concurrency: 4})
+	release := make(chan struct{})
+	var ran atomic.Int64
+	_ = l.Submit(ctx, "a", func(context.Context) time.Duration { <-release; return Abandon })
+	_ = l.Submit(ctx, "a", once(func() { ran.Add(1) }))
+	_ = l.Submit(ctx, "a", once(func() { ran.Add(1) }))
+	_ = l.Submit(ctx, "b", once(func() { ran.Add(100) }))
+	close(release)
+	if err := l.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v (in flight %d)", err, l.InFlight())
+	}
+	if got := ran.Load(); got != 100 {
+		t.Fatalf("ran %d, want only key b's task (100)", got)
+	}
+	// The key works again for new tasks.
+	_ = l.Submit(ctx, "a", once(func() { ran.Add(1) }))
+	if err := l.Wait(ctx); err != nil || ran.Load() != 101 {
+		t.Fatalf("new task of the abandoned key: ran %d, err %v", ran.Load(), err)
+	}
+}
+
+func TestLanesCloseWakesHeldTasks(t *testing.T) {
+	// Shutdown must not wait out a held key's backoff: Close runs it again
+	// at once so it can give up.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l := NewLanes(ctx, LanesConfig{})
+	var closed atomic.Bool
+	_ = l.Submit(ctx, "a", func(context.Context) time.Duration {
+		if closed.Load() {
+			return Abandon
+		}
+		return time.Hour
+	})
+	for l.Held() == 0 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	closed.Store(true)
+	l.Close()
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer wcancel()
+	if err := l.Wait(wctx); err != nil {
+		t.Fatalf("held task still in flight 2s after Close: %v", err)
 	}
 }
