@@ -21,8 +21,13 @@ type Config struct {
 	// so consumers of another environment refuse it (L07). Empty stamps
 	// nothing.
 	Environment string
-	// Source is stamped as reliable.HeaderSource (the CloudEvents source),
-	// e.g. "order-service". Optional.
+	// Source is stamped as reliable.HeaderSource (the CloudEvents source,
+	// a URI reference), e.g. "order-service". Defaults to the running
+	// program's main package path (e.g. "github.com/acme/orders/cmd/orders"),
+	// or its executable name when the binary has no build information, so
+	// every message carries the four attributes CloudEvents requires: id,
+	// source, specversion and type (a message without a Type gets
+	// DefaultType). A ce_source header the message already has is kept.
 	Source string
 	// MaxMessageBytes refuses larger messages before sending with a
 	// *reliable.MessageTooLargeError. Defaults to DefaultMaxMessageBytes.
@@ -50,6 +55,9 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
+	if c.Source == "" {
+		c.Source = DefaultSource()
+	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
@@ -182,16 +190,17 @@ func (p *Producer) prepare(msgs []*reliable.Message) error {
 			refused[m] = err
 			continue
 		}
-		if p.cfg.Environment != "" || p.cfg.Source != "" {
-			if m.Headers == nil {
-				m.Headers = make(map[string]string, 2)
-			}
-			if p.cfg.Environment != "" {
-				m.Headers[reliable.HeaderEnvironment] = p.cfg.Environment
-			}
-			if p.cfg.Source != "" {
-				m.Headers[reliable.HeaderSource] = p.cfg.Source
-			}
+		if m.Type == "" {
+			m.Type = DefaultType
+		}
+		if m.Headers == nil {
+			m.Headers = make(map[string]string, 2)
+		}
+		if p.cfg.Environment != "" {
+			m.Headers[reliable.HeaderEnvironment] = p.cfg.Environment
+		}
+		if _, ok := m.Headers[reliable.HeaderSource]; !ok {
+			m.Headers[reliable.HeaderSource] = p.cfg.Source
 		}
 		if size := m.Size(); size > p.cfg.MaxMessageBytes {
 			refused[m] = &reliable.MessageTooLargeError{MessageID: m.ID, Size: size, Max: p.cfg.MaxMessageBytes}
