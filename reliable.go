@@ -9,12 +9,18 @@ import (
 // Publish returns nil only when the broker confirmed every message durably
 // (Kafka: written to all in-sync replicas; RabbitMQ: a publisher confirm for
 // a persistent message routed to a durable queue). Messages of one key in one
-// call are written in the order given.
+// call are sent in the order given, and when the call succeeds they were
+// written in that order.
 //
 // When Publish returns an error, some messages may have been written and
 // others not: a *PublishError lists the ones that were not confirmed. Their
 // outcome may be unknown (a confirm lost with the connection), so publishing
-// them again is the right reaction; consumers deduplicate by Message.ID.
+// them again is the right reaction; consumers deduplicate by Message.ID. Order
+// is not promised across a partial failure: a later message of a key may be
+// written while an earlier one was not, and the earlier one's retry then
+// lands after it. A caller that needs a key's order across failures publishes
+// the key's next message only after the previous one was confirmed, as the
+// outbox relay does.
 // Cancelling ctx stops waiting and returns ctx's error; messages already sent
 // may still be written.
 //
