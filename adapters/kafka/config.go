@@ -151,6 +151,14 @@ type ConsumerConfig struct {
 	// SessionTimeout is how long the group waits for a member's heartbeat
 	// before it evicts the member. Defaults to DefaultSessionTimeout.
 	SessionTimeout time.Duration
+	// DeadLetterTopic, when set, is the topic (unprefixed, like every topic
+	// name; the environment prefix is applied) that [Subscriber.DeadLetter]
+	// publishes poison messages to. NewSubscriber fails with an error
+	// matching reliable.ErrUnknownTopic when it does not exist, and audits
+	// its durability like any topic written to. Kafka has no dead-letter
+	// policy of its own: without a dead-letter path a poison message is
+	// redelivered until an operator acts.
+	DeadLetterTopic string
 	// RedeliveryBackoff spaces the redeliveries of a nacked record, which
 	// comes back in the same claim with Attempt+1 (see [Subscriber]). Its
 	// zero fields take reliable.Backoff's defaults, except Max, which
@@ -279,6 +287,7 @@ func (c Config) validate(p *reliable.Problems) {
 	p.Addf(cc.DrainTimeout < 0, "Consumer.DrainTimeout is negative")
 	p.Addf(cc.RebalanceTimeout < 0, "Consumer.RebalanceTimeout is negative")
 	p.Addf(cc.SessionTimeout < 0, "Consumer.SessionTimeout is negative")
+	p.Addf(strings.ContainsAny(cc.DeadLetterTopic, " /\\\x00"), "Consumer.DeadLetterTopic %q contains a space, slash or NUL", cc.DeadLetterTopic)
 	p.Addf(cc.RedeliveryBackoff.Initial < 0 || cc.RedeliveryBackoff.Max < 0, "Consumer.RedeliveryBackoff has a negative delay")
 	d := c.withDefaults().Consumer
 	p.Addf(d.DrainTimeout >= d.RebalanceTimeout, "Consumer.DrainTimeout %s must be below Consumer.RebalanceTimeout %s, or a slow drain gets the member evicted", d.DrainTimeout, d.RebalanceTimeout)

@@ -10,4 +10,7 @@ var (
 	ReadAll      = readAll
 	FromRecord   = fromRecord
 	TestLogger   = testLogger
+	AdminClient  = adminClient
+	Committed    = committedOffsets
+	TestClient   = newTestClient
 )

@@ -51,6 +51,11 @@ type Subscriber struct {
 	client sarama.Client
 	topics *topicChecker
 
+	// dlt publishes to dltTopic (the Kafka name) for DeadLetter; nil
+	// without Consumer.DeadLetterTopic.
+	dlt      *Publisher
+	dltTopic string
+
 	// delivered is the highest offset+1 handed out per partition, across
 	// sessions, to flag redeliveries.
 	deliveredMu sync.Mutex
@@ -109,7 +114,32 @@ func NewSubscriber(cfg Config) (*Subscriber, error) {
 			return nil, err
 		}
 	}
+	if t := cfg.Consumer.DeadLetterTopic; t != "" {
+		if err := s.openDeadLetter(cfg, s.prefix+t); err != nil {
+			_ = client.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// openDeadLetter starts the dead-letter publisher and checks that topic (the
+// Kafka name) exists and passes the durability audit, as any topic written
+// to.
+func (s *Subscriber) openDeadLetter(cfg Config, topic string) error {
+	pcfg := cfg
+	pcfg.Audit.Topics = nil
+	pcfg.Tune = nil // the consumer's tuning is not meant for the producer
+	pub, err := NewPublisher(pcfg)
+	if err != nil {
+		return fmt.Errorf("kafka: dead-letter producer: %w", err)
+	}
+	if err := pub.topics.check(context.Background(), topic); err != nil {
+		_ = pub.Close()
+		return fmt.Errorf("kafka: Consumer.DeadLetterTopic: %w", err)
+	}
+	s.dlt, s.dltTopic = pub, topic
+	return nil
 }
 
 // subscription is one Subscribe call: a consumer group member on one topic.
@@ -242,6 +272,13 @@ func (s *Subscriber) Close() error {
 			errs = append(errs, err)
 		}
 		<-sub.done
+	}
+	if s.dlt != nil {
+		// After the subscriptions: a handler may still dead-letter while
+		// its partition drains.
+		if err := s.dlt.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := s.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
 		errs = append(errs, err)
