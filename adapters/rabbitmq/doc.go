@@ -25,9 +25,25 @@
 //     dead-letter queue per consumer group, at-least-once dead-lettering and
 //     a delivery limit, so a poison message ends in the dead-letter queue and
 //     is never dropped. See [Topology].
-//   - Optional key-ordered sharding: a consistent-hash exchange over N
-//     single-active-consumer queues keeps each key's order while N consumers
-//     work in parallel (L08, L12).
+//   - Per-key order with any number of instances (L08, L12): every queue a
+//     group consumes has a single active consumer (x-single-active-consumer).
+//     On the default topology one instance of a group consumes the group's
+//     queue and the others stand by; when the active one stops or loses its
+//     connection, its unacked deliveries return to the queue and a standby
+//     takes over, starting with them. The trade-off: without sharding a
+//     group's throughput is that of one instance, whatever the number of
+//     instances (they add availability, not parallelism).
+//   - Key-ordered sharding for parallelism across instances: a
+//     consistent-hash exchange over N single-active-consumer queues keeps
+//     each key's order while up to N instances work in parallel
+//     ([Topology].Shards).
+//   - A queue declared by an older version without a single active consumer
+//     (or with other arguments) is never used as it is: RabbitMQ cannot
+//     change a queue's arguments in place, so [Declare] and Subscribe fail
+//     with a *[QueueArgumentsError] (matching reliable.ErrInvalidConfig)
+//     that names the queue and the fix, and a running subscription whose
+//     queue was recreated so ends. The refusal closes only the declaring
+//     channel, never a connection shared with other work.
 //   - A refused login is reported as reliable.ErrNotAuthorized and stops
 //     reconnecting; passwords never appear in logs or errors.
 //

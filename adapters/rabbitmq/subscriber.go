@@ -176,7 +176,10 @@ func (sub *subscription) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if fatal(err) || errors.Is(err, reliable.ErrClosed) {
+		var qae *QueueArgumentsError
+		if fatal(err) || errors.Is(err, reliable.ErrClosed) || errors.As(err, &qae) {
+			// A queue redeclared by an older version after a break: never
+			// consume it as it is.
 			sub.log.Error("subscription ended: cannot reconnect", slog.String("error", err.Error()))
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -42,6 +43,9 @@ const DefaultDeliveryLimit = 20
 //	queue T.G                  durable queue of group G, bound with "#"
 //	exchange T.dlx             durable direct dead-letter exchange
 //	queue T.G.dlq              G's dead-letter queue
+//
+// Every group queue has a single active consumer: one instance consumes it,
+// the others stand by (per-key order with any number of instances).
 //
 // With Shards = N > 1, group G instead gets a consistent-hash exchange T.G.shards
 // bound to T, and N queues T.G.0 ... T.G.(N-1), each with a single active
@@ -140,6 +144,11 @@ func (t Topology) queueArgs(topic, deadLetterKey string) amqp.Table {
 		args[k] = v
 	}
 	args["x-queue-type"] = string(t.QueueType)
+	// A single active consumer on every queue a group consumes: the broker
+	// delivers to one consumer at a time, so a key's events are never handled
+	// by two instances at once (L08, L12); the others stand by and take over
+	// when it goes, after its unacked deliveries were returned.
+	args["x-single-active-consumer"] = true
 	args["x-dead-letter-exchange"] = deadLetterExchangeName(topic)
 	args["x-dead-letter-routing-key"] = deadLetterKey
 	if t.QueueType == Quorum {
@@ -173,7 +182,7 @@ func (t Topology) declareGroup(ch *amqp.Channel, topic, group string) error {
 		return fmt.Errorf("declare dead-letter exchange %q: %w", dlx, classify(err))
 	}
 	if _, err := ch.QueueDeclare(dlq, true, false, false, false, amqp.Table{"x-queue-type": string(t.QueueType)}); err != nil {
-		return fmt.Errorf("declare dead-letter queue %q: %w", dlq, classify(err))
+		return fmt.Errorf("declare dead-letter queue %q: %w", dlq, queueDeclareError(dlq, err))
 	}
 	if err := ch.QueueBind(dlq, base, dlx, false, nil); err != nil {
 		return fmt.Errorf("bind dead-letter queue %q: %w", dlq, classify(err))
@@ -181,7 +190,7 @@ func (t Topology) declareGroup(ch *amqp.Channel, topic, group string) error {
 	args := t.queueArgs(topic, base)
 	if t.Shards <= 1 {
 		if _, err := ch.QueueDeclare(base, true, false, false, false, args); err != nil {
-			return fmt.Errorf("declare queue %q: %w", base, classify(err))
+			return fmt.Errorf("declare queue %q: %w", base, queueDeclareError(base, err))
 		}
 		if err := ch.QueueBind(base, "#", ExchangeName(topic), false, nil); err != nil {
 			return fmt.Errorf("bind queue %q: %w", base, classify(err))
@@ -195,11 +204,10 @@ func (t Topology) declareGroup(ch *amqp.Channel, topic, group string) error {
 	if err := ch.ExchangeBind(hx, "#", ExchangeName(topic), false, nil); err != nil {
 		return fmt.Errorf("bind exchange %q: %w", hx, classify(err))
 	}
-	args["x-single-active-consumer"] = true
 	for i := 0; i < t.Shards; i++ {
 		q := ShardQueueName(topic, group, i)
 		if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
-			return fmt.Errorf("declare shard queue %q: %w", q, classify(err))
+			return fmt.Errorf("declare shard queue %q: %w", q, queueDeclareError(q, err))
 		}
 		// The binding key of a consistent-hash exchange is the queue's weight.
 		if err := ch.QueueBind(q, "1", hx, false, nil); err != nil {
@@ -214,8 +222,11 @@ func (t Topology) declareGroup(ch *amqp.Channel, topic, group string) error {
 // It is idempotent. Declare groups before publishing: a message published
 // while no queue is bound is unroutable and fails with reliable.ErrUnroutable.
 //
-// Declare fails when an existing queue has other arguments (another
-// Topology): RabbitMQ cannot change a queue's arguments in place.
+// Declare fails with a *QueueArgumentsError (matching
+// reliable.ErrInvalidConfig) when an existing queue has other arguments:
+// another Topology, or a group queue declared by a version of the SDK from
+// before group queues had a single active consumer. RabbitMQ cannot change
+// a queue's arguments in place; the error names the queue and the fix.
 func Declare(ctx context.Context, url, topic string, groups []string, opts ...Option) error {
 	var pc publisherConfig
 	for _, o := range opts {
@@ -252,6 +263,53 @@ func Declare(ctx context.Context, url, topic string, groups []string, opts ...Op
 			return nil
 		})
 	})
+}
+
+// QueueArgumentsError means a queue exists with other arguments than the
+// ones the SDK declares it with, and RabbitMQ refused to redeclare it
+// (PRECONDITION_FAILED). The SDK never keeps using such a queue: a group
+// queue without x-single-active-consumer, as versions before it declared
+// them, would hand one key's events to several instances at once. It matches
+// reliable.ErrInvalidConfig, and wraps the broker's *amqp.Error.
+//
+// The fix is the operator's: stop the group's consumers, let the queue
+// drain (or move its messages elsewhere, e.g. with a shovel), delete it
+// (rabbitmqctl delete_queue NAME), and start the new version, whose Declare
+// or Subscriber creates it again. A policy cannot set
+// x-single-active-consumer. To keep consuming without a pause, declare the
+// group under a new name, or switch to a sharded Topology (new queue names),
+// and delete the old queue once it is empty.
+type QueueArgumentsError struct {
+	// Queue is the queue that exists with other arguments.
+	Queue string
+	// Err is the broker's refusal.
+	Err error
+}
+
+func (e *QueueArgumentsError) Error() string {
+	return fmt.Sprintf("rabbitmq: queue %q exists with other arguments than this version declares (%v); "+
+		"RabbitMQ cannot change a queue's arguments in place and the SDK will not use it as it is: "+
+		"stop the group's consumers, drain the queue (or move its messages), delete it "+
+		"(rabbitmqctl delete_queue %s) and start again, which recreates it; "+
+		"or migrate to a new queue (another group name or a sharded Topology) and delete this one once empty",
+		e.Queue, e.Err, e.Queue)
+}
+
+// Unwrap returns the broker's error.
+func (e *QueueArgumentsError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, reliable.ErrInvalidConfig) true.
+func (e *QueueArgumentsError) Is(target error) bool { return target == reliable.ErrInvalidConfig }
+
+// queueDeclareError classifies a failed declare of queue: inequivalent
+// arguments become a *QueueArgumentsError. The refusal closes only the
+// declaring channel, never the connection.
+func queueDeclareError(queue string, err error) error {
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed && strings.Contains(ae.Reason, "inequivalent arg") {
+		return &QueueArgumentsError{Queue: queue, Err: err}
+	}
+	return classify(err)
 }
 
 // retryTransient calls f until it succeeds, fails for good, or ctx ends.

@@ -116,7 +116,8 @@ func TestOptionsValidateListsEveryProblem(t *testing.T) {
 
 // TestQueueArguments: L22, group queues are quorum queues (replicated) by
 // default, with a dead-letter exchange, at-least-once dead-lettering and a
-// delivery limit (PITFALLS B4).
+// delivery limit (PITFALLS B4); L08, L12: a single active consumer, sharded
+// or not, so a key's events never go to two instances at once.
 func TestQueueArguments(t *testing.T) {
 	q := Topology{}.withDefaults().queueArgs("orders", "orders.g")
 	want := amqp.Table{
@@ -126,6 +127,7 @@ func TestQueueArguments(t *testing.T) {
 		"x-delivery-limit":          int64(DefaultDeliveryLimit),
 		"x-dead-letter-strategy":    "at-least-once",
 		"x-overflow":                "reject-publish",
+		"x-single-active-consumer":  true,
 	}
 	if len(q) != len(want) {
 		t.Fatalf("args %v, want %v", q, want)
