@@ -87,10 +87,11 @@ func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
 			m.Time = now
 		}
 		lanes[i] = laneOf(m)
-		ids[i], topics[i], keys[i], types[i] = m.ID, m.Topic, m.Key, m.Type
+		// Stored in text form (see encode.go): any bytes, read back exactly.
+		ids[i], topics[i], keys[i], types[i] = storedText(m.ID), storedText(m.Topic), storedText(m.Key), storedText(m.Type)
 		payload[i], times[i] = m.Payload, m.Time
 		if len(m.Headers) > 0 {
-			b, err := json.Marshal(m.Headers)
+			b, err := json.Marshal(storedHeaders(m.Headers))
 			if err != nil {
 				return fmt.Errorf("outbox: add: headers of %s: %w", m, err)
 			}
@@ -137,10 +138,11 @@ func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
 
 // laneOf is the ordering lane of a message: "k:" and its key, or, without a
 // key, "m:" and its ID, a lane of its own, so that unordered messages are
-// published in parallel.
+// published in parallel. Key and ID are in indexedText form (see
+// encode.go), so any bytes make a lane the index can hold.
 func laneOf(m *reliable.Message) string {
 	if m.Key != "" {
-		return "k:" + m.Key
+		return "k:" + indexedText(m.Key)
 	}
-	return "m:" + m.ID
+	return "m:" + indexedText(m.ID)
 }

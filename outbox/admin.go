@@ -85,6 +85,7 @@ func DeadRows(ctx context.Context, db DB, limit int) ([]Row, error) {
 		m := r.Message
 		err := rs.Scan(&r.ID, &m.ID, &m.Topic, &m.Key, &m.Type, &m.Headers, &m.Payload, &m.Time,
 			&r.CreatedAt, &r.Attempts, &r.LastError, &r.DeadAt)
+		decodeStored(m)
 		return r, err
 	})
 	if err != nil {

@@ -262,6 +262,7 @@ func scanRows(rows pgx.Rows) (map[string][]*row, error) {
 		if err := rows.Scan(&rw.id, &laneName, &m.ID, &m.Topic, &m.Key, &m.Type, &m.Headers, &m.Payload, &eventTime, &rw.attempts); err != nil {
 			return nil, err
 		}
+		decodeStored(m)
 		m.Time = eventTime
 		rw.msg = m
 		got[laneName] = append(got[laneName], &rw)

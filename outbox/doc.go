@@ -88,7 +88,11 @@
 // after Config.MaxAttempts (or at once on a permanent error such as a
 // message too large, L13) it becomes dead: the Notifier is told and the key
 // stays blocked until an operator calls [Retry] or [Discard] (or, with
-// Config.DeadReleasesKey, the key goes on).
+// Config.DeadReleasesKey, the key goes on). A publisher that returns
+// reliable.ErrClosed (the application closed it while the relay still runs)
+// is an outage too, never a property of the rows: they are charged nothing
+// and never die, and the relay logs an error and backs off until publishes
+// succeed. Close the relay before its publisher.
 //
 // Memory: the relay holds at most Config.MaxBufferedRows rows across its
 // keys, reading fewer than Config.Window rows per key ahead when many keys
@@ -104,4 +108,11 @@
 //
 // [Migrate] creates the tables in the connection's current schema; it runs
 // only when called. Use a search_path to place them elsewhere.
+//
+// Keys, message IDs, types and header names and values are arbitrary bytes
+// (NUL bytes, invalid UTF-8, keys of many kilobytes): the relay publishes
+// them byte-exact. A value PostgreSQL text cannot hold is stored base64
+// behind a "\x01b64:" marker (values that text holds are stored as they
+// are), and a lane whose key is over 512 bytes is indexed by the key's
+// SHA-256; migration 002 rewrites the long lanes of older rows.
 package outbox

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/reliable-go/reliable"
@@ -107,11 +108,14 @@ func (r *Relay) planMark(items []markItem) markPlan {
 	return p
 }
 
+// errString is err's message as text PostgreSQL holds: an error may quote a
+// key's raw bytes, and one NUL would fail the whole mark statement. It is a
+// reason, not data, so the lossy rendering is fine.
 func errString(err error) string {
 	if err == nil {
 		return "unknown error"
 	}
-	return err.Error()
+	return strings.ToValidUTF8(strings.ReplaceAll(err.Error(), "\x00", `\x00`), "\uFFFD")
 }
 
 const markSQLDelete = `WITH sent AS (

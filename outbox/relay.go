@@ -518,7 +518,7 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 	var dead []markItem
 	var charged, free, parked []*row
 	var chargedErrs []string
-	transient := false
+	transient, closed := false, false
 	published := r.publishedCount()
 	someConfirmed := published > before
 	for i, rw := range failed {
@@ -529,6 +529,14 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 		// never confirmed is not the message's fault and is never charged.
 		suspect := someConfirmed || rw.attempts > 0 || (rw.freeFailures > 0 && published > rw.publishedAt)
 		switch {
+		case errors.Is(errs[i], reliable.ErrClosed):
+			// The application closed the publisher while the relay runs (or
+			// a pool recycled it): nothing is wrong with the row, so it is an
+			// outage, never an attempt or a dead row, although ErrClosed
+			// counts as permanent for a caller of Publish.
+			closed = true
+			transient = true
+			free = append(free, rw)
 		case reliable.IsPermanent(errs[i]):
 			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
 		case unconfirmed(errs[i]) && someConfirmed:
@@ -540,7 +548,7 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 			dead = append(dead, markItem{row: rw, kind: markDead, err: errs[i]})
 		default:
 			charged = append(charged, rw)
-			chargedErrs = append(chargedErrs, errs[i].Error())
+			chargedErrs = append(chargedErrs, errString(errs[i]))
 		}
 	}
 	if len(charged) > 0 {
@@ -573,8 +581,13 @@ func (r *Relay) handleFailures(ctx context.Context, failed []*row, errs []error,
 			if until := now.Add(d); until.After(r.pausedUntil) {
 				r.pausedUntil = until
 			}
-			r.log.Warn("broker unavailable, backing off", slog.Int("rows", len(failed)),
-				slog.Int("consecutive", r.outages), slog.Duration("backoff", d), slog.Any("error", errs[0]))
+			if closed {
+				r.log.Error("publisher closed while the relay runs: rows wait; close the relay before its publisher",
+					slog.Int("rows", len(failed)), slog.Int("consecutive", r.outages), slog.Duration("backoff", d))
+			} else {
+				r.log.Warn("broker unavailable, backing off", slog.Int("rows", len(failed)),
+					slog.Int("consecutive", r.outages), slog.Duration("backoff", d), slog.Any("error", errs[0]))
+			}
 		}
 	} else {
 		r.outages = 0
