@@ -51,6 +51,10 @@ func toPublishing(m *reliable.Message) amqp.Publishing {
 // string-valued header except the ones mapped to fields; broker headers with
 // other types (x-death, x-delivery-count) are read into DeliveryInfo or
 // dropped.
+//
+// Messages of other clients: without the key header, Key is the routing
+// key; without a message-id property or ce_id header, ID stays empty (the
+// consumer then handles the message without deduplication).
 func fromDelivery(d *amqp.Delivery, topic, queue string) *reliable.Message {
 	m := &reliable.Message{
 		ID:      d.MessageId,
@@ -63,6 +67,7 @@ func fromDelivery(d *amqp.Delivery, topic, queue string) *reliable.Message {
 		m.Topic = d.Exchange
 	}
 	deliveries := int64(0)
+	keyed := false
 	for k, v := range d.Headers {
 		switch k {
 		case reliable.HeaderID:
@@ -78,6 +83,7 @@ func fromDelivery(d *amqp.Delivery, topic, queue string) *reliable.Message {
 		case reliable.HeaderKey:
 			if s, ok := v.(string); ok {
 				m.Key = s
+				keyed = true
 			}
 			continue
 		case reliable.HeaderTime:
@@ -101,6 +107,11 @@ func fromDelivery(d *amqp.Delivery, topic, queue string) *reliable.Message {
 			m.Headers = make(map[string]string, len(d.Headers))
 		}
 		m.Headers[k] = s
+	}
+	if !keyed {
+		// Another client's message: its routing key is its key, as the SDK
+		// publishes a message's key as its routing key.
+		m.Key = d.RoutingKey
 	}
 	m.Delivery = reliable.DeliveryInfo{
 		Offset:      int64(d.DeliveryTag),

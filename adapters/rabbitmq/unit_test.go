@@ -204,3 +204,21 @@ func TestWaitUnblockedNamesTheAlarm(t *testing.T) {
 }
 
 func discardUnitLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestForeignMessageKeyFromRoutingKey: a message another client published
+// to the topic exchange with routing key order-1 and neither message-id
+// nor ce_ headers has Key order-1 (before: empty, so all such messages
+// shared one lane and their order per key was lost) and an empty ID.
+func TestForeignMessageKeyFromRoutingKey(t *testing.T) {
+	d := &amqp.Delivery{Exchange: "orders", RoutingKey: "order-1", Body: []byte("{}"), DeliveryTag: 4,
+		Headers: amqp.Table{"x-tenant": "acme"}}
+	got := fromDelivery(d, "orders", "orders.g")
+	if got.Key != "order-1" || got.ID != "" || got.Topic != "orders" || got.Headers["x-tenant"] != "acme" {
+		t.Fatalf("got key %q id %q topic %q headers %v, want key order-1, no ID", got.Key, got.ID, got.Topic, got.Headers)
+	}
+	// The key header wins over the routing key, even when empty.
+	d.Headers = amqp.Table{reliable.HeaderKey: ""}
+	if got := fromDelivery(d, "orders", "orders.g"); got.Key != "" {
+		t.Fatalf("key %q, want the header's empty key", got.Key)
+	}
+}
