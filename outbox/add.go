@@ -54,8 +54,11 @@ func shouldNotify(now time.Time) bool {
 //
 // Messages without a key are not ordered and take no lock.
 //
-// Nothing is written when a message is invalid (nil, or no topic). On any
-// error the transaction is unusable and must be rolled back.
+// Nothing is written when a message is invalid (nil, or no topic). Keys,
+// IDs and headers may hold any bytes; a value PostgreSQL still refuses (such
+// as a time before 4713 BC) fails Add with an error that matches
+// reliable.IsPermanent and names the SQLSTATE. On any error the transaction
+// is unusable and must be rolled back.
 func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -127,7 +130,7 @@ func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
 	for range b.Len() {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
-			return fmt.Errorf("outbox: add %d messages: %w", n, err)
+			return storeError(fmt.Errorf("outbox: add %d messages: %w", n, err))
 		}
 	}
 	if err := br.Close(); err != nil {

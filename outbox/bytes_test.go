@@ -226,3 +226,19 @@ VALUES ($1, 'old-1', 'orders', $2, 'order.placed', now())`, "k:"+key, key); err 
 		t.Fatalf("published %q then %q, want old-1 then the new row", got[0].ID, got[1].ID)
 	}
 }
+
+// A value PostgreSQL cannot hold even encoded (a time before 4713 BC,
+// SQLSTATE 22008) fails Add with an error that matches reliable.IsPermanent
+// and says why, so a caller does not retry it forever.
+func TestAddUnstorableMessageIsAPermanentError(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m := msg("orders", "order-1", "x")
+	m.Time = time.Date(-10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	err := addTx(ctx, db.pool, m)
+	if err == nil || !reliable.IsPermanent(err) || !strings.Contains(err.Error(), "cannot hold") {
+		t.Fatalf("Add = %v; want a permanent error saying the outbox cannot hold it", err)
+	}
+}

@@ -4,8 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/reliable-go/reliable"
 )
@@ -82,4 +86,16 @@ func fromStoredHeaders(h map[string]string) map[string]string {
 func decodeStored(m *reliable.Message) {
 	m.ID, m.Key, m.Topic, m.Type = fromStoredText(m.ID), fromStoredText(m.Key), fromStoredText(m.Topic), fromStoredText(m.Type)
 	m.Headers = fromStoredHeaders(m.Headers)
+}
+
+// storeError turns a PostgreSQL error that no retry can fix (data
+// exceptions, class 22, and program limits, class 54) into an error matching
+// reliable.IsPermanent that says why; every other error, an outage among
+// them, is returned unchanged and stays retryable.
+func storeError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54")) {
+		return reliable.Permanent(fmt.Errorf("the outbox cannot hold this message (PostgreSQL refused a value, SQLSTATE %s): %w", pe.Code, err))
+	}
+	return err
 }
