@@ -152,3 +152,76 @@ func runUntil(t *testing.T, c *consumer.Consumer, timeout time.Duration, done fu
 		t.Fatalf("not done after %s", timeout)
 	}
 }
+
+func TestKafkaPoisonWithoutDeadLetterPath(t *testing.T) {
+	// The zero-value config on Kafka, one poison message (the handler returns
+	// reliable.Permanent) among 60 good ones on 3 partitions. Before, each
+	// nack ended the whole group session: in 20 s the poison message was
+	// handled 18 times and the 60 good ones 135 times. Now nothing is
+	// skipped and nothing else repeats: the poison message holds only its
+	// key (reported by Blocked), every other message is handled once, and
+	// the committed offset of its partition stays before it.
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	brokers := testenv.Kafka(t)
+	topic := testenv.UniqueName(t, "poison")
+	testenv.CreateTopic(t, brokers, topic, 3)
+	msgs := publishOrders(t, brokers, topic, 61, 20) // keys order-0..19, seq 0..3
+	poison := msgs[20]                               // order-0, seq 1
+	group := shortName("kitchen_")
+
+	var poisonCalls, goodCalls atomic.Int64
+	led := newLedger()
+	var poisonAt atomic.Pointer[reliable.DeliveryInfo]
+	h := reliable.HandlerFunc(func(_ context.Context, m *reliable.Message) error {
+		if m.ID == poison.ID {
+			info := m.Delivery
+			poisonAt.Store(&info)
+			poisonCalls.Add(1)
+			return reliable.Permanent(errors.New("payload does not parse"))
+		}
+		goodCalls.Add(1)
+		led.apply(m)
+		return nil
+	})
+	c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Logger: quiet,
+		Consumer: kafka.ConsumerConfig{Group: group}}, h, consumer.Config{Topic: topic, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every good message but order-0's two after the poison one.
+	const wantGood = 61 - 1 - 2
+	var blocked []consumer.BlockedKey
+	runUntil(t, c, time.Minute, func() bool {
+		if led.count() < wantGood || poisonCalls.Load() < 3 {
+			return false
+		}
+		if blocked == nil { // runUntil asks again after Run returned
+			blocked = c.Blocked()
+		}
+		return true
+	})
+	t.Logf("poison handled %d times, good messages %d times (%d distinct)", poisonCalls.Load(), goodCalls.Load(), led.count())
+	if goodCalls.Load() != wantGood || led.count() != wantGood {
+		t.Fatalf("good messages handled %d times (%d distinct), want each of %d once", goodCalls.Load(), led.count(), wantGood)
+	}
+	led.mu.Lock()
+	got := led.seq["order-0"]
+	led.mu.Unlock()
+	if len(got) != 1 || got[0] != 0 {
+		t.Fatalf("order-0 applied %v, want only seq 0: its later events wait behind the poison one", got)
+	}
+	if len(blocked) != 1 || blocked[0].Key != "order-0" || blocked[0].MessageID != poison.ID {
+		t.Fatalf("Blocked() = %+v, want order-0 waiting for the poison message", blocked)
+	}
+	at := poisonAt.Load()
+	adm := testenv.ClusterAdmin(t, brokers)
+	resp, err := adm.ListConsumerGroupOffsets(group, map[string][]int32{topic: {at.Partition}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := resp.GetBlock(topic, at.Partition); b == nil || b.Offset > at.Offset {
+		t.Fatalf("committed %+v on partition %d, past the poison message at offset %d", b, at.Partition, at.Offset)
+	}
+}
