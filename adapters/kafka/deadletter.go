@@ -17,6 +17,9 @@ import (
 // to the message's own ce_ and application headers. reliablectl reads them to
 // list, inspect and replay a dead-letter topic.
 const (
+	// HeaderDeadLetterPrefix starts the name of every header below; replay
+	// drops them.
+	HeaderDeadLetterPrefix = "dlt_"
 	// HeaderDeadLetterCause is the error that made the message poison.
 	HeaderDeadLetterCause = "dlt_cause"
 	// HeaderDeadLetterTopic is the Kafka name (environment prefix included)

@@ -60,6 +60,12 @@ func commands() *command {
 			{name: "kafka", summary: "replication factor, min.insync.replicas, unclean leader election of Kafka topics", run: auditKafka},
 			{name: "rabbitmq", summary: "durability, type, dead-lettering and overflow of RabbitMQ queues", run: auditRabbitMQ},
 		}},
+		{name: "dlt", summary: "list, inspect and replay Kafka dead-letter topics", subs: []*command{
+			{name: "topics", summary: "dead-letter topics and how many records they hold", run: dltTopics},
+			{name: "list", summary: "records of a dead-letter topic: ID, key, cause, origin, attempts", run: dltList},
+			{name: "show", summary: "one record with its headers and payload", run: dltShow},
+			{name: "replay", summary: "republish records to their original topic (dry run unless --execute)", run: dltReplay},
+		}},
 		{name: "lag", summary: "Kafka consumer-group lag per partition, with a hot-partition warning", run: lagCmd},
 		{name: "offsets", summary: "move a Kafka consumer group's committed offsets", subs: []*command{
 			{name: "reset", summary: "reset a group's offsets to a time or an offset (dry run unless --execute)", run: offsetsReset},

@@ -6,6 +6,8 @@
 //
 //	reliablectl audit kafka --topic prod.orders
 //	reliablectl audit rabbitmq --topic orders --group kitchen
+//	reliablectl dlt topics | list --topic prod.orders.dlt | show --topic T --partition P --offset O
+//	reliablectl dlt replay --topic prod.orders.dlt (--partition P --offset O | --id ID | --all) [--execute]
 //	reliablectl lag --group prod.kitchen --topic prod.orders
 //	reliablectl offsets reset --group prod.kitchen --topic prod.orders --to-time -2h [--execute]
 //	reliablectl outbox status | retry --id N | discard --id N
@@ -20,10 +22,13 @@
 // never printed.
 //
 // Nothing is changed without an explicit flag or command: audit, lag,
-// outbox status, retry stats, list and show only read; offsets reset is a dry
-// run unless --execute is given, and then refuses while the group has active
-// members; outbox retry/discard and retry retry-now/discard/release act only
-// on the --id or --key named.
+// outbox status, retry stats, list and show, and dlt topics, list and show
+// only read; offsets reset is a dry run unless --execute is given, and then
+// refuses while the group has active members; dlt replay is a dry run unless
+// --execute is given, and then republishes each selected record durably to
+// its original topic (the dead-letter topic is never changed); outbox
+// retry/discard and retry retry-now/discard/release act only on the --id or
+// --key named.
 //
 // Exit codes:
 //
