@@ -5,12 +5,16 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/rabbitmq"
 	"github.com/reliable-go/reliable/consumer"
+	"github.com/reliable-go/reliable/idempotency"
 	"github.com/reliable-go/reliable/internal/testenv"
 	"github.com/reliable-go/reliable/retry"
 )
@@ -75,4 +79,84 @@ func TestRabbitMQTransientFailuresExactlyOnceInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	led.check(t, msgs)
+}
+
+func TestRabbitMQForeignMessageWithoutIDIsHandledOnce(t *testing.T) {
+	// Another client publishes to the topic exchange with routing key
+	// order-1 and no message-id or ce_ headers. With Redis dedupe its key
+	// came out empty and "dedupe begin failed ... empty message ID" repeated
+	// forever: never handled, never dead-lettered. It must be handled once,
+	// under the routing key, and acked.
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	url := testenv.AMQPURL(t)
+	ctx := testenv.Context(t, time.Minute)
+	topic := testenv.UniqueName(t, "foreign")
+	group := shortName("kitchen_")
+	if err := rabbitmq.Declare(ctx, url, topic, []string{group}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, rabbitmq.ExchangeName(topic), "order-1", true, false,
+		amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: []byte(`{"status":"paid"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dc.WaitContext(ctx); !ok || err != nil {
+		t.Fatalf("confirm: %v %v", ok, err)
+	}
+
+	var mu sync.Mutex
+	var seen []*reliable.Message
+	h := reliable.HandlerFunc(func(_ context.Context, m *reliable.Message) error {
+		mu.Lock()
+		seen = append(seen, m)
+		mu.Unlock()
+		return nil
+	})
+	store, err := idempotency.NewRedis(redisClient(t), idempotency.RedisConfig{Namespace: shortName("kitchen_")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notDeduplicated atomic.Int64
+	c, err := consumer.NewRabbitMQ(url, group, h, consumer.Config{Topic: topic, Dedupe: store, Logger: quiet,
+		Observe: func(e consumer.Event) {
+			if e.NotDeduplicated && e.Outcome == consumer.OutcomeHandled {
+				notDeduplicated.Add(1)
+			}
+		}}, rabbitmq.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, c, 30*time.Second, func() bool { return notDeduplicated.Load() == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0].Key != "order-1" || string(seen[0].Payload) != `{"status":"paid"}` {
+		t.Fatalf("handled %d times; key %q", len(seen), seen[0].Key)
+	}
+	if n := queueDepth(t, ch, group, topic); n != 0 {
+		t.Fatalf("%d messages left in the group queue, want 0 (acked)", n)
+	}
+}
+
+// queueDepth returns the messages ready or unacked in the group's queue.
+func queueDepth(t *testing.T, ch *amqp.Channel, group, topic string) int {
+	t.Helper()
+	q, err := ch.QueueDeclarePassive(rabbitmq.QueueName(topic, group), true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q.Messages
 }
