@@ -13,6 +13,13 @@ import (
 // off, offsets committed only up to the first incomplete message (L04, L05).
 // When cfg.Environment is empty it takes kcfg.Environment, so the consumer
 // refuses other environments' messages (L07).
+//
+// When kcfg.Consumer.DeadLetterTopic is set and cfg.DeadLetter is not, poison
+// messages go to that topic, with headers naming the cause and where they
+// came from, and their offsets are committed after the topic confirmed them.
+// Without a dead-letter path a poison message holds its key until an
+// operator acts (see Config.DeadLetter); Kafka has no dead-letter policy of
+// its own.
 func NewKafka(kcfg kafka.Config, h reliable.Handler, cfg Config) (*Consumer, error) {
 	if cfg.Environment == "" {
 		cfg.Environment = kcfg.Environment
@@ -23,6 +30,9 @@ func NewKafka(kcfg kafka.Config, h reliable.Handler, cfg Config) (*Consumer, err
 	sub, err := kafka.NewSubscriber(kcfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.DeadLetter == nil && sub.DeadLetterEnabled() {
+		cfg.DeadLetter = sub
 	}
 	return newClosingOnError(sub, h, cfg)
 }
