@@ -22,15 +22,16 @@ const (
 const (
 	faultConsumerKill   = "consumer-kill"
 	faultRelayKill      = "relay-kill"
-	faultBrokerKill     = "broker-kill"      // Kafka: kill -9 the partition leader, restart it
-	faultRabbitRestart  = "rabbitmq-restart" // RabbitMQ: restart the server
-	faultConnCut        = "conn-cut"         // reset every proxied connection, refuse new ones a while
-	faultHandlerFailure = "handler-failures" // a window of transient handler failures
-	faultBurst          = "burst"            // a batch job writes many orders at once
-	faultSlowDownstream = "slow-downstream"  // handler latency spike
-	faultScaleUp        = "scale-up"         // one more consumer instance joins the group
-	faultScaleDown      = "scale-down"       // one consumer instance leaves cleanly (SIGTERM) for good
-	faultRollingRestart = "rolling-restart"  // each consumer instance in turn stopped gracefully and started again
+	faultBrokerKill     = "broker-kill"       // Kafka: kill -9 the partition leader, restart it
+	faultRabbitRestart  = "rabbitmq-restart"  // RabbitMQ: restart the server
+	faultConnCut        = "conn-cut"          // reset every proxied connection, refuse new ones a while
+	faultHandlerFailure = "handler-failures"  // a window of transient handler failures
+	faultBurst          = "burst"             // a batch job writes many orders at once
+	faultSlowDownstream = "slow-downstream"   // handler latency spike
+	faultScaleUp        = "scale-up"          // one more consumer instance joins the group
+	faultScaleDown      = "scale-down"        // one consumer instance leaves cleanly (SIGTERM) for good
+	faultRollingRestart = "rolling-restart"   // each consumer instance in turn stopped gracefully and started again
+	faultOutage         = "downstream-outage" // every handler call fails retryably for a while
 )
 
 // Consumer profiles: how the consumer processes configure the SDK.
@@ -50,29 +51,37 @@ const (
 
 var profiles = []string{profileTuned, profileQuickstart, profileZero}
 
-// scaleFaults are the fault kinds that change the set of consumer instances.
+// scaleFaults are the fault kinds that change the set of consumer instances;
+// with the downstream outage they are the faults beyond the tuned profile's
+// schedule.
 var scaleFaults = []string{faultScaleUp, faultScaleDown, faultRollingRestart}
+
+// extraFaults are every fault kind that is not part of the tuned profile's
+// schedule.
+var extraFaults = append(append([]string(nil), scaleFaults...), faultOutage)
 
 // allFaults returns the fault kinds "-faults all" means for broker and
 // profile: the tuned profile keeps its historical schedule; the quick-start
 // and zero profiles, which exist to show the defaults hold with several
-// instances, also scale up, scale down and roll through restarts, each
-// right after a fault that leaves work in flight.
+// instances, also roll through restarts and scale up right after the burst
+// (so both meet its backlog), scale down after the relay kill, and suffer a
+// downstream outage (every call fails, which outlasts the inline attempts
+// of a consumer without a retry table) after the handler failures.
 func allFaults(broker, profile string) []string {
 	base := faultKinds(broker)
 	if profile == profileTuned || profile == "" {
 		return base
 	}
-	out := make([]string, 0, len(base)+len(scaleFaults))
+	out := make([]string, 0, len(base)+len(extraFaults))
 	for _, f := range base {
 		out = append(out, f)
 		switch f {
 		case faultBurst:
-			out = append(out, faultScaleUp)
+			out = append(out, faultRollingRestart, faultScaleUp)
 		case faultRelayKill:
 			out = append(out, faultScaleDown)
-		case faultSlowDownstream:
-			out = append(out, faultRollingRestart)
+		case faultHandlerFailure:
+			out = append(out, faultOutage)
 		}
 	}
 	return out
@@ -172,7 +181,7 @@ func (c *Config) validate() error {
 		"-shards is %d: the %s profile uses the default RabbitMQ topology, without shards", c.Shards, c.Profile)
 	p.Addf(c.Profile == profileZero && c.PoisonEvery != 0,
 		"-poison-every is %d: the zero profile has no dead-letter path, a poison message would hold its key forever (use 0)", c.PoisonEvery)
-	known := append(faultKinds(c.Broker), scaleFaults...)
+	known := append(faultKinds(c.Broker), extraFaults...)
 	for _, f := range c.Faults {
 		p.Addf(!slices.Contains(known, f), "fault %q is not one of %s for %s", f, strings.Join(known, ", "), c.Broker)
 	}

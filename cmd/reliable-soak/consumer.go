@@ -29,6 +29,7 @@ import (
 var (
 	errInjected = errors.New("soak: injected transient failure")
 	errPoison   = errors.New("soak: poison message")
+	errOutage   = errors.New("soak: downstream outage")
 )
 
 // consumerConcurrency is each consumer process's key lanes in the tuned
@@ -216,6 +217,9 @@ func (a *applier) Handle(ctx context.Context, m *reliable.Message) error {
 	}
 	if m.Type == typePoison {
 		return reliable.Permanent(errPoison)
+	}
+	if c.Outage {
+		return reliable.Retryable(errOutage)
 	}
 	attempt := max(m.Delivery.Attempt, 1)
 	// Only early attempts fail, so no message can use up its retry-table

@@ -16,6 +16,7 @@ import (
 type Control struct {
 	FailRate float64       // fraction of early attempts failing transiently
 	Latency  time.Duration // extra handler latency (slow downstream)
+	Outage   bool          // every handler call fails retryably (downstream outage)
 	Bursts   int           // bursts requested so far; the writer runs each once
 	// Paused holds the writer while a fault waits for testenv's lock
 	// (another package's test holds it), so the orders are not all written

@@ -21,6 +21,7 @@ const (
 	slowWindow    = 10 * time.Second
 	brokerDown    = 8 * time.Second // a killed broker stays down this long
 	cutRefusal    = 3 * time.Second // a connection cut refuses reconnects this long
+	outageWindow  = 4 * time.Second // every handler call fails this long (issue 13's measured case)
 )
 
 // FaultEvent is one injected fault, as logged and reported.
@@ -98,7 +99,16 @@ func (in *injector) schedule(ctx context.Context, writingDone <-chan struct{}) {
 			default:
 			}
 		}
-		in.inject(ctx, in.cfg.Faults[i%len(in.cfg.Faults)])
+		kind := in.cfg.Faults[i%len(in.cfg.Faults)]
+		if in.cfg.Profile != profileTuned && windowed(kind) {
+			// A window that meets an idle pipeline tests nothing: the quick-
+			// start and zero profiles release the next share as the window
+			// opens, so orders arrive (and keys queue up) while it lasts.
+			if err := in.update(func(c *Control) { c.Quota = in.cfg.steadyQuota(i + 1) }); err != nil {
+				in.log.Error("writing the control file", slog.String("error", err.Error()))
+			}
+		}
+		in.inject(ctx, kind)
 		// Release the next share of orders now, so they are in flight when
 		// the next fault strikes after the gap.
 		if err := in.update(func(c *Control) { c.Quota = in.cfg.steadyQuota(i + 1) }); err != nil {
@@ -110,6 +120,12 @@ func (in *injector) schedule(ctx context.Context, writingDone <-chan struct{}) {
 		case <-time.After(in.cfg.FaultGap):
 		}
 	}
+}
+
+// windowed reports whether kind is a window of handler behaviour (failures,
+// outage, latency) rather than an event.
+func windowed(kind string) bool {
+	return kind == faultHandlerFailure || kind == faultOutage || kind == faultSlowDownstream
 }
 
 // inject runs one fault to its end and records it.
@@ -143,6 +159,10 @@ func (in *injector) inject(ctx context.Context, kind string) {
 			func(c *Control) { c.FailRate = in.cfg.FailRate })
 		detail = fmt.Sprintf("fail rate %.0f%% of first and second attempts for %s%s",
 			in.cfg.FaultFailRate*100, failureWindow, detail)
+	case faultOutage:
+		detail, err = in.window(ctx, outageWindow, func(c *Control) { c.Outage = true },
+			func(c *Control) { c.Outage = false })
+		detail = fmt.Sprintf("every handler call fails retryably for %s%s", outageWindow, detail)
 	case faultSlowDownstream:
 		detail, err = in.window(ctx, slowWindow, func(c *Control) { c.Latency = in.cfg.Latency },
 			func(c *Control) { c.Latency = 0 })

@@ -90,8 +90,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs.IntVar(&cfg.Consumers, "consumers", 3, "consumer processes")
 	fs.IntVar(&cfg.Relays, "relays", 2, "relay processes")
 	fs.StringVar(&faults, "faults", "all", `faults to inject: "all", "none" or a list of `+
-		strings.Join(append(append(faultKinds(brokerKafka), faultRabbitRestart), scaleFaults...), ",")+
-		` ("all" includes the scale faults with -profile quickstart or zero)`)
+		strings.Join(append(append(faultKinds(brokerKafka), faultRabbitRestart), extraFaults...), ",")+
+		` ("all" includes `+strings.Join(extraFaults, ", ")+` with -profile quickstart or zero)`)
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the injected failures and of fault targets")
 	fs.StringVar(&o.report, "report", "table", "table (Markdown) or json")
 	fs.Float64Var(&cfg.Rate, "rate", 250, "steady orders per second outside bursts")

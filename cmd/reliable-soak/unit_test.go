@@ -282,7 +282,7 @@ func TestParseFlagsProfiles(t *testing.T) {
 	if cfg.Shards != 0 || cfg.PoisonEvery != 2500 {
 		t.Errorf("quickstart: shards %d (want 0: default topology), poison every %d", cfg.Shards, cfg.PoisonEvery)
 	}
-	for _, f := range append(scaleFaults, faultRabbitRestart, faultConsumerKill, faultConnCut) {
+	for _, f := range append(extraFaults, faultRabbitRestart, faultConsumerKill, faultConnCut) {
 		if !slices.Contains(cfg.Faults, f) {
 			t.Errorf("quickstart's all faults lack %s: %v", f, cfg.Faults)
 		}
