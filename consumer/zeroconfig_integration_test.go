@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/kafka"
 	"github.com/reliable-go/reliable/adapters/rabbitmq"
@@ -223,5 +225,102 @@ func TestKafkaPoisonWithoutDeadLetterPath(t *testing.T) {
 	}
 	if b := resp.GetBlock(topic, at.Partition); b == nil || b.Offset > at.Offset {
 		t.Fatalf("committed %+v on partition %d, past the poison message at offset %d", b, at.Partition, at.Offset)
+	}
+}
+
+func TestKafkaPoisonToDeadLetterTopic(t *testing.T) {
+	// With kafka.ConsumerConfig.DeadLetterTopic set (and no retry table), a
+	// poison message is published durably to the dead-letter topic with the
+	// cause and its origin, its key's later events go on, and the offsets
+	// are committed past it: nothing needs PostgreSQL.
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	brokers := testenv.Kafka(t)
+	topic := testenv.UniqueName(t, "poison")
+	dlt := topic + ".dlt"
+	testenv.CreateTopic(t, brokers, topic, 3)
+	testenv.CreateTopic(t, brokers, dlt, 1)
+	msgs := publishOrders(t, brokers, topic, 61, 20)
+	poison := msgs[20] // order-0, seq 1
+	group := shortName("kitchen_")
+	led := newLedger()
+	var poisonCalls atomic.Int64
+	var poisonAt atomic.Pointer[reliable.DeliveryInfo]
+	h := reliable.HandlerFunc(func(_ context.Context, m *reliable.Message) error {
+		if m.ID == poison.ID {
+			info := m.Delivery
+			poisonAt.Store(&info)
+			poisonCalls.Add(1)
+			return reliable.Permanent(errors.New("payload does not parse"))
+		}
+		led.apply(m)
+		return nil
+	})
+	c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Logger: quiet,
+		Consumer: kafka.ConsumerConfig{Group: group, DeadLetterTopic: dlt}}, h, consumer.Config{Topic: topic, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, c, time.Minute, func() bool { return led.count() == 60 && poisonCalls.Load() == 1 })
+	if poisonCalls.Load() != 1 {
+		t.Fatalf("poison handled %d times, want once", poisonCalls.Load())
+	}
+	if reordered, lost, twice := led.outOfOrder(without(msgs, poison.ID)); reordered+lost+twice != 0 {
+		t.Fatalf("%d out of order, %d lost, %d twice", reordered, lost, twice)
+	}
+
+	// The dead-letter record: same ID and key, the cause and origin headers.
+	r := readFirst(t, brokers, dlt)
+	hs := make(map[string]string)
+	for _, h := range r.Headers {
+		hs[string(h.Key)] = string(h.Value)
+	}
+	at := poisonAt.Load()
+	if string(r.Key) != poison.Key || hs[reliable.HeaderID] != poison.ID ||
+		hs[kafka.HeaderDeadLetterCause] != "payload does not parse" || hs[kafka.HeaderDeadLetterTopic] != topic ||
+		hs[kafka.HeaderDeadLetterPartition] != strconv.Itoa(int(at.Partition)) || hs[kafka.HeaderDeadLetterOffset] != strconv.FormatInt(at.Offset, 10) {
+		t.Fatalf("dead-letter record key %q headers %v; poison %s at %d/%d", r.Key, hs, poison.ID, at.Partition, at.Offset)
+	}
+	adm := testenv.ClusterAdmin(t, brokers)
+	resp, err := adm.ListConsumerGroupOffsets(group, map[string][]int32{topic: {at.Partition}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := resp.GetBlock(topic, at.Partition); b == nil || b.Offset <= at.Offset {
+		t.Fatalf("committed %+v on partition %d, want past the dead-lettered offset %d", b, at.Partition, at.Offset)
+	}
+}
+
+// without returns msgs less the one with the given ID.
+func without(msgs []*reliable.Message, id string) []*reliable.Message {
+	out := make([]*reliable.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.ID != id {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// readFirst returns the first record of partition 0 of topic.
+func readFirst(t *testing.T, brokers []string, topic string) *sarama.ConsumerMessage {
+	t.Helper()
+	c, err := sarama.NewConsumer(brokers, testenv.SaramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pc, err := c.ConsumePartition(topic, 0, sarama.OffsetOldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	select {
+	case r := <-pc.Messages():
+		return r
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no record in %s after 30s", topic)
+		return nil
 	}
 }
