@@ -73,8 +73,11 @@ func recordSize(rec *sarama.ProducerMessage) int {
 
 // fromRecord maps a consumed record back to a message whose Topic is topic
 // (the unprefixed name). A record from a producer that set no ce_id gets the
-// ID "kafka:<topic>/<partition>/<offset>", stable across redeliveries, so
-// deduplication still works.
+// ID "kafka:<topic>/<partition>/<offset>" (the Kafka topic name), stable
+// across redeliveries, so deduplication still works. Message.Key is the
+// record key, byte for byte (a Java LongSerializer key keeps its NUL bytes);
+// ce_partitionkey is used only for a record without a key, and kept in
+// Headers when it differs from the record key.
 func fromRecord(rec *sarama.ConsumerMessage, topic string) *reliable.Message {
 	m := &reliable.Message{Topic: topic, Payload: rec.Value}
 	if len(rec.Headers) > 0 {
@@ -91,7 +94,11 @@ func fromRecord(rec *sarama.ConsumerMessage, topic string) *reliable.Message {
 		case reliable.HeaderType:
 			m.Type = v
 		case reliable.HeaderKey:
-			m.Key = v
+			if len(rec.Key) == 0 {
+				m.Key = v
+			} else if v != string(rec.Key) {
+				m.Headers[k] = v
+			}
 		case reliable.HeaderTime:
 			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 				m.Time = t
@@ -104,7 +111,7 @@ func fromRecord(rec *sarama.ConsumerMessage, topic string) *reliable.Message {
 			m.Headers[k] = v
 		}
 	}
-	if m.Key == "" && len(rec.Key) > 0 {
+	if len(rec.Key) > 0 {
 		m.Key = string(rec.Key)
 	}
 	if m.ID == "" {

@@ -67,3 +67,23 @@ func TestForeignRecordGetsStableID(t *testing.T) {
 		t.Fatalf("foreign record: %v %v %v", m, m.Time, m.Headers)
 	}
 }
+
+// The record key wins over ce_partitionkey, byte for byte; a differing
+// ce_partitionkey stays visible in Headers. Without a record key the header
+// is the key.
+func TestRecordKeyIsMessageKey(t *testing.T) {
+	long := []byte{0, 0, 0, 0, 0, 0, 0x30, 0x39}
+	rec := &sarama.ConsumerMessage{Topic: "orders", Key: long, Headers: []*sarama.RecordHeader{
+		{Key: []byte(reliable.HeaderKey), Value: []byte("12345")},
+	}}
+	m := fromRecord(rec, "orders")
+	if m.Key != string(long) || m.Headers[reliable.HeaderKey] != "12345" {
+		t.Fatalf("key %x headers %q", m.Key, m.Headers)
+	}
+	rec = &sarama.ConsumerMessage{Topic: "orders", Headers: []*sarama.RecordHeader{
+		{Key: []byte(reliable.HeaderKey), Value: []byte("order-1")},
+	}}
+	if m := fromRecord(rec, "orders"); m.Key != "order-1" || m.Headers != nil {
+		t.Fatalf("key %q headers %q", m.Key, m.Headers)
+	}
+}
