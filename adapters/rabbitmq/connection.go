@@ -376,6 +376,17 @@ func (m *connManager) connection(ctx context.Context) (*amqp.Connection, uint64,
 	}
 }
 
+// frameMax returns the frame_max the current connection negotiated, or 0
+// when there is none.
+func (m *connManager) frameMax() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conn == nil {
+		return 0
+	}
+	return m.conn.Config.FrameSize
+}
+
 // close stops reconnecting and closes the connection.
 func (m *connManager) close() {
 	m.mu.Lock()

@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"fmt"
 	"strconv"
 	"time"
 
@@ -146,4 +147,70 @@ func toInt64(v any) int64 {
 		return i
 	}
 	return 0
+}
+
+// Wire limits of AMQP 0-9-1 that a message must respect before it is
+// written: amqp091-go shuts the whole connection down when it cannot encode
+// a frame, and the broker closes the connection on a frame above frame_max,
+// so one bad message would break every publish sharing the connection.
+const (
+	// maxShortString is the longest AMQP short string: exchange names,
+	// routing keys, the message-id and type properties, header names.
+	maxShortString = 255
+	// defaultFrameMax is RabbitMQ's default frame_max, assumed until a
+	// connection negotiated its own.
+	defaultFrameMax = 131072
+	// headerFrameOverhead is the size of a header frame around its property
+	// table: frame header and end, class, weight, body size, flags, the
+	// message-id and type length bytes, timestamp, delivery mode, table
+	// length.
+	headerFrameOverhead = 7 + 1 + 2 + 2 + 8 + 2 + 1 + 1 + 8 + 1 + 4
+)
+
+// sdkHeadersSize bounds the encoded size of the ce_ headers toPublishing
+// adds to a message besides its own.
+func sdkHeadersSize(m *reliable.Message) int {
+	field := func(name string, value int) int { return 1 + len(name) + 1 + 4 + value }
+	return field(reliable.HeaderID, len(m.ID)) + field(reliable.HeaderSpecVersion, len(specVersion)) +
+		field(reliable.HeaderTime, len(time.RFC3339Nano)+6) + field(reliable.HeaderKey, len(m.Key)) +
+		field(reliable.HeaderType, len(m.Type))
+}
+
+// checkWire returns a *reliable.InvalidMessageError naming each field of m
+// that AMQP cannot carry: a short string over 255 bytes, or headers whose
+// frame exceeds frameMax. Nothing about m is sent when it fails.
+func checkWire(m *reliable.Message, frameMax int) error {
+	var problems []string
+	short := func(field string, v, as string) {
+		if len(v) > maxShortString {
+			problems = append(problems, fmt.Sprintf(
+				"%s is %d bytes: RabbitMQ carries it as the %s, an AMQP short string of at most %d bytes",
+				field, len(v), as, maxShortString))
+		}
+	}
+	short("Topic", m.Topic, "exchange name")
+	short("Key", m.Key, "routing key")
+	short("ID", m.ID, "message-id property")
+	short("Type", m.Type, "type property")
+	size := headerFrameOverhead + len(m.ID) + len(m.Type) + sdkHeadersSize(m)
+	for k, v := range m.Headers {
+		if len(k) > maxShortString {
+			problems = append(problems, fmt.Sprintf(
+				"a header name is %d bytes (%.32q...): AMQP header names are short strings of at most %d bytes",
+				len(k), k, maxShortString))
+		}
+		size += 1 + len(k) + 1 + 4 + len(v)
+	}
+	if frameMax <= 0 {
+		frameMax = defaultFrameMax
+	}
+	if size > frameMax {
+		problems = append(problems, fmt.Sprintf(
+			"headers and properties take about %d bytes: AMQP sends them in one frame, and the connection's frame_max is %d bytes",
+			size, frameMax))
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return &reliable.InvalidMessageError{MessageID: m.ID, Problems: problems}
 }

@@ -97,6 +97,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...*reliable.Message) erro
 		return nil
 	}
 	now := time.Now()
+	frameMax := p.cm.frameMax()
 	for _, m := range msgs {
 		if m == nil {
 			return &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
@@ -106,6 +107,11 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...*reliable.Message) erro
 			m.Time = now
 		}
 		if err := m.Validate(); err != nil {
+			return err
+		}
+		// Refused before anything is written: a field AMQP cannot encode
+		// would break the connection every other publish shares.
+		if err := checkWire(m, frameMax); err != nil {
 			return err
 		}
 	}

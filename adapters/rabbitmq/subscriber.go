@@ -86,9 +86,12 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	if topic == "" {
+	var p reliable.Problems
+	p.Addf(topic == "", "topic is empty")
+	s.cfg.topology.checkNames(&p, topic, s.group)
+	if err := p.Err("rabbitmq subscribe"); err != nil {
 		s.wg.Done()
-		return nil, &reliable.ConfigError{Component: "rabbitmq subscribe", Problems: []string{"topic is empty"}}
+		return nil, err
 	}
 	sub := &subscription{
 		s:     s,

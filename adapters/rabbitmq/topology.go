@@ -88,6 +88,26 @@ func (t Topology) validate(p *reliable.Problems) {
 	p.Addf(t.Shards > 1000, "Shards is %d, more than 1000 queues per group", t.Shards)
 }
 
+// checkNames records a problem when a name the topology derives from topic
+// and group is longer than an AMQP short string: amqp091-go would fail to
+// encode the declare and shut the whole connection down.
+func (t Topology) checkNames(p *reliable.Problems, topic, group string) {
+	names := []string{ExchangeName(topic), deadLetterExchangeName(topic)}
+	if group != "" {
+		names = append(names, DeadLetterQueueName(topic, group), shardExchangeName(topic, group))
+		if t.Shards > 1 {
+			names = append(names, ShardQueueName(topic, group, t.Shards-1))
+		}
+	}
+	for _, n := range names {
+		if len(n) > maxShortString {
+			p.Addf(true, "name %.40q... is %d bytes (topic %d, group %d): RabbitMQ names hold at most %d bytes",
+				n, len(n), len(topic), len(group), maxShortString)
+			return
+		}
+	}
+}
+
 // ExchangeName returns the exchange that messages of topic are published to.
 func ExchangeName(topic string) string { return topic }
 
@@ -241,6 +261,9 @@ func Declare(ctx context.Context, url, topic string, groups []string, opts ...Op
 		p.Addf(g == "", "a group name is empty")
 	}
 	c.validate(&p)
+	for _, g := range append([]string{""}, groups...) {
+		c.topology.withDefaults().checkNames(&p, topic, g)
+	}
 	if err := p.Err("rabbitmq declare"); err != nil {
 		return err
 	}

@@ -222,3 +222,42 @@ func TestForeignMessageKeyFromRoutingKey(t *testing.T) {
 		t.Fatalf("key %q, want the header's empty key", got.Key)
 	}
 }
+
+// TestCheckWireLimits: 255 bytes is the longest short string AMQP carries;
+// one more is refused with the field named, before any connection is used.
+func TestCheckWireLimits(t *testing.T) {
+	ok := &reliable.Message{Topic: "orders", Key: strings.Repeat("k", 255), ID: strings.Repeat("i", 255),
+		Type: strings.Repeat("t", 255), Headers: map[string]string{strings.Repeat("h", 255): "v"}}
+	if err := checkWire(ok, 0); err != nil {
+		t.Fatalf("255-byte fields refused: %v", err)
+	}
+	bad := &reliable.Message{Topic: "orders", Key: strings.Repeat("k", 256)}
+	err := checkWire(bad, 0)
+	if !errors.Is(err, reliable.ErrInvalidMessage) || !strings.Contains(err.Error(), "Key is 256 bytes") {
+		t.Fatalf("256-byte key: %v", err)
+	}
+	big := &reliable.Message{Topic: "orders", Headers: map[string]string{"x": strings.Repeat("v", 3800)}}
+	if err := checkWire(big, 4096); err != nil {
+		t.Fatalf("headers under frame_max 4096 refused: %v", err)
+	}
+	big.Headers["y"] = strings.Repeat("v", 300)
+	if err := checkWire(big, 4096); !errors.Is(err, reliable.ErrInvalidMessage) || !strings.Contains(err.Error(), "frame_max is 4096") {
+		t.Fatalf("headers over frame_max: %v", err)
+	}
+}
+
+// TestLongNamesRefused: a topic or group whose derived names exceed 255
+// bytes is a configuration error in Declare and Subscribe, before any
+// declare is sent (amqp091-go would shut the connection down on encoding it).
+func TestLongNamesRefused(t *testing.T) {
+	long := strings.Repeat("t", 250)
+	err := Declare(context.Background(), "amqp://localhost:1/", long, []string{"g"})
+	if !errors.Is(err, reliable.ErrInvalidConfig) || !strings.Contains(err.Error(), "at most 255 bytes") {
+		t.Fatalf("Declare: %v", err)
+	}
+	sub := &Subscriber{cfg: subscriberConfig{}, group: "g", done: make(chan struct{})}
+	sub.cfg.topology = Topology{}.withDefaults()
+	if _, err := sub.Subscribe(context.Background(), long); !errors.Is(err, reliable.ErrInvalidConfig) {
+		t.Fatalf("Subscribe: %v", err)
+	}
+}
