@@ -192,14 +192,20 @@ func (c *Consumer) SetRate(perSecond float64) {
 // handled a second time after redelivery.
 const settleTimeout = 10 * time.Second
 
+// staleCheck is how often a held delivery looks whether it went stale (its
+// partition moved to another instance) while it waits for its next try, so
+// that a rebalance does not wait out a long backoff.
+const staleCheck = 500 * time.Millisecond
+
 // job is one delivery on its way through the pipeline. It outlives the runs
 // of a delivery that holds its key.
 type job struct {
 	d       *reliable.Delivery
 	start   time.Time
-	attempt int  // handler calls so far
-	held    bool // holds its key, waiting to be tried again
-	blocked bool // reported as a blocked key
+	attempt int       // handler calls so far
+	held    bool      // holds its key, waiting to be tried again
+	nextTry time.Time // when a held job is tried again
+	blocked bool      // reported as a blocked key
 }
 
 // process runs the pipeline for one delivery and settles it. It returns a
@@ -207,18 +213,24 @@ type job struct {
 // ordering.Abandon when it is left for the broker to deliver again.
 func (c *Consumer) process(ctx context.Context, j *job) time.Duration {
 	msg := j.d.Message
-	if j.d.Stale() || (j.held && c.stopping.Load()) {
-		// Another member owns the delivery now, or the consumer stops while
-		// the key is held: leave it, and the key's later deliveries, to be
-		// delivered again, so nothing of the key is applied out of order.
-		c.unblock(j)
+	if ctx.Err() != nil || j.d.Stale() || (j.held && c.stopping.Load()) {
+		// The consumer stops, an earlier delivery of the key gave up, or
+		// another member owns the delivery now: leave it, and the key's
+		// queued deliveries, to be delivered again, so nothing of the key is
+		// applied out of order.
+		c.leave(j)
 		return ordering.Abandon
+	}
+	if j.held {
+		if wait := time.Until(j.nextTry); wait > 0 {
+			return min(wait, staleCheck)
+		}
 	}
 	outcome, herr, again := c.outcome(ctx, j)
 	switch outcome {
 	case OutcomeHeld:
 	case OutcomeUnsettled:
-		c.unblock(j)
+		c.leave(j)
 	default:
 		c.unblock(j)
 		settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
@@ -235,11 +247,24 @@ func (c *Consumer) process(ctx context.Context, j *job) time.Duration {
 	switch outcome {
 	case OutcomeHeld:
 		j.held = true
-		return again
+		j.nextTry = time.Now().Add(again)
+		return min(again, staleCheck)
 	case OutcomeUnsettled:
 		return ordering.Abandon
 	}
 	return 0
+}
+
+// leave gives up on a delivery without settling it: the broker delivers it
+// again. A stale delivery is released (nacked, which for a revoked Kafka
+// partition only stops the drain waiting for it); otherwise it stays
+// unacked until the subscription closes, so that RabbitMQ requeues it with
+// the key's later deliveries.
+func (c *Consumer) leave(j *job) {
+	c.unblock(j)
+	if j.d.Stale() {
+		_ = j.d.Nack(context.Background())
+	}
 }
 
 // outcome decides and makes durable what becomes of the delivery. It returns

@@ -31,12 +31,15 @@ type LanesConfig struct {
 //
 // A task that asks to run again holds its key: none of the key's later tasks
 // starts before it finished, yet it takes no concurrency slot while it waits,
-// so a failing key delays only itself (L09, L10).
+// so a failing key delays only itself (L09, L10). A task run with a
+// cancelled context gives up and returns Abandon.
 type Task func(ctx context.Context) (again time.Duration)
 
-// Abandon, returned by a Task, drops the task and every later task of its
-// key without running them, so that nothing of the key runs out of order
-// after a task that gave up (its delivery will come again from the broker).
+// Abandon, returned by a Task, ends the task and makes the key's tasks
+// queued behind it give up too: they run with a cancelled context, so that
+// nothing of the key is applied after a task that gave up (its delivery will
+// come again from the broker) and each can release what it holds. Tasks
+// submitted later run normally.
 const Abandon time.Duration = -1
 
 // Lanes runs tasks in parallel across keys and strictly in sequence within
@@ -66,7 +69,15 @@ type Lanes struct {
 type keyQueue struct {
 	tasks   []Task
 	running bool // a task of the key runs or waits to run again
+	giveUp  int  // how many of the first tasks run with a cancelled context
 }
+
+// cancelled is the context of a task that must give up (see Abandon).
+var cancelled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // NewLanes returns lanes whose tasks run with ctx; cancel ctx to make running
 // tasks stop early.
@@ -143,22 +154,27 @@ func (l *Lanes) dispatch() {
 		q.tasks = q.tasks[1:]
 		q.running = true
 		l.running++
-		go l.run(key, q, task)
+		ctx := l.ctx
+		if q.giveUp > 0 {
+			q.giveUp--
+			ctx = cancelled
+		}
+		go l.run(ctx, key, q, task)
 	}
 }
 
-func (l *Lanes) run(key string, q *keyQueue, task Task) {
+func (l *Lanes) run(ctx context.Context, key string, q *keyQueue, task Task) {
 	// A Wait error means ctx ended: the task still runs, sees the ended
 	// context and gives up quickly, so its key's bookkeeping stays right.
-	_ = l.limiter.Wait(l.ctx)
-	again := task(l.ctx)
+	_ = l.limiter.Wait(ctx)
+	again := task(ctx)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.running--
 	switch {
 	case again == Abandon:
-		l.inFlight -= 1 + len(q.tasks)
-		q.tasks = nil
+		l.inFlight--
+		q.giveUp = len(q.tasks)
 	case again > 0:
 		// The key stays running, so Submit does not make it ready; the slot
 		// goes to other keys meanwhile.
