@@ -25,6 +25,14 @@ type groupHandler struct {
 	wg     sync.WaitGroup
 }
 
+// wrap applies the subscriber's test hook, if any, to sess.
+func (h *groupHandler) wrap(sess sarama.ConsumerGroupSession) sarama.ConsumerGroupSession {
+	if h.sub.wrapSession != nil {
+		return h.sub.wrapSession(sess)
+	}
+	return sess
+}
+
 // claim is the state of one partition for one session. Its deliveries
 // settle through it; once revoked, their acks do nothing.
 type claim struct {
@@ -47,6 +55,7 @@ type claim struct {
 }
 
 func (h *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	sess = h.wrap(sess)
 	h.mu.Lock()
 	h.claims = make(map[*claim]struct{})
 	h.stop = make(chan struct{})
@@ -60,6 +69,7 @@ func (h *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 // Cleanup runs after every ConsumeClaim returned, while the member still
 // belongs to the generation: the last chance to commit for this session.
 func (h *groupHandler) Cleanup(sess sarama.ConsumerGroupSession) error {
+	sess = h.wrap(sess)
 	h.mu.Lock()
 	close(h.stop)
 	h.mu.Unlock()
@@ -84,15 +94,15 @@ func (h *groupHandler) commitLoop(sess sarama.ConsumerGroupSession, stop chan st
 			claims = append(claims, c)
 		}
 		h.mu.Unlock()
-		marked := false
 		for _, c := range claims {
-			if c.mark(sess) {
-				marked = true
-			}
+			c.mark(sess)
 		}
-		if marked {
-			sess.Commit()
-		}
+		// Commit on every tick, not only when a mark advanced: sarama keeps
+		// a partition's offset dirty until a commit of it succeeds (its
+		// offset manager clears the flag only on a successful response), so
+		// a commit that failed on a partition that has since gone idle is
+		// retried here. With nothing dirty, sarama sends no request.
+		sess.Commit()
 	}
 }
 
@@ -113,6 +123,7 @@ func (c *claim) mark(sess sarama.ConsumerGroupSession) bool {
 }
 
 func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, sc sarama.ConsumerGroupClaim) error {
+	sess = h.wrap(sess)
 	cfg := h.sub.cfg.Consumer
 	c := &claim{
 		topic:     sc.Topic(),

@@ -61,6 +61,10 @@ type Subscriber struct {
 	deliveredMu sync.Mutex
 	delivered   map[topicPartition]int64
 
+	// wrapSession, set by tests only, wraps every group session, e.g. to
+	// make commits fail.
+	wrapSession func(sarama.ConsumerGroupSession) sarama.ConsumerGroupSession
+
 	mu      sync.Mutex
 	closed  bool
 	closing chan struct{} // closed by Close: revoked partitions skip the drain
