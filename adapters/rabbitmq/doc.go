@@ -33,6 +33,11 @@
 //     takes over, starting with them. The trade-off: without sharding a
 //     group's throughput is that of one instance, whatever the number of
 //     instances (they add availability, not parallelism).
+//   - [Subscriber.DeadLetter] publishes a poison message to its group's
+//     dead-letter queue (persistent, mandatory, confirmed) with headers
+//     naming the cause, the original topic and queue, the group and the
+//     attempts (HeaderDeadLetter*); the consumer package uses it as the
+//     default dead-letter path.
 //   - Key-ordered sharding for parallelism across instances: a
 //     consistent-hash exchange over N single-active-consumer queues keeps
 //     each key's order while up to N instances work in parallel
