@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/smtp"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // EmailNotifier mails each dead entry to developers through an SMTP server,
@@ -92,13 +95,39 @@ func (n *EmailNotifier) message(e DeadEntry) []byte {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: %s dead retry entry %d, key %s (%s)\r\n",
-		n.From, strings.Join(n.To, ", "), prefix, e.ID, oneLine(e.Message.Key), oneLine(e.Group))
+		n.From, strings.Join(n.To, ", "), prefix, e.ID, oneLine(shortDisplay(e.Message.Key, 100)), oneLine(e.Group))
 	fmt.Fprintf(&b, "Date: %s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", time.Now().Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Group:      %s\r\nEntry:      %d\r\nMessage ID: %s\r\nKey:        %s\r\nTopic:      %s\r\nType:       %s\r\n",
-		e.Group, e.ID, e.Message.ID, e.Message.Key, e.Message.Topic, e.Message.Type)
+		e.Group, e.ID, shortDisplay(e.Message.ID, 500), shortDisplay(e.Message.Key, 500),
+		display(e.Message.Topic), display(e.Message.Type))
 	fmt.Fprintf(&b, "Attempts:   %d\r\nParked at:  %s\r\nError:      %s\r\n\r\n%s\r\n",
 		e.Attempts, e.CreatedAt.Format(time.RFC3339), oneLine(e.LastError), blocking)
 	return b.Bytes()
+}
+
+// display shows a key, ID or type as it is when it is printable UTF-8, and
+// quoted with Go escapes otherwise (an 8-byte binary key, invalid UTF-8), so
+// a mail shows every byte and never carries raw control characters.
+func display(s string) string {
+	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// shortDisplay is display(s) cut to at most n bytes on a rune boundary,
+// saying how many bytes s has: a mail line must stay under 998 bytes, and a
+// 3 KB key would not.
+func shortDisplay(s string, n int) string {
+	d := display(s)
+	if len(d) <= n {
+		return d
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(d[cut]) {
+		cut--
+	}
+	return d[:cut] + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
 // oneLine keeps header injection out of the mail.

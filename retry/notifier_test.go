@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -187,5 +188,56 @@ func TestEmailNotifier(t *testing.T) {
 	}
 	if strings.Contains(got, "\r\nBcc:") || strings.Contains(got, "secret") {
 		t.Errorf("mail has an injected header or leaked the payload:\n%s", got)
+	}
+}
+
+// L11: a dead entry whose key and ID are foreign bytes (an 8-byte binary
+// long, invalid UTF-8, a 3 KB key) reaches the on-call readable and exact:
+// the mail quotes them with escapes and keeps its lines short, and the
+// webhook carries the exact bytes of values JSON strings cannot hold.
+func TestNotifiersShowForeignBytes(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e := deadEntry()
+	e.Message.Key = "\x00\x00\x00\x00\x00\x00\x00*" + strings.Repeat("k", 3000)
+	e.Message.ID = "id-\xff\xfe"
+
+	addr, mail := smtpSink(t)
+	n := &retry.EmailNotifier{Addr: addr, From: "reliable@kitchen.example", To: []string{"oncall@kitchen.example"}}
+	if err := n.Notify(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	got := <-mail
+	for _, line := range strings.Split(got, "\r\n") {
+		if len(line) > 998 {
+			t.Fatalf("mail line of %d bytes (the limit is 998): %.80s...", len(line), line)
+		}
+	}
+	for _, want := range []string{`key "\x00\x00\x00\x00\x00\x00\x00*kkk`, `Message ID: "id-\xff\xfe"`, "... (3008 bytes)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("mail lacks %q:\n%.600s", want, got)
+		}
+	}
+	if strings.ContainsRune(got, 0) {
+		t.Error("mail carries a raw NUL byte")
+	}
+
+	var payload retry.WebhookPayload
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := json.NewDecoder(r.Body).Decode(&payload); err != nil {
+			t.Error(err)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	if err := (&retry.WebhookNotifier{URL: srv.URL}).Notify(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if payload.Key != e.Message.Key || payload.KeyBase64 != "" {
+		t.Errorf("webhook key %.20q (base64 %q), want the exact valid UTF-8 key and no base64", payload.Key, payload.KeyBase64)
+	}
+	if id, err := base64.StdEncoding.DecodeString(payload.MessageIDBase64); err != nil || string(id) != e.Message.ID {
+		t.Errorf("webhook message_id_base64 %q decodes to %q, %v; want %q", payload.MessageIDBase64, id, err, e.Message.ID)
 	}
 }

@@ -3,11 +3,13 @@ package retry
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
+	"unicode/utf8"
 )
 
 // WebhookNotifier POSTs each dead entry as JSON ([WebhookPayload]) to URL. A
@@ -24,18 +26,23 @@ type WebhookNotifier struct {
 
 // WebhookPayload is the JSON body a WebhookNotifier sends.
 type WebhookPayload struct {
-	Event     string    `json:"event"` // always "retry.entry.dead"
-	Group     string    `json:"group"`
-	EntryID   int64     `json:"entry_id"`
-	MessageID string    `json:"message_id"`
-	Key       string    `json:"key"`
-	Topic     string    `json:"topic"`
-	Type      string    `json:"type,omitempty"`
-	Attempts  int       `json:"attempts"`
-	Error     string    `json:"error"`
-	Blocking  bool      `json:"blocking"`
-	ParkedAt  time.Time `json:"parked_at"`
-	DeadAt    time.Time `json:"dead_at"`
+	Event     string `json:"event"` // always "retry.entry.dead"
+	Group     string `json:"group"`
+	EntryID   int64  `json:"entry_id"`
+	MessageID string `json:"message_id"`
+	Key       string `json:"key"`
+	// MessageIDBase64 and KeyBase64 carry the exact bytes of an ID or key
+	// that is not valid UTF-8, which JSON strings cannot hold (MessageID and
+	// Key then show U+FFFD for the invalid bytes). Empty otherwise.
+	MessageIDBase64 string    `json:"message_id_base64,omitempty"`
+	KeyBase64       string    `json:"key_base64,omitempty"`
+	Topic           string    `json:"topic"`
+	Type            string    `json:"type,omitempty"`
+	Attempts        int       `json:"attempts"`
+	Error           string    `json:"error"`
+	Blocking        bool      `json:"blocking"`
+	ParkedAt        time.Time `json:"parked_at"`
+	DeadAt          time.Time `json:"dead_at"`
 }
 
 var defaultWebhookClient = &http.Client{Timeout: 10 * time.Second}
@@ -44,6 +51,7 @@ var defaultWebhookClient = &http.Client{Timeout: 10 * time.Second}
 func (n *WebhookNotifier) Notify(ctx context.Context, e DeadEntry) error {
 	body, err := json.Marshal(WebhookPayload{
 		Event: "retry.entry.dead", Group: e.Group, EntryID: e.ID, MessageID: e.Message.ID, Key: e.Message.Key,
+		MessageIDBase64: base64IfInvalid(e.Message.ID), KeyBase64: base64IfInvalid(e.Message.Key),
 		Topic: e.Message.Topic, Type: e.Message.Type, Attempts: e.Attempts, Error: e.LastError,
 		Blocking: e.Blocking, ParkedAt: e.CreatedAt, DeadAt: e.FinishedAt,
 	})
@@ -72,4 +80,13 @@ func (n *WebhookNotifier) Notify(ctx context.Context, e DeadEntry) error {
 		return fmt.Errorf("retry: webhook %s answered %s", n.URL, resp.Status)
 	}
 	return nil
+}
+
+// base64IfInvalid returns the standard base64 of s when s is not valid
+// UTF-8, and "" otherwise.
+func base64IfInvalid(s string) string {
+	if utf8.ValidString(s) {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString([]byte(s))
 }
