@@ -22,7 +22,14 @@ const (
 // consumer running in env receives msg from another environment. An empty env
 // disables the check. A message without the header is refused too when env is
 // set: a consumer that insists on an environment cannot trust an unlabeled
-// message.
+// message. So a consumer of a topic that non-SDK producers also write leaves
+// its Environment empty (the environment prefix of Kafka topic names still
+// keeps environments apart), or has those producers set ce_environment.
+//
+// A refused message is never handled and never silently dropped: the
+// consumer dead-letters it with the reason, or, without a dead-letter path,
+// leaves it unacknowledged and holds its key (L07: acking it would take it
+// away from the environment it belongs to).
 func CheckEnvironment(msg *Message, env string) error {
 	if env == "" {
 		return nil

@@ -42,7 +42,8 @@ type Config struct {
 	// Topic is the topic (Kafka) or topic exchange (RabbitMQ) to consume.
 	Topic string
 	// Environment, when set, refuses messages whose environment header
-	// differs (L07).
+	// differs or is missing (L07); see reliable.CheckEnvironment for the
+	// rule on messages from non-SDK producers.
 	Environment string
 	// Dedupe skips messages already handled (L20). Optional but strongly
 	// recommended: every broker redelivers after a crash.
@@ -61,9 +62,8 @@ type Config struct {
 	// DeadLetter receives poison and wrong-environment messages. Defaults to
 	// RetryTable (NewKafka: the Kafka dead-letter topic when one is
 	// configured; NewRabbitMQ: the group's dead-letter queue). With none,
-	// nothing is skipped: a poison message holds its key, reported by
-	// Blocked, until it succeeds or an operator acts; a wrong-environment
-	// message is logged and acked without being handled.
+	// nothing is skipped: a poison or wrong-environment message holds its
+	// key, reported by Blocked, until it succeeds or an operator acts.
 	DeadLetter DeadLetterer
 
 	// Concurrency is how many keys are handled at once. Defaults to 16;

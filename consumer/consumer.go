@@ -436,13 +436,10 @@ func (c *Consumer) retryLater(ctx context.Context, log *slog.Logger, j *job, cau
 // deadLetter stores the message on the dead-letter path with its cause.
 // Without one nothing is skipped: the message holds its key, visibly, until
 // it succeeds or an operator acts. A message from another environment is
-// the exception: it is never handled here, so it is logged and acked (L07).
+// held the same way, never acked unhandled: acking it would take it from the
+// environment it belongs to, should the groups be shared by mistake (L07).
 func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, error, time.Duration) {
 	if c.cfg.DeadLetter == nil {
-		if errors.Is(cause, reliable.ErrWrongEnvironment) {
-			log.Error("message from another environment acked without handling", slog.String("reason", cause.Error()))
-			return OutcomeDeadLettered, cause, 0
-		}
 		return c.hold(log, j, cause, true)
 	}
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)

@@ -330,3 +330,27 @@ func (s *staticSubscriber) Ack(context.Context, *reliable.Delivery) error {
 func (s *staticSubscriber) Nack(context.Context, *reliable.Delivery) error { return nil }
 
 func (s *staticSubscriber) Stale(*reliable.Delivery) bool { return s.stale.Load() }
+
+func TestWrongEnvironmentWithoutDeadLetterPathIsHeldNotAcked(t *testing.T) {
+	// L07: a staging consumer pointed at production's group must not ack
+	// production's messages (they would be lost for production); without a
+	// dead-letter path it holds them, unhandled and visible.
+	b := setup(t, 1)
+	if err := b.pub.Publish(context.Background(), &reliable.Message{Topic: "orders", Key: "o1",
+		Headers: map[string]string{reliable.HeaderEnvironment: "prod"}}); err != nil {
+		t.Fatal(err)
+	}
+	var called atomic.Bool
+	h := reliable.HandlerFunc(func(context.Context, *reliable.Message) error { called.Store(true); return nil })
+	cfg := zeroConfig()
+	cfg.Environment = "staging"
+	c, stop := run(t, b.broker.Subscriber("kitchen", reliabletest.SubscriberOptions{}), h, cfg)
+	eventually(t, 5*time.Second, "blocked", func() bool { return len(c.Blocked()) == 1 })
+	mustStop(t, stop)
+	if called.Load() {
+		t.Fatal("the handler saw a message from another environment")
+	}
+	if got := b.broker.Committed("kitchen", "orders"); got[0] != 0 {
+		t.Fatalf("committed %v: the refused message was acked", got)
+	}
+}
