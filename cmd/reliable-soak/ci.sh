@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
 # CI's short soak campaign: about 20k orders, 10k on Kafka and 10k on
 # RabbitMQ, every fault kind at least once on each, the verdict tables
-# printed into the log. Exits
-# non-zero when a campaign lost, duplicated or reordered anything, or could
-# not run. Needs the services (scripts/services.sh up); run from anywhere.
+# printed into the log; then the consumer profiles a new user gets, on
+# both brokers: the README's quick start (-profile quickstart) and every
+# optional consumer field at its zero value (-profile zero), each with three
+# instances, scale-up, scale-down, a rolling restart, kill -9, the broker
+# fault, connection cuts, handler failures and a downstream outage (about
+# 90 s each, 2000 orders over 50 keys, so keys have messages in flight
+# together). Exits non-zero when a campaign lost, duplicated or reordered
+# anything, or could not run. Needs the services (scripts/services.sh up);
+# run from anywhere.
 #
-#   bash cmd/reliable-soak/ci.sh                   # both brokers, 10000 orders each
+#   bash cmd/reliable-soak/ci.sh                   # both brokers, 10000 orders each, then the profiles
 #   SOAK_BROKERS=kafka SOAK_MESSAGES=5000 bash cmd/reliable-soak/ci.sh
+#   SOAK_PROFILES=zero bash cmd/reliable-soak/ci.sh    # only the zero profile after the tuned campaign
+#   SOAK_PROFILES= bash cmd/reliable-soak/ci.sh        # the tuned campaign only
+#   SOAK_MESSAGES=0 bash cmd/reliable-soak/ci.sh       # the profiles only
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 messages=${SOAK_MESSAGES:-10000}
 brokers=${SOAK_BROKERS:-kafka rabbitmq}
+profiles=${SOAK_PROFILES-quickstart zero}
+profile_messages=${SOAK_PROFILE_MESSAGES:-2000}
 bin=$(mktemp -d)/reliable-soak
 trap 'rm -rf "$(dirname "$bin")"' EXIT
 go build -o "$bin" ./cmd/reliable-soak
 
 status=0
 for broker in $brokers; do
+	if [ "$messages" = 0 ]; then
+		break
+	fi
 	echo "=== soak campaign: $broker, $messages orders, all faults"
 	start=$SECONDS
 	if ! "$bin" -broker "$broker" -messages "$messages" -faults all -timeout 20m </dev/null; then
@@ -26,5 +40,32 @@ for broker in $brokers; do
 	else
 		echo "=== soak campaign on $broker passed in $((SECONDS - start))s"
 	fi
+done
+
+# The profiles' schedule: "all" without the relay kill and the slow
+# downstream, which do not depend on the consumer's configuration and which
+# the tuned campaign above covers; a lower rate spreads each share of orders
+# over its fault, so kills and restarts meet messages in flight.
+for profile in $profiles; do
+	poison=500
+	if [ "$profile" = zero ]; then
+		poison=0 # no dead-letter path: a poison message would hold its key forever
+	fi
+	for broker in $brokers; do
+		brokerfault=broker-kill
+		if [ "$broker" = rabbitmq ]; then
+			brokerfault=rabbitmq-restart
+		fi
+		faults="consumer-kill,burst,rolling-restart,scale-up,$brokerfault,scale-down,handler-failures,downstream-outage,conn-cut"
+		echo "=== soak campaign: $broker, profile $profile, $profile_messages orders, 3 consumers, $faults"
+		start=$SECONDS
+		if ! "$bin" -profile "$profile" -broker "$broker" -messages "$profile_messages" -keys 50 -rate 40 \
+			-burst 600 -fault-gap 2s -poison-every "$poison" -faults "$faults" -timeout 10m </dev/null; then
+			status=1
+			echo "=== soak campaign on $broker, profile $profile FAILED after $((SECONDS - start))s"
+		else
+			echo "=== soak campaign on $broker, profile $profile passed in $((SECONDS - start))s"
+		fi
+	done
 done
 exit $status
