@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,6 +87,9 @@ type Config struct {
 	// the fields above, for settings this Config does not cover (flush
 	// thresholds, buffer sizes, timeouts). Changing a durability setting there
 	// is possible but logged as a warning each time a client is built.
+	// Cooperative rebalancing (a cooperative-sticky strategy alone) is
+	// refused with a *reliable.ConfigError: the subscriber drains and commits
+	// a partition when its session ends, which cooperative revocation skips.
 	Tune func(*sarama.Config)
 }
 
@@ -408,6 +412,9 @@ func (c Config) saramaConfig(r role) (*sarama.Config, error) {
 		// An out-of-range offset (data deleted by retention) restarts at the
 		// oldest record: duplicates, never a silent skip to the newest.
 		cs.Group.ResetInvalidOffsets = true
+		// Never hand out records of another client's aborted transaction;
+		// records of open transactions wait until they commit.
+		cs.IsolationLevel = sarama.ReadCommitted
 		cs.Return.Errors = true
 		cs.Group.Rebalance.Timeout = c.Consumer.RebalanceTimeout
 		cs.Group.Session.Timeout = c.Consumer.SessionTimeout
@@ -424,7 +431,35 @@ func (c Config) saramaConfig(r role) (*sarama.Config, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, &reliable.ConfigError{Component: "kafka", Problems: []string{"sarama: " + err.Error()}}
 	}
+	if r == roleConsumer {
+		if name, ok := cooperative(sc); ok {
+			return nil, &reliable.ConfigError{Component: "kafka", Problems: []string{fmt.Sprintf(
+				"Config.Tune selects cooperative rebalancing (strategy %q), which the subscriber does not support: "+
+					"it revokes partitions inside a running session, and a revoked partition would stall at its in-flight limit; "+
+					"use an eager strategy (range, roundrobin, sticky), or list an eager one next to it", name)}}
+		}
+	}
 	return sc, nil
+}
+
+// cooperative reports whether sc's balance strategies negotiate the
+// cooperative rebalance protocol (every strategy supports it, as sarama
+// decides), and names one.
+func cooperative(sc *sarama.Config) (string, bool) {
+	strategies := sc.Consumer.Group.Rebalance.GroupStrategies
+	if s := sc.Consumer.Group.Rebalance.Strategy; s != nil {
+		strategies = []sarama.BalanceStrategy{s} // the deprecated field wins
+	}
+	if len(strategies) == 0 {
+		return "", false
+	}
+	for _, s := range strategies {
+		p, ok := s.(sarama.RebalanceProtocolBalanceStrategy)
+		if !ok || !slices.Contains(p.SupportedProtocols(), sarama.RebalanceProtocolCooperative) {
+			return "", false
+		}
+	}
+	return strategies[0].Name(), true
 }
 
 // weakened lists the durability settings Tune changed.
@@ -446,6 +481,7 @@ func weakened(sc *sarama.Config, r role) []string {
 		add(sc.Consumer.Offsets.AutoCommit.Enable, "Consumer.Offsets.AutoCommit.Enable=true")
 		add(sc.Consumer.Offsets.Initial != sarama.OffsetOldest, "Consumer.Offsets.Initial is not OffsetOldest")
 		add(!sc.Consumer.Return.Errors, "Consumer.Return.Errors=false")
+		add(sc.Consumer.IsolationLevel != sarama.ReadCommitted, "Consumer.IsolationLevel is not ReadCommitted")
 	}
 	return w
 }

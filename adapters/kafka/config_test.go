@@ -65,7 +65,8 @@ func TestSaramaConfigIsDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// L04: manual commits; a new group starts at the oldest record.
-	if c.Consumer.Offsets.AutoCommit.Enable || c.Consumer.Offsets.Initial != sarama.OffsetOldest || !c.Consumer.Return.Errors {
+	if c.Consumer.Offsets.AutoCommit.Enable || c.Consumer.Offsets.Initial != sarama.OffsetOldest || !c.Consumer.Return.Errors ||
+		c.Consumer.IsolationLevel != sarama.ReadCommitted {
 		t.Fatalf("consumer config not safe: %+v", c.Consumer.Offsets)
 	}
 }
