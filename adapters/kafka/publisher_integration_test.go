@@ -72,3 +72,40 @@ func TestUnknownTopicFailsFast(t *testing.T) {
 		t.Fatalf("took %s", d)
 	}
 }
+
+// Issue 13: the key and the headers count toward Producer.MaxMessageBytes
+// like the payload: a message whose key alone, or whose headers alone, are
+// over the limit fails before anything is sent with a
+// *reliable.MessageTooLargeError, and the producer keeps publishing other
+// messages afterwards.
+func TestOversizedKeyAndHeaders(t *testing.T) {
+	brokers := kafkaBrokers(t)
+	topic := uniqueName("oversize-key")
+	createTopic(t, brokers, topic, 1, nil)
+	cfg := testConfig(t)
+	cfg.Producer.MaxMessageBytes = 4096
+	p, err := NewProducer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, m := range []*reliable.Message{
+		{Topic: topic, Key: strings.Repeat("k", 5000), Payload: []byte("x")},
+		{Topic: topic, Key: "order-1", Headers: map[string]string{"x-big": strings.Repeat("h", 5000)}, Payload: []byte("x")},
+		{Topic: topic, Key: "order-1", Headers: map[string]string{strings.Repeat("n", 5000): "v"}, Payload: []byte("x")},
+	} {
+		err := p.Publish(ctx, m)
+		var tooLarge *reliable.MessageTooLargeError
+		if !errors.As(err, &tooLarge) || tooLarge.Max != 4096 || tooLarge.Size <= 4096 {
+			t.Fatalf("publish with key of %d bytes and headers %d: %v, want *reliable.MessageTooLargeError", len(m.Key), len(m.Headers), err)
+		}
+	}
+	if err := p.Publish(ctx, &reliable.Message{Topic: topic, Key: "order-1", Payload: []byte("fine")}); err != nil {
+		t.Fatalf("publish after the refusals: %v", err)
+	}
+	if recs := readAll(t, brokers, topic); len(recs) != 1 {
+		t.Fatalf("%d records in the topic, want the 1 that fits", len(recs))
+	}
+}
