@@ -18,7 +18,7 @@ BENCH     ?= .
 # Loads the endpoints written by scripts/services.sh into the recipe's environment.
 LOAD_ENV = if [[ -f $(ENV_FILE) ]]; then set -a; . ./$(ENV_FILE); set +a; fi
 
-.PHONY: help demo soak soak-short services services-down services-status test test-unit lint fmt bench ci
+.PHONY: help demo soak soak-short services services-down services-status test test-unit lint fmt fuzz bench ci
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PKGS=./producer/...] [TESTFLAGS='-run X -v']"
@@ -63,6 +63,9 @@ lint: ## go vet, and fail if gofmt would change a file
 	$(GO) vet $(PKGS)
 	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')); \
 	if [[ -n $$files ]]; then echo "gofmt needs to format:"; echo "$$files"; exit 1; fi
+
+fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus
+	bash scripts/fuzz.sh
 
 fmt: ## Format all Go files with gofmt
 	gofmt -w $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')
