@@ -241,7 +241,7 @@ VALUES ('kitchen', $1, $2, $3, 'orders', 'order.placed', 'pending', 1, now() + i
 	}
 }
 
-// A value PostgreSQL cannot hold even encoded (here a Kafka record's
+// L11: a value PostgreSQL cannot hold even encoded (here a Kafka record's
 // timestamp before 4713 BC, SQLSTATE 22008) is refused with an error that
 // matches reliable.IsPermanent and says why, so the consumer dead-letters or
 // skips the message instead of retrying forever; an outage stays retryable.
@@ -250,7 +250,7 @@ func TestUnstorableMessageIsAPermanentError(t *testing.T) {
 	b := setup(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	msg := foreignMsg("order-1", "1")
+	msg := orderMsg("order-1", "placed")
 	msg.Time = time.Date(-10000, 1, 1, 0, 0, 0, 0, time.UTC)
 	err := b.table.Park(ctx, msg, reliable.Retryable(errors.New("blip")))
 	if err == nil || !reliable.IsPermanent(err) || !strings.Contains(err.Error(), "cannot hold") {
