@@ -39,7 +39,13 @@ func NewKafka(kcfg kafka.Config, h reliable.Handler, cfg Config) (*Consumer, err
 
 // NewRabbitMQ returns a consumer of cfg.Topic as a member of group (the
 // group's queue of the topic exchange, shared by the group's instances), with
-// manual acks of each delivery only once complete (L01).
+// manual acks of each delivery only once complete (L01). On the default
+// topology the group queue has a single active consumer: one instance
+// consumes, the others stand by, so each key stays in order; shard the
+// group (rabbitmq.Topology.Shards) to consume in parallel across instances.
+//
+// With neither cfg.RetryTable nor cfg.DeadLetter set, poison messages go to
+// the group's dead-letter queue, confirmed, with headers naming the cause.
 func NewRabbitMQ(url, group string, h reliable.Handler, cfg Config, opts ...rabbitmq.SubscriberOption) (*Consumer, error) {
 	if err := precheck(h, cfg); err != nil {
 		return nil, err
@@ -47,6 +53,9 @@ func NewRabbitMQ(url, group string, h reliable.Handler, cfg Config, opts ...rabb
 	sub, err := rabbitmq.NewSubscriber(url, group, opts...)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.DeadLetter == nil && cfg.RetryTable == nil {
+		cfg.DeadLetter = sub
 	}
 	return newClosingOnError(sub, h, cfg)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/kafka"
@@ -322,5 +323,78 @@ func readFirst(t *testing.T, brokers []string, topic string) *sarama.ConsumerMes
 	case <-time.After(30 * time.Second):
 		t.Fatalf("no record in %s after 30s", topic)
 		return nil
+	}
+}
+
+func TestRabbitMQPoisonToDeadLetterQueueOnTheDefaults(t *testing.T) {
+	// consumer.NewRabbitMQ with the zero-value config: a poison message goes
+	// to the group's dead-letter queue (confirmed, with its cause) instead of
+	// being nacked, and its key's later events are applied once each, in order.
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	url := testenv.AMQPURL(t)
+	ctx := testenv.Context(t, 2*time.Minute)
+	topic := testenv.UniqueName(t, "poison")
+	group := shortName("kitchen_")
+	if err := rabbitmq.Declare(ctx, url, topic, []string{group}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := rabbitmq.NewProducer(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	msgs := make([]*reliable.Message, 60)
+	for i := range msgs {
+		msgs[i] = &reliable.Message{Topic: topic, Key: "order-" + strconv.Itoa(i%20),
+			Headers: map[string]string{"seq": strconv.Itoa(i / 20)}}
+	}
+	if err := pub.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	poison := msgs[20] // order-0, seq 1
+	led := newLedger()
+	var poisonCalls atomic.Int64
+	h := reliable.HandlerFunc(func(_ context.Context, m *reliable.Message) error {
+		if m.ID == poison.ID {
+			poisonCalls.Add(1)
+			return reliable.Permanent(errors.New("payload does not parse"))
+		}
+		led.apply(m)
+		return nil
+	})
+	var deadLettered atomic.Int64
+	c, err := consumer.NewRabbitMQ(url, group, h, consumer.Config{Topic: topic, Logger: quiet,
+		Observe: func(e consumer.Event) {
+			if e.Outcome == consumer.OutcomeDeadLettered {
+				deadLettered.Add(1)
+			}
+		}}, rabbitmq.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, c, time.Minute, func() bool { return led.count() == 59 && deadLettered.Load() == 1 })
+	if poisonCalls.Load() != 1 {
+		t.Fatalf("poison handled %d times, want once", poisonCalls.Load())
+	}
+	if reordered, lost, twice := led.outOfOrder(without(msgs, poison.ID)); reordered+lost+twice != 0 {
+		t.Fatalf("%d out of order, %d lost, %d twice", reordered, lost, twice)
+	}
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok, err := ch.Get(rabbitmq.DeadLetterQueueName(topic, group), true)
+	if err != nil || !ok {
+		t.Fatalf("dead-letter queue: ok %v, err %v", ok, err)
+	}
+	if d.MessageId != poison.ID || d.Headers[rabbitmq.HeaderDeadLetterCause] != "payload does not parse" {
+		t.Fatalf("dead letter id %q headers %v", d.MessageId, d.Headers)
 	}
 }
