@@ -121,6 +121,10 @@ func dial(ctx context.Context, url string, c *common) (*amqp.Connection, error) 
 	}
 }
 
+// closeDeadline bounds how long closing a connection waits for the
+// broker's close-ok.
+const closeDeadline = 5 * time.Second
+
 // connManager keeps one connection open: it redials with backoff whenever the
 // connection is lost, until closed or until the broker refuses the
 // credentials. Users get the current connection and its generation from
@@ -253,7 +257,13 @@ func (m *connManager) run(conn *amqp.Connection) {
 				failures = 1
 				break watch
 			case <-m.done:
-				_ = conn.CloseDeadline(time.Now().Add(5 * time.Second))
+				// A blocked broker does not read the close: do not wait
+				// long for its answer.
+				wait := closeDeadline
+				if m.isBlocked.Load() {
+					wait = time.Second
+				}
+				_ = conn.CloseDeadline(time.Now().Add(wait))
 				return
 			}
 		}

@@ -29,6 +29,9 @@ const (
 	// DefaultHeartbeat is the AMQP heartbeat interval: a silent network (no
 	// RST) is detected after about two of them.
 	DefaultHeartbeat = 10 * time.Second
+	// DefaultCloseTimeout is how long Publisher.Close lets in-flight Publish
+	// calls finish before it makes them return reliable.ErrClosed.
+	DefaultCloseTimeout = 5 * time.Second
 )
 
 // Option configures both a Publisher and a Subscriber.
@@ -80,9 +83,10 @@ func (c *common) withDefaults() {
 
 type publisherConfig struct {
 	common
-	channels int
-	window   int
-	producer producer.Config
+	channels     int
+	window       int
+	closeTimeout time.Duration
+	producer     producer.Config
 }
 
 type subscriberConfig struct {
@@ -167,6 +171,16 @@ func WithConfirmWindow(n int) PublisherOption {
 	return publisherOption(func(c *publisherConfig) { c.window = n })
 }
 
+// WithCloseTimeout bounds how long Publisher.Close waits for in-flight
+// Publish calls (a call waiting for a reconnect or for the broker to lift a
+// resource alarm would otherwise hold Close as long as its context). When
+// it expires, those calls return an error matching reliable.ErrClosed; the
+// outcome of their messages is unknown, as with ErrNotConfirmed. Defaults
+// to DefaultCloseTimeout.
+func WithCloseTimeout(d time.Duration) PublisherOption {
+	return publisherOption(func(c *publisherConfig) { c.closeTimeout = d })
+}
+
 // WithProducerConfig configures the retrying producer that [NewProducer]
 // wraps around the Publisher: environment and source stamping, size limit,
 // retry backoff. Ignored by [NewPublisher].
@@ -218,6 +232,7 @@ func newPublisherConfig(opts []PublisherOption) (publisherConfig, error) {
 	c.validate(&p)
 	p.Addf(c.channels < 0, "ConfirmChannels is %d, must be positive", c.channels)
 	p.Addf(c.window < 0, "ConfirmWindow is %d, must be positive", c.window)
+	p.Addf(c.closeTimeout < 0, "CloseTimeout is negative")
 	if err := p.Err("rabbitmq publisher"); err != nil {
 		return c, err
 	}
@@ -227,6 +242,9 @@ func newPublisherConfig(opts []PublisherOption) (publisherConfig, error) {
 	}
 	if c.window == 0 {
 		c.window = DefaultConfirmWindow
+	}
+	if c.closeTimeout == 0 {
+		c.closeTimeout = DefaultCloseTimeout
 	}
 	return c, nil
 }

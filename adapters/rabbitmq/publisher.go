@@ -34,9 +34,11 @@ type Publisher struct {
 
 	exchanges sync.Map // topic -> struct{}: exchanges known to exist
 
-	closeMu sync.RWMutex // Publish holds it shared, Close exclusively
-	closed  atomic.Bool
-	done    chan struct{} // closed by Close: stops the reapers
+	closeMu  sync.RWMutex // Publish holds it shared, Close exclusively
+	closed   atomic.Bool
+	closing  context.Context // cancelled by Close after the close timeout: ends in-flight calls
+	stopCall context.CancelFunc
+	done     chan struct{} // closed by Close: stops the reapers
 
 	// testHookAfterSend, when set, runs in the caller after its messages
 	// were sent and before their confirms are read.
@@ -61,6 +63,7 @@ func NewPublisher(url string, opts ...PublisherOption) (*Publisher, error) {
 		return nil, err
 	}
 	p := &Publisher{cm: cm, cfg: cfg, done: make(chan struct{})}
+	p.closing, p.stopCall = context.WithCancel(context.Background())
 	p.chans = make([]*confirmChannel, cfg.channels)
 	for i := range p.chans {
 		cc := &confirmChannel{
@@ -96,6 +99,29 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...*reliable.Message) erro
 	if len(msgs) == 0 {
 		return nil
 	}
+	callCtx := ctx
+	ctx, stop := p.bindClose(ctx)
+	defer stop()
+	err := p.publish(ctx, msgs)
+	if err != nil && p.closing.Err() != nil && callCtx.Err() == nil {
+		// Close cut the call short: say so, keeping the details.
+		return fmt.Errorf("rabbitmq: publisher closed during publish: %w: %w", reliable.ErrClosed, err)
+	}
+	return err
+}
+
+// bindClose returns ctx, also cancelled when Close gives up waiting for
+// in-flight calls.
+func (p *Publisher) bindClose(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	unhook := context.AfterFunc(p.closing, func() { cancel(reliable.ErrClosed) })
+	return ctx, func() {
+		unhook()
+		cancel(nil)
+	}
+}
+
+func (p *Publisher) publish(ctx context.Context, msgs []*reliable.Message) error {
 	now := time.Now()
 	frameMax := p.cm.frameMax()
 	for _, m := range msgs {
@@ -218,13 +244,29 @@ func (p *Publisher) pick() *confirmChannel {
 	return p.chans[start%n]
 }
 
-// Close waits for in-flight Publish calls, then closes the channels and the
-// connection. Publish after Close returns reliable.ErrClosed.
+// Close waits for in-flight Publish calls, up to the close timeout (see
+// WithCloseTimeout), then makes the ones still waiting (for a reconnect, a
+// resource alarm, confirms) return an error matching reliable.ErrClosed, and
+// closes the channels and the connection, which takes at most 5 s more.
+// Publish after Close returns reliable.ErrClosed.
 func (p *Publisher) Close() error {
 	if p.closed.Swap(true) {
 		return nil
 	}
-	p.closeMu.Lock()
+	locked := make(chan struct{})
+	go func() {
+		p.closeMu.Lock()
+		close(locked)
+	}()
+	timer := time.NewTimer(p.cfg.closeTimeout)
+	select {
+	case <-locked:
+	case <-timer.C:
+		p.stopCall()
+		<-locked // every wait in Publish ends with its context
+	}
+	timer.Stop()
+	p.stopCall()
 	defer p.closeMu.Unlock()
 	p.cm.close()
 	close(p.done)

@@ -35,12 +35,16 @@ type Subscriber struct {
 	cfg   subscriberConfig
 	group string
 
-	mu     sync.Mutex
-	closed bool
-	done   chan struct{}
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	closed  bool
+	done    chan struct{}
+	closing context.Context // done once Close began
+	// stopClosing cancels closing.
+	stopClosing context.CancelFunc
+	wg          sync.WaitGroup
 
-	stale atomic.Int64 // acks and nacks dropped because their channel was gone
+	stale       atomic.Int64 // acks and nacks dropped because their channel was gone
+	subscribing atomic.Int32 // Subscribe calls declaring their queues
 }
 
 var _ reliable.Subscriber = (*Subscriber)(nil)
@@ -66,7 +70,9 @@ func NewSubscriber(url, group string, opts ...SubscriberOption) (*Subscriber, er
 	if err != nil {
 		return nil, err
 	}
-	return &Subscriber{cm: cm, cfg: cfg, group: group, done: make(chan struct{})}, nil
+	s := &Subscriber{cm: cm, cfg: cfg, group: group, done: make(chan struct{})}
+	s.closing, s.stopClosing = context.WithCancel(context.Background())
+	return s, nil
 }
 
 // StaleSettlements returns how many Ack and Nack calls were dropped because
@@ -105,7 +111,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 	}
 	// Retry transient failures (a broker still starting) for a while; a
 	// subscriber whose queue cannot be declared reports it.
+	s.subscribing.Add(1)
+	defer s.subscribing.Add(-1)
 	dctx, cancel := context.WithTimeout(ctx, subscribeDeclareTimeout)
+	// Close must not wait for the declare timeout.
+	unhook := context.AfterFunc(s.closing, cancel)
 	err := retryTransient(dctx, s.cfg.backoff, func() error {
 		conn, _, err := s.cm.connection(dctx)
 		if err != nil {
@@ -115,9 +125,13 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 			return s.cfg.topology.declareGroup(ch, topic, s.group)
 		})
 	})
+	unhook()
 	cancel()
 	if err != nil {
 		s.wg.Done()
+		if s.closing.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", reliable.ErrClosed, err)
+		}
 		return nil, fmt.Errorf("rabbitmq: subscribe to %q as group %q: %w", topic, s.group, err)
 	}
 	go sub.run(ctx)
@@ -134,9 +148,21 @@ func (s *Subscriber) Close() error {
 	}
 	s.closed = true
 	close(s.done)
+	s.stopClosing()
 	s.mu.Unlock()
-	s.wg.Wait()
+	// Subscriptions stop at once, unless one is stuck in a call a stalled
+	// connection never answers: closing the connection ends that call.
+	stopped := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(closeDeadline):
+	}
 	s.cm.close()
+	<-stopped
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -370,24 +371,46 @@ func transient(err error) bool {
 }
 
 // withChannel runs f on a new channel of conn and closes the channel. When
-// ctx ends first, the channel is closed to unblock f and ctx's error is
-// returned.
+// ctx ends first, ctx's error is returned at once and the channel is closed
+// in the background, which unblocks f: opening a channel and declaring are
+// RPCs that a blocked or stalled connection never answers.
 func withChannel(ctx context.Context, conn *amqp.Connection, f func(*amqp.Channel) error) error {
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("rabbitmq: open channel: %w", classify(err))
-	}
+	var mu sync.Mutex
+	var ch *amqp.Channel
+	abandoned := false
 	done := make(chan error, 1)
-	go func() { done <- f(ch) }()
+	go func() {
+		c, err := conn.Channel()
+		if err != nil {
+			done <- fmt.Errorf("open channel: %w", classify(err))
+			return
+		}
+		mu.Lock()
+		ch = c
+		gone := abandoned
+		mu.Unlock()
+		if gone {
+			_ = c.Close()
+			return
+		}
+		err = f(c)
+		_ = c.Close()
+		done <- err
+	}()
 	select {
 	case err := <-done:
-		_ = ch.Close()
 		if err != nil {
 			return fmt.Errorf("rabbitmq: %w", err)
 		}
 		return nil
 	case <-ctx.Done():
-		_ = ch.Close()
+		mu.Lock()
+		abandoned = true
+		c := ch
+		mu.Unlock()
+		if c != nil {
+			go func() { _ = c.Close() }()
+		}
 		return fmt.Errorf("rabbitmq: %w", ctx.Err())
 	}
 }
