@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -51,4 +52,13 @@ func storeError(err error) error {
 		return reliable.Permanent(fmt.Errorf("the dedupe store cannot hold this record (PostgreSQL refused a value, SQLSTATE %s): %w", pe.Code, err))
 	}
 	return err
+}
+
+// quoteShort quotes a key or ID for an error message, cut to its first 64
+// bytes: a 10 KB ID would otherwise make a 10 KB log line.
+func quoteShort(s string) string {
+	if len(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:64]) + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }

@@ -122,7 +122,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM claim) THEN 1
 	for range 3 {
 		var st *int
 		if err := s.pool.QueryRow(ctx, q, s.cfg.Namespace, recordID(id), s.owner, s.cfg.ClaimTTL.Milliseconds()).Scan(&st); err != nil {
-			return 0, storeError(fmt.Errorf("idempotency: postgres begin %q: %w", id, err))
+			return 0, storeError(fmt.Errorf("idempotency: postgres begin %s: %w", quoteShort(id), err))
 		}
 		if st != nil {
 			return Status(*st), nil
@@ -144,7 +144,7 @@ func (s *PostgresStore) Done(ctx context.Context, id string) error {
 		return ErrEmptyID
 	}
 	if _, err := s.pool.Exec(ctx, s.doneSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds()); err != nil {
-		return storeError(fmt.Errorf("idempotency: postgres done %q: %w", id, err))
+		return storeError(fmt.Errorf("idempotency: postgres done %s: %w", quoteShort(id), err))
 	}
 	return nil
 }
@@ -159,7 +159,7 @@ func (s *PostgresStore) DoneTx(ctx context.Context, tx pgx.Tx, id string) error 
 		return ErrEmptyID
 	}
 	if _, err := tx.Exec(ctx, s.doneSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds()); err != nil {
-		return storeError(fmt.Errorf("idempotency: postgres done in tx %q: %w", id, err))
+		return storeError(fmt.Errorf("idempotency: postgres done in tx %s: %w", quoteShort(id), err))
 	}
 	return nil
 }
@@ -173,7 +173,7 @@ func (s *PostgresStore) Abort(ctx context.Context, id string) error {
 	}
 	if _, err := s.pool.Exec(ctx, `DELETE FROM `+s.table+` WHERE namespace = $1 AND id = $2 AND NOT done AND owner = $3`,
 		s.cfg.Namespace, recordID(id), s.owner); err != nil {
-		return storeError(fmt.Errorf("idempotency: postgres abort %q: %w", id, err))
+		return storeError(fmt.Errorf("idempotency: postgres abort %s: %w", quoteShort(id), err))
 	}
 	return nil
 }
@@ -201,7 +201,7 @@ func (s *PostgresStore) ProcessTx(ctx context.Context, id string, fn func(ctx co
     SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
     WHERE NOT r.done OR r.expires_at <= now()`, s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds())
 		if err != nil {
-			return storeError(fmt.Errorf("idempotency: postgres claim in tx %q: %w", id, err))
+			return storeError(fmt.Errorf("idempotency: postgres claim in tx %s: %w", quoteShort(id), err))
 		}
 		if tag.RowsAffected() == 0 {
 			st = StatusDone

@@ -107,7 +107,7 @@ func (s *RedisStore) Begin(ctx context.Context, id string) (Status, error) {
 	}
 	n, err := redisBegin.Run(ctx, s.client, []string{s.key(id)}, s.owner, s.cfg.ClaimTTL.Milliseconds()).Int()
 	if err != nil {
-		return 0, fmt.Errorf("idempotency: redis begin %q: %w", id, err)
+		return 0, fmt.Errorf("idempotency: redis begin %s: %w", quoteShort(id), err)
 	}
 	return Status(n), nil
 }
@@ -118,7 +118,7 @@ func (s *RedisStore) Done(ctx context.Context, id string) error {
 		return ErrEmptyID
 	}
 	if err := s.client.Set(ctx, s.key(id), "d", s.cfg.Retention).Err(); err != nil {
-		return fmt.Errorf("idempotency: redis done %q: %w", id, err)
+		return fmt.Errorf("idempotency: redis done %s: %w", quoteShort(id), err)
 	}
 	return nil
 }
@@ -131,7 +131,7 @@ func (s *RedisStore) Abort(ctx context.Context, id string) error {
 		return ErrEmptyID
 	}
 	if err := redisAbort.Run(ctx, s.client, []string{s.key(id)}, s.owner).Err(); err != nil {
-		return fmt.Errorf("idempotency: redis abort %q: %w", id, err)
+		return fmt.Errorf("idempotency: redis abort %s: %w", quoteShort(id), err)
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func (t *Table) RetryKeyNow(ctx context.Context, key string) (int64, error) {
   attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
 WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')`, t.cfg.Group, keyLane(key))
 	if err != nil {
-		return 0, fmt.Errorf("retry: retry key %q now: %w", key, err)
+		return 0, fmt.Errorf("retry: retry key %s now: %w", quoteShort(key), err)
 	}
 	t.log.InfoContext(ctx, "operator: key retried now", "key", key, "entries", tag.RowsAffected())
 	return tag.RowsAffected(), nil
@@ -145,7 +145,7 @@ WHERE grp = $1 AND lane = $2 AND state = 'dead'`, t.cfg.Group, keyLane(key))
 		return t.fixHead(ctx, tx, keyLane(key))
 	})
 	if err != nil {
-		return 0, fmt.Errorf("retry: release %q: %w", key, err)
+		return 0, fmt.Errorf("retry: release %s: %w", quoteShort(key), err)
 	}
 	t.log.InfoContext(ctx, "operator: key released", "key", key, "entries", n)
 	return n, nil

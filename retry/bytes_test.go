@@ -120,8 +120,8 @@ func TestForeignBytesParkBlockAndReplayExactly(t *testing.T) {
 }
 
 // L11: a poison message with foreign bytes is stored dead, blocks its key,
-// and reaches the notifier and the operator API byte-exact; Release unblocks
-// exactly that key.
+// and reaches the notifier and the operator API byte-exact; Release,
+// RetryKeyNow and Discard act on exactly that key.
 func TestForeignBytesDeadLetter(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
@@ -155,6 +155,23 @@ func TestForeignBytesDeadLetter(t *testing.T) {
 		}
 		if blocked, err := b.table.Blocked(ctx, key); err != nil || blocked {
 			t.Fatalf("%s: after release Blocked = %v, %v", name, blocked, err)
+		}
+		// The other operator paths reliablectl uses: retry the key's dead
+		// entry, then discard it.
+		second := foreignMsg(key, "poison2")
+		must(t, b.table.DeadLetter(ctx, second, reliable.Permanent(errors.New("bad"))))
+		<-b.dead
+		if n, err := b.table.RetryKeyNow(ctx, key); err != nil || n != 1 {
+			t.Fatalf("%s: RetryKeyNow = %d, %v", name, n, err)
+		}
+		pending, err := b.table.List(ctx, retry.ListFilter{Key: key, States: []retry.State{retry.StatePending}})
+		if err != nil || len(pending) != 1 {
+			t.Fatalf("%s: pending after RetryKeyNow: %d, %v", name, len(pending), err)
+		}
+		checkSame(t, name+" retried", pending[0].Message, second)
+		must(t, b.table.Discard(ctx, pending[0].ID))
+		if blocked, err := b.table.Blocked(ctx, key); err != nil || blocked {
+			t.Fatalf("%s: after discard Blocked = %v, %v", name, blocked, err)
 		}
 	}
 }

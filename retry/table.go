@@ -80,7 +80,7 @@ func (t *Table) Blocked(ctx context.Context, key string) (bool, error) {
 	err := t.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.table+`
   WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead'))`, t.cfg.Group, keyLane(key)).Scan(&blocked)
 	if err != nil {
-		return false, permanentStoreError(fmt.Errorf("retry: blocked %q: %w", key, err))
+		return false, permanentStoreError(fmt.Errorf("retry: blocked %s: %w", quoteShort(key), err))
 	}
 	return blocked, nil
 }
