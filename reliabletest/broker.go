@@ -322,6 +322,20 @@ func (s *Subscriber) Ack(_ context.Context, d *reliable.Delivery) error {
 	return nil
 }
 
+// Stale implements reliable.StaleReporter: a delivery of a previous
+// generation (before a rebalance, a nack or a dropped connection) is stale;
+// its message is delivered again.
+func (s *Subscriber) Stale(d *reliable.Delivery) bool {
+	ref, ok := s.refs.Load(d)
+	if !ok {
+		return false // settled
+	}
+	r := ref.(deliveryRef)
+	s.broker.mu.Lock()
+	defer s.broker.mu.Unlock()
+	return r.generation != r.group.generation
+}
+
 // Nack implements reliable.Acknowledger: the group commits what is complete
 // and starts over from there, so the nacked message and everything after it
 // in its partition are delivered again.

@@ -14,11 +14,18 @@ func TestBrokerConformance(t *testing.T) {
 	b := reliabletest.NewBroker(reliabletest.BrokerOptions{})
 	reliabletest.RunConformance(t, reliabletest.Setup{
 		Features: reliabletest.Features{
-			OrderPerKey:        true,
-			CompetingConsumers: true,
-			NackRedelivers:     true,
-			UnknownTopicFails:  true,
-			RestartBroker:      b.Restart,
+			OrderPerKey:                  true,
+			CompetingConsumers:           true,
+			NackRedelivers:               true,
+			OrderAfterNack:               true,
+			RedeliveredAcrossSubscribers: true,
+			UnknownTopicFails:            true,
+			RestartBroker:                b.Restart,
+			Reconnect: func(context.Context) error {
+				b.DropConnections()
+				return nil
+			},
+			Reasons: map[string]string{},
 		},
 		NewPublisher: func(*testing.T) reliable.Publisher { return b.Publisher() },
 		NewSubscriber: func(_ *testing.T, group string) reliable.Subscriber {

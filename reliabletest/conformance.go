@@ -2,9 +2,10 @@ package reliabletest
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,24 +13,61 @@ import (
 	"github.com/reliable-go/reliable"
 )
 
+// EnvLong, set to a true value (1, true, yes, on), runs the long cases of
+// [RunConformance] too: Scale (20 publishers x 10,000 messages). They are
+// skipped otherwise, and always with -short.
+const EnvLong = "RELIABLE_CONFORMANCE_LONG"
+
 // Features says what a broker adapter guarantees; RunConformance tests each
-// guarantee that is claimed, and the basics for every adapter.
+// guarantee that is claimed, and the basics for every adapter. A case whose
+// feature is not claimed is skipped with the reason given in Reasons.
 type Features struct {
-	// OrderPerKey: messages of one key are delivered in publish order.
+	// OrderPerKey: messages of one key are delivered in publish order, with
+	// one subscriber and with many subscribers of one group on the broker's
+	// default topology.
 	OrderPerKey bool
-	// CompetingConsumers: two subscribers of one group share the work and
-	// together receive every message.
+	// CompetingConsumers: two subscribers of one group share the work (each
+	// receives a part) and together receive every message.
 	CompetingConsumers bool
 	// NackRedelivers: a nacked delivery is delivered again without
-	// restarting the subscriber.
+	// restarting the subscriber, flagged Redelivered.
 	NackRedelivers bool
+	// OrderAfterNack: after a nack, no later message of the nacked message's
+	// key is delivered (as a delivery that is not stale, see
+	// reliable.Delivery.Stale) before the nacked message comes again. Brokers
+	// that redeliver a nacked message after later ones leave per-key order
+	// across a nack to the consumer package, and say so here.
+	OrderAfterNack bool
+	// RedeliveredAcrossSubscribers: a message that one subscriber (or
+	// process) received and did not ack comes to the next subscriber of the
+	// group flagged Message.Delivery.Redelivered.
+	RedeliveredAcrossSubscribers bool
 	// UnknownTopicFails: publishing to a topic that was never created fails
 	// with reliable.ErrUnknownTopic (or reliable.ErrUnroutable) instead of
 	// being confirmed.
 	UnknownTopicFails bool
-	// RestartBroker, when set, restarts the broker; the suite then checks
-	// that confirmed messages survive the restart (L02).
+	// OutOfProcess: the broker runs outside the test process, so the suite
+	// can consume from a child process (the test binary run again with
+	// -test.run naming the case) and kill it with SIGKILL. Without it the
+	// kill case stops the subscriber with Setup.Crash instead.
+	OutOfProcess bool
+	// AckLatency is the longest an acked delivery may still be delivered
+	// again after its consumer is killed (a Kafka consumer commits acked
+	// offsets every commit interval). The kill case waits this long after the
+	// last ack before it kills the consumer. Zero means an ack is durable
+	// when Ack returns.
+	AckLatency time.Duration
+	// RestartBroker, when set, crashes the broker (kill -9, every node of a
+	// cluster) and starts it again; the suite then checks that confirmed
+	// messages survive (L02) and that a live subscription carries on.
 	RestartBroker func(ctx context.Context) error
+	// Reconnect, when set, breaks every client connection (for example by
+	// force-closing them on the broker); the LiveAcrossReconnect case uses it,
+	// or RestartBroker when it is nil.
+	Reconnect func(ctx context.Context) error
+	// Reasons says, by case name, why the adapter does not claim a case's
+	// feature; RunConformance shows it when it skips the case.
+	Reasons map[string]string
 }
 
 // Setup tells RunConformance how to build the adapter under test.
@@ -38,7 +76,9 @@ type Setup struct {
 	// NewPublisher returns a publisher; the suite closes it.
 	NewPublisher func(t *testing.T) reliable.Publisher
 	// NewSubscriber returns a subscriber in the named consumer group (a Kafka
-	// group ID, a RabbitMQ queue); the suite closes it.
+	// group ID, a RabbitMQ queue); the suite closes it. The suite makes group
+	// names unique; NewSubscriber must map a name to the same broker group
+	// in every process, since the kill case subscribes from a child process.
 	NewSubscriber func(t *testing.T, group string) reliable.Subscriber
 	// CreateTopic makes topic exist so that publishing to it is confirmed and
 	// each named group receives every message published from then on.
@@ -51,7 +91,13 @@ type Setup struct {
 }
 
 // RunConformance runs the suite that every reliable.Publisher and
-// reliable.Subscriber pair in the SDK passes.
+// reliable.Subscriber pair in the SDK passes. Every case checks what its
+// name claims with bounded waits; see the case functions for the lesson
+// (LESSONS.md) each one guards.
+//
+// The kill case of an OutOfProcess adapter runs the test binary again as a
+// child process; RunConformance recognises that process by an environment
+// variable and plays the child's part there.
 func RunConformance(t *testing.T, s Setup) {
 	t.Helper()
 	if s.Timeout == 0 {
@@ -61,31 +107,92 @@ func RunConformance(t *testing.T, s Setup) {
 		s.Crash = func(sub reliable.Subscriber) { _ = sub.Close() }
 	}
 	c := &suite{Setup: s}
-	t.Run("PublishAndReceive", c.publishAndReceive)
-	t.Run("PublishAssignsIDs", c.publishAssignsIDs)
-	t.Run("ConcurrentPublishers", c.concurrentPublishers)
-	t.Run("UnsettledRedelivered", c.unsettledRedelivered)
-	t.Run("PublishAfterClose", c.publishAfterClose)
-	t.Run("PublishCanceledContext", c.publishCanceledContext)
-	t.Run("SubscriptionEndsWithContext", c.subscriptionEndsWithContext)
-	c.runIf(t, "OrderPerKey", s.OrderPerKey, c.orderPerKey)
-	c.runIf(t, "CompetingConsumers", s.CompetingConsumers, c.competingConsumers)
-	c.runIf(t, "NackRedelivers", s.NackRedelivers, c.nackRedelivers)
-	c.runIf(t, "UnknownTopicFails", s.UnknownTopicFails, c.unknownTopicFails)
-	c.runIf(t, "PersistentAcrossRestart", s.RestartBroker != nil, c.persistentAcrossRestart)
+	for _, tc := range c.cases() {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.claimed {
+				why := s.Reasons[tc.name]
+				if why == "" {
+					why = tc.why
+				}
+				if why == "" {
+					why = "not claimed by the adapter"
+				}
+				t.Skipf("needs %s: %s", tc.feature, why)
+			}
+			tc.run(t)
+		})
+	}
+}
+
+type conformanceCase struct {
+	name    string
+	feature string // what the case needs, for the skip message
+	claimed bool
+	why     string // default skip reason
+	run     func(*testing.T)
+}
+
+// CaseNames returns the names of the conformance cases in the order
+// RunConformance runs them.
+func CaseNames() []string {
+	var c suite
+	var names []string
+	for _, tc := range c.cases() {
+		names = append(names, tc.name)
+	}
+	return names
+}
+
+func (c *suite) cases() []conformanceCase {
+	all := func(name string, f func(*testing.T)) conformanceCase {
+		return conformanceCase{name: name, feature: "basics", claimed: true, run: f}
+	}
+	needs := func(name, feature string, claimed bool, f func(*testing.T)) conformanceCase {
+		return conformanceCase{name: name, feature: feature, claimed: claimed, run: f}
+	}
+	return []conformanceCase{
+		all("PublishAndReceive", c.publishAndReceive),
+		all("PublishAssignsIDs", c.publishAssignsIDs),
+		all("ConcurrentPublishers", c.concurrentPublishers),
+		all("UnsettledRedelivered", c.unsettledRedelivered),
+		all("AckedNotRedeliveredAfterClose", c.ackedNotRedeliveredAfterClose),
+		all("AckedNotRedeliveredAfterKill", c.ackedNotRedeliveredAfterKill),
+		all("PublishAfterClose", c.publishAfterClose),
+		all("PublishCanceledContext", c.publishCanceledContext),
+		all("SubscriptionEndsWithContext", c.subscriptionEndsWithContext),
+		all("ChannelClosesOnClose", c.channelClosesOnClose),
+		all("ConcurrentClose", c.concurrentClose),
+		all("TwoTopicsOneSubscriber", c.twoTopicsOneSubscriber),
+		all("TwoGroupsEachGetAll", c.twoGroupsEachGetAll),
+		all("ShutdownWithWorkInFlight", c.shutdownWithWorkInFlight),
+		needs("OrderPerKey", "OrderPerKey", c.OrderPerKey, c.orderPerKey),
+		needs("OrderPerKeyManySubscribers", "OrderPerKey", c.OrderPerKey, c.orderPerKeyManySubscribers),
+		needs("CompetingConsumers", "CompetingConsumers", c.CompetingConsumers, c.competingConsumers),
+		needs("NackRedelivers", "NackRedelivers", c.NackRedelivers, c.nackRedelivers),
+		needs("NackMidStream", "NackRedelivers", c.NackRedelivers, c.nackMidStream),
+		needs("RepeatedNacksAcrossSubscribers", "NackRedelivers", c.NackRedelivers, c.repeatedNacksAcrossSubscribers),
+		needs("UnknownTopicFails", "UnknownTopicFails", c.UnknownTopicFails, c.unknownTopicFails),
+		needs("PersistentAcrossRestart", "RestartBroker", c.RestartBroker != nil, c.persistentAcrossRestart),
+		needs("LiveAcrossReconnect", "Reconnect or RestartBroker", c.Reconnect != nil || c.RestartBroker != nil, c.liveAcrossReconnect),
+		{name: "Scale", feature: "the long suite", claimed: longSuite(), run: c.scale,
+			why: "20 publishers x 10,000 messages; set " + EnvLong + "=1 (without -short) to run it"},
+	}
+}
+
+// longSuite reports whether the long cases run.
+func longSuite() bool {
+	if testing.Short() {
+		return false
+	}
+	switch strings.ToLower(strings.TrimSpace(os.Getenv(EnvLong))) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
 }
 
 type suite struct {
 	Setup
-}
-
-func (c *suite) runIf(t *testing.T, name string, claimed bool, f func(*testing.T)) {
-	t.Run(name, func(t *testing.T) {
-		if !claimed {
-			t.Skipf("the adapter does not claim %s", name)
-		}
-		f(t)
-	})
 }
 
 var nameSeq struct {
@@ -93,11 +200,13 @@ var nameSeq struct {
 	n int
 }
 
-func uniqueName(t *testing.T) string {
+// uniqueName returns a topic name that no other run uses; group names are
+// derived from it, so they are unique too.
+func uniqueName(*testing.T) string {
 	nameSeq.Lock()
 	defer nameSeq.Unlock()
 	nameSeq.n++
-	return fmt.Sprintf("conf-%d-%d", time.Now().UnixNano()%1e9, nameSeq.n)
+	return fmt.Sprintf("conf-%d-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9, nameSeq.n)
 }
 
 func (c *suite) newPublisher(t *testing.T) reliable.Publisher {
@@ -118,25 +227,82 @@ func (c *suite) ctx(t *testing.T) context.Context {
 	return ctx
 }
 
-// makeMessages returns n messages spread over keys, each payload "key:seq".
+func (c *suite) subscribe(t *testing.T, ctx context.Context, sub reliable.Subscriber, topic string) <-chan *reliable.Delivery {
+	t.Helper()
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatalf("subscribe to %s: %v", topic, err)
+	}
+	return ch
+}
+
+func (c *suite) publish(t *testing.T, ctx context.Context, pub reliable.Publisher, msgs ...*reliable.Message) {
+	t.Helper()
+	if err := pub.Publish(ctx, msgs...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}
+
+// makeMessages returns n messages spread over keys, each payload "key:seq"
+// and header x-seq the message's position within its key.
 func makeMessages(topic string, n, keys int) []*reliable.Message {
+	return makeKeyed(topic, "key", n, keys, 0)
+}
+
+// makeKeyed returns n messages over keys named prefix-0.., their sequence
+// numbers per key starting at from.
+func makeKeyed(topic, prefix string, n, keys, from int) []*reliable.Message {
 	msgs := make([]*reliable.Message, n)
 	seq := make([]int, keys)
 	for i := range msgs {
 		k := i % keys
+		key := prefix + "-" + strconv.Itoa(k)
+		s := from + seq[k]
 		msgs[i] = &reliable.Message{
 			Topic:   topic,
-			Key:     "key-" + strconv.Itoa(k),
+			Key:     key,
 			Type:    "test.event",
-			Headers: map[string]string{"x-seq": strconv.Itoa(seq[k])},
-			Payload: []byte("key-" + strconv.Itoa(k) + ":" + strconv.Itoa(seq[k])),
+			Headers: map[string]string{"x-seq": strconv.Itoa(s)},
+			Payload: []byte(key + ":" + strconv.Itoa(s)),
 		}
 		seq[k]++
 	}
 	return msgs
 }
 
-// receive reads deliveries until want returns true or the timeout passes,
+// markers returns one message per key of keys named prefix-0.., with a
+// sequence number after every earlier one: where the broker keeps order per
+// key, a stale message of a key would arrive before its key's marker.
+func markers(topic, prefix string, keys int) []*reliable.Message {
+	return makeKeyed(topic, prefix, keys, keys, 1_000_000)
+}
+
+func seqOf(t *testing.T, m *reliable.Message) int {
+	t.Helper()
+	s, err := strconv.Atoi(m.Headers["x-seq"])
+	if err != nil {
+		t.Fatalf("message %s has no x-seq header (%v): headers %v", m.ID, err, m.Headers)
+	}
+	return s
+}
+
+func idsOf(msgs []*reliable.Message) []string {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+func idSet(msgs []*reliable.Message) map[string]bool {
+	set := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		set[m.ID] = true
+	}
+	return set
+}
+
+// receive reads deliveries until done returns true or the timeout passes,
 // acking each delivery when ack is true.
 func (c *suite) receive(t *testing.T, ch <-chan *reliable.Delivery, ack bool, done func(got []*reliable.Delivery) bool) []*reliable.Delivery {
 	t.Helper()
@@ -152,7 +318,7 @@ func (c *suite) receive(t *testing.T, ch <-chan *reliable.Delivery, ack bool, do
 			got = append(got, d)
 			if ack {
 				if err := d.Ack(context.Background()); err != nil {
-					t.Fatalf("ack: %v", err)
+					t.Fatalf("ack of %s: %v", d.Message.ID, err)
 				}
 			}
 		case <-timer.C:
@@ -182,332 +348,161 @@ func haveAll(ids []string) func([]*reliable.Delivery) bool {
 	}
 }
 
-func idsOf(msgs []*reliable.Message) []string {
-	ids := make([]string, len(msgs))
-	for i, m := range msgs {
-		ids[i] = m.ID
-	}
-	return ids
+func haveN(n int) func([]*reliable.Delivery) bool {
+	return func(got []*reliable.Delivery) bool { return len(got) >= n }
 }
 
-func (c *suite) publishAndReceive(t *testing.T) {
-	ctx := c.ctx(t)
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	pub := c.newPublisher(t)
-	sub := c.newSubscriber(t, group)
-	ch, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	msgs := makeMessages(topic, 50, 5)
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	got := distinctIDs(c.receive(t, ch, true, haveAll(idsOf(msgs))))
-	for _, want := range msgs {
-		g := got[want.ID]
-		if g.Topic != topic || g.Key != want.Key || g.Type != want.Type || string(g.Payload) != string(want.Payload) {
-			t.Fatalf("received %v (payload %q), want %v (payload %q)", g, g.Payload, want, want.Payload)
-		}
-		if g.Headers["x-seq"] != want.Headers["x-seq"] {
-			t.Fatalf("header x-seq = %q, want %q", g.Headers["x-seq"], want.Headers["x-seq"])
-		}
-		if g.Time.IsZero() {
-			t.Fatalf("message %s has no time", g.ID)
-		}
-	}
+// events wakes waiters whenever a consumer records a delivery.
+type events struct {
+	mu      sync.Mutex
+	changed chan struct{}
 }
 
-func (c *suite) publishAssignsIDs(t *testing.T) {
-	ctx := c.ctx(t)
-	topic := uniqueName(t)
-	c.CreateTopic(t, topic, "g")
-	pub := c.newPublisher(t)
-	msgs := makeMessages(topic, 3, 1)
-	msgs[0].ID = "caller-chosen-id"
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	if msgs[0].ID != "caller-chosen-id" {
-		t.Fatalf("publish replaced the caller's ID with %q", msgs[0].ID)
-	}
-	if msgs[1].ID == "" || msgs[1].ID == msgs[2].ID {
-		t.Fatalf("publish did not assign unique IDs: %q, %q", msgs[1].ID, msgs[2].ID)
-	}
+func newEvents() *events { return &events{changed: make(chan struct{})} }
+
+func (e *events) notify() {
+	e.mu.Lock()
+	close(e.changed)
+	e.changed = make(chan struct{})
+	e.mu.Unlock()
 }
 
-func (c *suite) concurrentPublishers(t *testing.T) {
-	ctx := c.ctx(t)
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	pub := c.newPublisher(t)
-	var all []*reliable.Message
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for w := 0; w < 4; w++ {
-		msgs := makeMessages(topic, 50, 10)
-		all = append(all, msgs...)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, m := range msgs {
-				if err := pub.Publish(ctx, m); err != nil {
-					errs <- err
-					return
-				}
+func (e *events) wait() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}
+
+// consumer reads one subscription in its own goroutine, settles each
+// delivery with its policy and records what happened, so a case can wait
+// for events across several subscribers.
+type consumer struct {
+	ev *events
+
+	mu     sync.Mutex
+	got    []*reliable.Delivery
+	err    error
+	closed bool
+	done   chan struct{}
+}
+
+// consume starts a consumer of ch that reports to ev. The policy settles
+// each delivery, in the consumer's goroutine, one at a time; an error it
+// returns fails the case at its next wait.
+func consume(ev *events, name string, ch <-chan *reliable.Delivery, policy func(*reliable.Delivery) error) *consumer {
+	cs := &consumer{ev: ev, done: make(chan struct{})}
+	go func() {
+		defer close(cs.done)
+		for d := range ch {
+			err := policy(d)
+			cs.mu.Lock()
+			cs.got = append(cs.got, d)
+			if err != nil && cs.err == nil {
+				cs.err = fmt.Errorf("%s: %w", name, err)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("publish: %v", err)
-	}
-	sub := c.newSubscriber(t, group)
-	ch, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	c.receive(t, ch, true, haveAll(idsOf(all)))
-}
-
-// unsettledRedelivered: a consumer that stops before settling loses nothing
-// (L01, L04, L05): the next subscriber of the group gets every unacked
-// message.
-func (c *suite) unsettledRedelivered(t *testing.T) {
-	ctx := c.ctx(t)
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	pub := c.newPublisher(t)
-	msgs := makeMessages(topic, 20, 1)
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	first := c.NewSubscriber(t, group)
-	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ch, err := first.Subscribe(subCtx, topic)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	got := c.receive(t, ch, false, func(got []*reliable.Delivery) bool { return len(got) == 20 })
-	acked := make(map[string]bool)
-	for _, d := range got[:10] {
-		if err := d.Ack(ctx); err != nil {
-			t.Fatalf("ack: %v", err)
+			cs.mu.Unlock()
+			ev.notify()
 		}
-		acked[d.Message.ID] = true
-	}
-	c.Crash(first)
-	cancel()
-
-	var unacked []string
-	for _, m := range msgs {
-		if !acked[m.ID] {
-			unacked = append(unacked, m.ID)
-		}
-	}
-	second := c.newSubscriber(t, group)
-	ch2, err := second.Subscribe(ctx, topic)
-	if err != nil {
-		t.Fatalf("subscribe again: %v", err)
-	}
-	redelivered := c.receive(t, ch2, true, haveAll(unacked))
-	for _, d := range redelivered {
-		if !acked[d.Message.ID] && !d.Message.Delivery.Redelivered {
-			t.Logf("note: redelivered message %s is not flagged Redelivered", d.Message.ID)
-		}
-	}
+		cs.mu.Lock()
+		cs.closed = true
+		cs.mu.Unlock()
+		ev.notify()
+	}()
+	return cs
 }
 
-func (c *suite) publishAfterClose(t *testing.T) {
-	topic := uniqueName(t)
-	c.CreateTopic(t, topic, "g")
-	pub := c.NewPublisher(t)
-	if err := pub.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	err := pub.Publish(c.ctx(t), makeMessages(topic, 1, 1)...)
-	if !errors.Is(err, reliable.ErrClosed) {
-		t.Fatalf("publish after close: %v, want ErrClosed", err)
-	}
+// snapshot returns the deliveries so far and the first policy error.
+func (cs *consumer) snapshot() ([]*reliable.Delivery, error) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return append([]*reliable.Delivery(nil), cs.got...), cs.err
 }
 
-func (c *suite) publishCanceledContext(t *testing.T) {
-	topic := uniqueName(t)
-	c.CreateTopic(t, topic, "g")
-	pub := c.newPublisher(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	start := time.Now()
-	err := pub.Publish(ctx, makeMessages(topic, 1, 1)...)
-	if err == nil {
-		t.Fatal("publish with a canceled context returned nil")
+// ackAll acks every delivery.
+func ackAll(d *reliable.Delivery) error {
+	if err := d.Ack(context.Background()); err != nil {
+		return fmt.Errorf("ack of %s: %w", d.Message.ID, err)
 	}
-	if time.Since(start) > c.Timeout {
-		t.Fatalf("publish with a canceled context took %s", time.Since(start))
-	}
+	return nil
 }
 
-func (c *suite) subscriptionEndsWithContext(t *testing.T) {
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	sub := c.newSubscriber(t, group)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	cancel()
+// waitAll waits until cond holds for the deliveries of all consumers
+// together, failing t on a policy error or after the timeout.
+func (c *suite) waitAll(t *testing.T, ev *events, what string, cond func(got []*reliable.Delivery) bool, cs ...*consumer) []*reliable.Delivery {
+	t.Helper()
 	timer := time.NewTimer(c.Timeout)
 	defer timer.Stop()
 	for {
+		changed := ev.wait()
+		var all []*reliable.Delivery
+		for _, x := range cs {
+			got, err := x.snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, got...)
+		}
+		if cond(all) {
+			return all
+		}
 		select {
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
+		case <-changed:
 		case <-timer.C:
-			t.Fatal("delivery channel still open after the context ended")
+			t.Fatalf("timed out after %s waiting for %s (%d deliveries)", c.Timeout, what, len(all))
 		}
 	}
 }
 
-// orderPerKey: L08, one key's messages arrive in publish order.
-func (c *suite) orderPerKey(t *testing.T) {
-	ctx := c.ctx(t)
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	pub := c.newPublisher(t)
-	msgs := makeMessages(topic, 1000, 20)
-	for i := 0; i < len(msgs); i += 100 {
-		if err := pub.Publish(ctx, msgs[i:i+100]...); err != nil {
-			t.Fatalf("publish: %v", err)
-		}
-	}
-	sub := c.newSubscriber(t, group)
-	ch, err := sub.Subscribe(ctx, topic)
+// ledger applies deliveries as an application would and counts what went
+// wrong: a message applied twice, a message of a key applied after a later
+// one of its key (out of order).
+type ledger struct {
+	mu         sync.Mutex
+	applied    map[string]bool // message ID
+	maxSeq     map[string]int  // key -> highest seq applied
+	repeats    int
+	outOfOrder []string
+}
+
+func newLedger() *ledger {
+	return &ledger{applied: map[string]bool{}, maxSeq: map[string]int{}}
+}
+
+// apply records m as applied; an error means m is not a message of the
+// suite (no x-seq header).
+func (l *ledger) apply(m *reliable.Message) error {
+	seq, err := strconv.Atoi(m.Headers["x-seq"])
 	if err != nil {
-		t.Fatalf("subscribe: %v", err)
+		return fmt.Errorf("message %s has no x-seq header: %w", m.ID, err)
 	}
-	got := c.receive(t, ch, true, haveAll(idsOf(msgs)))
-	last := make(map[string]int)
-	for _, d := range got {
-		seq, _ := strconv.Atoi(d.Message.Headers["x-seq"])
-		if prev, ok := last[d.Message.Key]; ok && seq <= prev {
-			t.Fatalf("key %s: seq %d delivered after %d", d.Message.Key, seq, prev)
-		}
-		last[d.Message.Key] = seq
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.applied[m.ID] {
+		l.repeats++
+		return nil
 	}
+	l.applied[m.ID] = true
+	if prev, ok := l.maxSeq[m.Key]; ok && seq < prev {
+		l.outOfOrder = append(l.outOfOrder, fmt.Sprintf("key %s: seq %d after %d", m.Key, seq, prev))
+		return nil
+	}
+	l.maxSeq[m.Key] = seq
+	return nil
 }
 
-func (c *suite) competingConsumers(t *testing.T) {
-	ctx := c.ctx(t)
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	pub := c.newPublisher(t)
-	msgs := makeMessages(topic, 200, 20)
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	var mu sync.Mutex
-	seen := make(map[string]int) // id -> subscriber index
-	per := make([]int, 2)
-	var wg sync.WaitGroup
-	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for i := 0; i < 2; i++ {
-		sub := c.newSubscriber(t, group)
-		ch, err := sub.Subscribe(subCtx, topic)
-		if err != nil {
-			t.Fatalf("subscribe: %v", err)
+func (l *ledger) has(ids []string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		if !l.applied[id] {
+			return false
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for d := range ch {
-				time.Sleep(time.Millisecond) // let the other member take a share
-				mu.Lock()
-				seen[d.Message.ID] = i
-				per[i]++
-				mu.Unlock()
-				_ = d.Ack(ctx)
-			}
-		}()
 	}
-	deadline := time.Now().Add(c.Timeout)
-	for {
-		mu.Lock()
-		n := len(seen)
-		mu.Unlock()
-		if n == len(msgs) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("two subscribers received %d of %d messages", n, len(msgs))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	wg.Wait()
-	t.Logf("deliveries per subscriber: %v", per)
+	return true
 }
 
-func (c *suite) nackRedelivers(t *testing.T) {
-	ctx := c.ctx(t)
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	pub := c.newPublisher(t)
-	msgs := makeMessages(topic, 1, 1)
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	sub := c.newSubscriber(t, group)
-	ch, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	first := c.receive(t, ch, false, func(got []*reliable.Delivery) bool { return len(got) == 1 })
-	if err := first[0].Nack(ctx); err != nil {
-		t.Fatalf("nack: %v", err)
-	}
-	again := c.receive(t, ch, true, func(got []*reliable.Delivery) bool { return len(got) == 1 })
-	if again[0].Message.ID != msgs[0].ID {
-		t.Fatalf("after nack got %s, want %s", again[0].Message.ID, msgs[0].ID)
-	}
-	if !again[0].Message.Delivery.Redelivered {
-		t.Fatalf("nacked message redelivered without the Redelivered flag")
-	}
-}
-
-func (c *suite) unknownTopicFails(t *testing.T) {
-	pub := c.newPublisher(t)
-	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
-	defer cancel()
-	err := pub.Publish(ctx, &reliable.Message{Topic: uniqueName(t) + "-never-created", Payload: []byte("x")})
-	if !errors.Is(err, reliable.ErrUnknownTopic) && !errors.Is(err, reliable.ErrUnroutable) {
-		t.Fatalf("publish to an unknown topic: %v, want ErrUnknownTopic or ErrUnroutable", err)
-	}
-}
-
-// persistentAcrossRestart: L02, confirmed messages survive a broker restart.
-func (c *suite) persistentAcrossRestart(t *testing.T) {
-	ctx := c.ctx(t)
-	topic, group := uniqueName(t), "g"
-	c.CreateTopic(t, topic, group)
-	pub := c.newPublisher(t)
-	msgs := makeMessages(topic, 50, 5)
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatalf("publish: %v", err)
-	}
-	if err := c.RestartBroker(ctx); err != nil {
-		t.Fatalf("restart broker: %v", err)
-	}
-	sub := c.newSubscriber(t, group)
-	ch, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		t.Fatalf("subscribe after restart: %v", err)
-	}
-	c.receive(t, ch, true, haveAll(idsOf(msgs)))
+func (l *ledger) verdict() (applied, repeats int, outOfOrder []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.applied), l.repeats, append([]string(nil), l.outOfOrder...)
 }

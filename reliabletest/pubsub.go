@@ -113,6 +113,7 @@ type Subscriber struct {
 }
 
 var _ reliable.Subscriber = (*Subscriber)(nil)
+var _ reliable.StaleReporter = (*Subscriber)(nil)
 
 type subscription struct {
 	group  *group
