@@ -17,6 +17,9 @@ const specVersion = "1.0"
 // message: how many times it was delivered and returned before.
 const headerDeliveryCount = "x-delivery-count"
 
+// maxDeliveryCount caps the x-delivery-count read from a delivery.
+const maxDeliveryCount = 1 << 30
+
 // routingKey is the key a message is published with: its Key, so a
 // consistent-hash exchange keeps a key on one shard queue.
 func routingKey(m *reliable.Message) string { return m.Key }
@@ -97,7 +100,9 @@ func fromDelivery(d *amqp.Delivery, topic, queue string) *reliable.Message {
 		case reliable.HeaderSpecVersion:
 			continue
 		case headerDeliveryCount:
-			deliveries = toInt64(v)
+			// Any client can set it: keep Attempt at least 1 and clear of
+			// overflow.
+			deliveries = min(max(toInt64(v), 0), maxDeliveryCount)
 			continue
 		}
 		s, ok := v.(string)
