@@ -50,7 +50,8 @@ const maxCauseBytes = 4 << 10
 //
 // Ack the delivery only after DeadLetter returned nil; on an error, leave it
 // unsettled or nack it so that it is not lost. A dead letter no queue takes
-// (the dead-letter queue was deleted) fails with reliable.ErrUnroutable;
+// (the dead-letter queue was deleted) fails with reliable.ErrUnroutable, a
+// missing dead-letter exchange with reliable.ErrUnknownTopic;
 // fields AMQP cannot carry with a *reliable.InvalidMessageError (the cause
 // header is truncated to 4 KiB first). When ctx ends first, DeadLetter
 // returns ctx's error and the message may or may not have been written.
@@ -120,6 +121,12 @@ func (s *Subscriber) sendDeadLetter(ctx context.Context, conn *amqp.Connection, 
 		return err
 	}
 	*pcp = pc
+	// Publishing to a missing exchange would only close the channel, an
+	// outcome indistinguishable from a lost confirm: ask first, so that a
+	// missing dead-letter exchange is reported as such, for good.
+	if err := pc.ch.ExchangeDeclarePassive(exchange, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("dead-letter exchange %q: declare the group's topology (rabbitmq.Declare): %w", exchange, classify(err))
+	}
 	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, routing, true, false, pub)
 	if err != nil {
 		return notConfirmed(fmt.Sprintf("send failed: %v", classify(err)))

@@ -108,7 +108,8 @@ func TestSubscriberDeadLetter(t *testing.T) {
 
 // TestSubscriberDeadLetterUnroutable: without a dead-letter queue bound
 // (deleted by an operator), DeadLetter fails with reliable.ErrUnroutable
-// instead of reporting a message as dead-lettered that no queue took.
+// instead of reporting a message as dead-lettered that no queue took; and
+// without the dead-letter exchange with reliable.ErrUnknownTopic.
 func TestSubscriberDeadLetterUnroutable(t *testing.T) {
 	url := amqpURL(t)
 	topic, group := uniqueName("dlq-gone"), "kitchen"
@@ -131,4 +132,14 @@ func TestSubscriberDeadLetterUnroutable(t *testing.T) {
 	if !errors.Is(err, reliable.ErrUnroutable) {
 		t.Fatalf("err %v, want ErrUnroutable", err)
 	}
+	// Without the dead-letter exchange: reliable.ErrUnknownTopic, a
+	// permanent error, rather than an unconfirmed publish retried forever.
+	if err := ch.ExchangeDelete(deadLetterExchangeName(topic), false, false); err != nil {
+		t.Fatal(err)
+	}
+	err = sub.DeadLetter(ctx, &reliable.Message{ID: "m2", Topic: topic, Key: "k", Payload: []byte("x")}, errors.New("poison"))
+	if !errors.Is(err, reliable.ErrUnknownTopic) || !reliable.IsPermanent(err) {
+		t.Fatalf("err %v, want ErrUnknownTopic", err)
+	}
+	t.Logf("without the exchange: %v", err)
 }

@@ -55,9 +55,11 @@ const subscribeDeclareTimeout = 30 * time.Second
 
 // NewSubscriber connects to the broker at url as a member of consumer group
 // group: each Subscribe consumes group's queue of the topic, shared with the
-// group's other instances (competing consumers). It fails at once with an
-// error matching reliable.ErrNotAuthorized when the broker refuses the
-// credentials.
+// group's other instances. The queue has a single active consumer, so one
+// instance receives its messages at a time and the others stand by (per-key
+// order); shard the topology to spread a group over instances. It fails at
+// once with an error matching reliable.ErrNotAuthorized when the broker
+// refuses the credentials.
 func NewSubscriber(url, group string, opts ...SubscriberOption) (*Subscriber, error) {
 	cfg, err := newSubscriberConfig(opts)
 	if err != nil {
@@ -82,8 +84,11 @@ func (s *Subscriber) StaleSettlements() int64 { return s.stale.Load() }
 
 // Subscribe declares the group's queues of topic (topic's exchange must
 // exist: otherwise the error matches reliable.ErrUnknownTopic) and consumes
-// them. The returned channel closes when ctx ends, when the subscriber is
-// closed, or when the broker refuses the credentials after a reconnect.
+// them. A queue that exists with other arguments (declared by an older
+// version) fails with a *QueueArgumentsError. The returned channel closes
+// when ctx ends, when the subscriber is closed, when the broker refuses the
+// credentials after a reconnect, or when a queue recreated meanwhile has
+// other arguments.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *reliable.Delivery, error) {
 	s.mu.Lock()
 	if s.closed {
