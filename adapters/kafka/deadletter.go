@@ -71,12 +71,9 @@ func (s *Subscriber) DeadLetter(ctx context.Context, msg *reliable.Message, caus
 	if msg == nil {
 		return &reliable.InvalidMessageError{Problems: []string{"message is nil"}}
 	}
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return errClosed
-	}
+	// The dead-letter producer closes after the subscriptions (see Close),
+	// so a handler still settling a delivery can dead-letter it; afterwards
+	// sendOne fails with reliable.ErrClosed.
 	backoff := reliable.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
 		err := s.dlt.sendOne(ctx, s.deadLetterRecord(msg, cause, time.Now()), msg.ID)
