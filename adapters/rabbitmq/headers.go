@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -194,6 +195,12 @@ func checkWire(m *reliable.Message, frameMax int) error {
 		}
 	}
 	short("Topic", m.Topic, "exchange name")
+	if !utf8.ValidString(m.Topic) {
+		// Routing keys, properties and header names may be any bytes, but
+		// the broker closes the whole connection (501 FRAME_ERROR) on an
+		// exchange name that is not UTF-8.
+		problems = append(problems, fmt.Sprintf("Topic %q is not valid UTF-8: RabbitMQ exchange names must be", m.Topic))
+	}
 	short("Key", m.Key, "routing key")
 	short("ID", m.ID, "message-id property")
 	short("Type", m.Type, "type property")

@@ -46,6 +46,9 @@ func TestOversizedFieldsRefusedBeforeSending(t *testing.T) {
 		{"ID", &reliable.Message{Topic: topic, ID: long}},
 		{"Type", &reliable.Message{Topic: topic, Type: long}},
 		{"Topic", &reliable.Message{Topic: long}},
+		// The broker closes the whole connection (501 FRAME_ERROR) on an
+		// exchange name that is not UTF-8; routing keys may be any bytes.
+		{"Topic", &reliable.Message{Topic: topic + "\xff"}},
 		{"header name", &reliable.Message{Topic: topic, Headers: map[string]string{long: "v"}}},
 		{"headers", &reliable.Message{Topic: topic, Headers: map[string]string{"x-big": strings.Repeat("v", 200<<10)}}},
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -90,8 +91,9 @@ func (t Topology) validate(p *reliable.Problems) {
 }
 
 // checkNames records a problem when a name the topology derives from topic
-// and group is longer than an AMQP short string: amqp091-go would fail to
-// encode the declare and shut the whole connection down.
+// and group is longer than an AMQP short string (amqp091-go would fail to
+// encode the declare and shut the whole connection down) or not UTF-8 (the
+// broker would close the connection).
 func (t Topology) checkNames(p *reliable.Problems, topic, group string) {
 	names := []string{ExchangeName(topic), deadLetterExchangeName(topic)}
 	if group != "" {
@@ -101,6 +103,11 @@ func (t Topology) checkNames(p *reliable.Problems, topic, group string) {
 		}
 	}
 	for _, n := range names {
+		if !utf8.ValidString(n) {
+			// The broker closes the connection (501 FRAME_ERROR) on it.
+			p.Addf(true, "name %q is not valid UTF-8: RabbitMQ names must be", n)
+			return
+		}
 		if len(n) > maxShortString {
 			p.Addf(true, "name %.40q... is %d bytes (topic %d, group %d): RabbitMQ names hold at most %d bytes",
 				n, len(n), len(topic), len(group), maxShortString)

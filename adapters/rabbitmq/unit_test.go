@@ -247,8 +247,9 @@ func TestCheckWireLimits(t *testing.T) {
 }
 
 // TestLongNamesRefused: a topic or group whose derived names exceed 255
-// bytes is a configuration error in Declare and Subscribe, before any
-// declare is sent (amqp091-go would shut the connection down on encoding it).
+// bytes, or are not UTF-8, is a configuration error in Declare and
+// Subscribe, before any declare is sent (amqp091-go would shut the
+// connection down on encoding it; the broker closes it on bad UTF-8).
 func TestLongNamesRefused(t *testing.T) {
 	long := strings.Repeat("t", 250)
 	err := Declare(context.Background(), "amqp://localhost:1/", long, []string{"g"})
@@ -259,5 +260,9 @@ func TestLongNamesRefused(t *testing.T) {
 	sub.cfg.topology = Topology{}.withDefaults()
 	if _, err := sub.Subscribe(context.Background(), long); !errors.Is(err, reliable.ErrInvalidConfig) {
 		t.Fatalf("Subscribe: %v", err)
+	}
+	if _, err := sub.Subscribe(context.Background(), "orders\xff"); !errors.Is(err, reliable.ErrInvalidConfig) ||
+		!strings.Contains(err.Error(), "UTF-8") {
+		t.Fatalf("Subscribe to a topic that is not UTF-8: %v", err)
 	}
 }
