@@ -42,6 +42,10 @@ const (
 // not make the dead-letter record too large to write.
 const maxCauseBytes = 4 << 10
 
+// minCauseBytes is the cause kept when the message is so close to
+// Producer.MaxMessageBytes that the full cause does not fit.
+const minCauseBytes = 200
+
 // ErrNoDeadLetterTopic is returned by [Subscriber.DeadLetter] when
 // Consumer.DeadLetterTopic is not set. It matches reliable.ErrInvalidConfig.
 var ErrNoDeadLetterTopic = fmt.Errorf("kafka: Consumer.DeadLetterTopic is not set: %w", reliable.ErrInvalidConfig)
@@ -61,8 +65,9 @@ func (s *Subscriber) DeadLetterEnabled() bool { return s.dlt != nil }
 // It retries a record that was not acknowledged until ctx ends, and returns
 // nil only after the cluster acknowledged it; then the caller acks the
 // delivery, and only then is its offset committed. A permanent failure
-// (a record larger than Producer.MaxMessageBytes, the topic deleted, not
-// authorized) is returned at once. Without a DeadLetterTopic it returns
+// (a record larger than Producer.MaxMessageBytes even with the cause cut to
+// 200 bytes, the topic deleted, not authorized) is returned at once; the
+// consumer pipeline then holds the message's key, visibly. Without a DeadLetterTopic it returns
 // ErrNoDeadLetterTopic.
 func (s *Subscriber) DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error {
 	if s.dlt == nil {
@@ -76,7 +81,12 @@ func (s *Subscriber) DeadLetter(ctx context.Context, msg *reliable.Message, caus
 	// sendOne fails with reliable.ErrClosed.
 	backoff := reliable.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
-		err := s.dlt.sendOne(ctx, s.deadLetterRecord(msg, cause, time.Now()), msg.ID)
+		rec := s.deadLetterRecord(msg, cause, maxCauseBytes, time.Now())
+		if recordSize(rec) > s.dlt.cfg.Producer.MaxMessageBytes {
+			// A message near the limit: keep it whole, cut the cause.
+			rec = s.deadLetterRecord(msg, cause, minCauseBytes, time.Now())
+		}
+		err := s.dlt.sendOne(ctx, rec, msg.ID)
 		if err == nil {
 			return nil
 		}
@@ -93,7 +103,7 @@ func (s *Subscriber) DeadLetter(ctx context.Context, msg *reliable.Message, caus
 
 // deadLetterRecord builds the dead-letter record of msg. It is built afresh
 // for every attempt: sarama keeps state in a record it sent.
-func (s *Subscriber) deadLetterRecord(msg *reliable.Message, cause error, now time.Time) *sarama.ProducerMessage {
+func (s *Subscriber) deadLetterRecord(msg *reliable.Message, cause error, maxCause int, now time.Time) *sarama.ProducerMessage {
 	m := *msg
 	m.Headers = maps.Clone(msg.Headers)
 	if m.Headers == nil {
@@ -103,8 +113,8 @@ func (s *Subscriber) deadLetterRecord(msg *reliable.Message, cause error, now ti
 	if cause != nil {
 		why = cause.Error()
 	}
-	if len(why) > maxCauseBytes {
-		why = why[:maxCauseBytes] + "…"
+	if len(why) > maxCause {
+		why = why[:maxCause] + "…"
 	}
 	m.Headers[HeaderDeadLetterCause] = why
 	m.Headers[HeaderDeadLetterTopic] = s.prefix + msg.Topic
@@ -125,12 +135,12 @@ func (s *Subscriber) deadLetterRecord(msg *reliable.Message, cause error, now ti
 // Publish it does not validate or restamp a message: a dead-letter record
 // carries whatever a foreign producer sent.
 func (p *Publisher) sendOne(ctx context.Context, rec *sarama.ProducerMessage, id string) error {
-	if p.closed.Load() {
-		return errClosed
-	}
 	size := recordSize(rec)
 	if size > p.cfg.Producer.MaxMessageBytes {
 		return &reliable.MessageTooLargeError{MessageID: id, Size: size, Max: p.cfg.Producer.MaxMessageBytes}
+	}
+	if p.closed.Load() {
+		return errClosed
 	}
 	if !p.topics.known(rec.Topic) {
 		if err := p.topics.check(ctx, rec.Topic); err != nil {

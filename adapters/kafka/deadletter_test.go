@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ func TestDeadLetterRecord(t *testing.T) {
 		Delivery: reliable.DeliveryInfo{Partition: 1, Offset: 7, Attempt: 3},
 	}
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	rec := s.deadLetterRecord(msg, errors.New(strings.Repeat("x", 10000)), now)
+	rec := s.deadLetterRecord(msg, errors.New(strings.Repeat("x", 10000)), maxCauseBytes, now)
 	if k, _ := rec.Key.Encode(); string(k) != key {
 		t.Fatalf("record key %x, want %x", k, key)
 	}
@@ -56,5 +57,27 @@ func TestDeadLetterRecord(t *testing.T) {
 	}
 	if msg.Headers[HeaderDeadLetterCause] != "old" || len(msg.Headers) != 2 {
 		t.Errorf("the message's own headers changed: %v", msg.Headers)
+	}
+}
+
+// A message close to Producer.MaxMessageBytes is dead-lettered whole, with
+// its cause cut short, instead of being refused as too large.
+func TestDeadLetterCutsCauseNearLimit(t *testing.T) {
+	cfg := Config{Brokers: []string{"127.0.0.1:1"}, Producer: ProducerConfig{MaxMessageBytes: 2000}}.withDefaults()
+	pub := &Publisher{cfg: cfg, topics: newTopicChecker(nil, cfg.Audit, AuditOff, cfg.Logger)}
+	pub.closed.Store(true) // nothing may be sent; the size check comes first
+	s := &Subscriber{cfg: cfg, log: testLogger(), dlt: pub, dltTopic: "orders.dlt"}
+	msg := &reliable.Message{ID: "m", Topic: "orders", Payload: make([]byte, 1400)}
+	cause := errors.New(strings.Repeat("c", 3000))
+	if size := recordSize(s.deadLetterRecord(msg, cause, maxCauseBytes, time.Now())); size <= 2000 {
+		t.Fatalf("the full cause fits (%d bytes): the test needs a larger one", size)
+	}
+	if size := recordSize(s.deadLetterRecord(msg, cause, minCauseBytes, time.Now())); size > 2000 {
+		t.Fatalf("with the cause cut the record is %d bytes", size)
+	}
+	// Through DeadLetter: it gets past the size check to the closed producer.
+	err := s.DeadLetter(context.Background(), msg, cause)
+	if !errors.Is(err, reliable.ErrClosed) {
+		t.Fatalf("DeadLetter: %v, want ErrClosed from the producer (not MessageTooLarge)", err)
 	}
 }
