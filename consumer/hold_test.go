@@ -354,3 +354,42 @@ func TestWrongEnvironmentWithoutDeadLetterPathIsHeldNotAcked(t *testing.T) {
 		t.Fatalf("committed %v: the refused message was acked", got)
 	}
 }
+
+func TestReadyReportsWhyNot(t *testing.T) {
+	sub := &readySubscriber{staticSubscriber: newStaticSubscriber()}
+	c, err := consumer.New(sub, reliable.HandlerFunc(func(context.Context, *reliable.Message) error { return nil }), zeroConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ready(context.Background()); err == nil || err.Error() != "consumer: not running" {
+		t.Fatalf("before Run: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	eventually(t, 5*time.Second, "ready", func() bool { return c.Ready(ctx) == nil })
+	down := errors.New("kafka: client has run out of available brokers to talk to")
+	sub.err.Store(&down)
+	if err := c.Ready(ctx); err == nil || !errors.Is(err, down) {
+		t.Fatalf("broker down: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ready(context.Background()); err == nil {
+		t.Fatal("ready after Run returned")
+	}
+}
+
+type readySubscriber struct {
+	*staticSubscriber
+	err atomic.Pointer[error]
+}
+
+func (s *readySubscriber) Ready(context.Context) error {
+	if p := s.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
