@@ -186,7 +186,7 @@ RETURNING `+entryColumns, []any{
 		return nil, nil
 	}
 	if err != nil {
-		return nil, permanentStoreError(fmt.Errorf("retry: park %s: %w", msg, err))
+		return nil, permanentStoreError(fmt.Errorf("retry: park message %s of key %s: %w", quoteShort(msg.ID), quoteShort(msg.Key), err))
 	}
 	t.log.InfoContext(ctx, "message parked", "entry", e.ID, "message_id", msg.ID, "key", msg.Key,
 		"state", e.State, "attempts", e.Attempts, "next_attempt_at", e.NextAttemptAt, "error", lastErr)
