@@ -87,8 +87,10 @@ type Config struct {
 	// reliable.Backoff for its defaults.
 	Backoff reliable.Backoff
 	// ShutdownTimeout bounds how long Run waits for in-flight deliveries
-	// after its context ends. Defaults to 30s. Unfinished deliveries are left
-	// unsettled and will be delivered again.
+	// after its context ends. Defaults to DefaultShutdownTimeout, so that the
+	// drain, the final commit and leaving the group fit in Kubernetes'
+	// default 30 s grace period (see package service). Unfinished deliveries
+	// are left unsettled and will be delivered again.
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -96,6 +98,9 @@ type Config struct {
 	// metrics. It must not block.
 	Observe func(Event)
 }
+
+// DefaultShutdownTimeout is the default Config.ShutdownTimeout.
+const DefaultShutdownTimeout = 20 * time.Second
 
 // Validate returns every problem of c at once, or nil.
 func (c Config) Validate() error {
@@ -120,7 +125,7 @@ func (c Config) withDefaults() Config {
 		c.InlineAttempts = 3
 	}
 	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 30 * time.Second
+		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
