@@ -393,3 +393,15 @@ func (s *readySubscriber) Ready(context.Context) error {
 	}
 	return nil
 }
+
+func TestObserversAllSeeEveryEvent(t *testing.T) {
+	b := setup(t, 1)
+	b.publish(t, 10, 2, "order.event")
+	var first, second atomic.Int64
+	cfg := zeroConfig()
+	cfg.Observe = consumer.Observers(func(consumer.Event) { first.Add(1) }, nil, func(consumer.Event) { second.Add(1) })
+	h := reliable.HandlerFunc(func(_ context.Context, m *reliable.Message) error { b.ledger.apply(m); return nil })
+	_, stop := run(t, b.broker.Subscriber("kitchen", reliabletest.SubscriberOptions{}), h, cfg)
+	eventually(t, 5*time.Second, "observed", func() bool { return first.Load() == 10 && second.Load() == 10 })
+	mustStop(t, stop)
+}
