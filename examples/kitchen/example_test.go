@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"log"
 	"net/http"
-	"time"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/reliable-go/reliable/consumer"
 	"github.com/reliable-go/reliable/examples/kitchen"
 	"github.com/reliable-go/reliable/examples/orders"
 	"github.com/reliable-go/reliable/idempotency"
 	"github.com/reliable-go/reliable/reliabletest"
+	"github.com/reliable-go/reliable/service"
 )
 
 // The kitchen applies an order event: it fetches the details the event
@@ -33,12 +36,14 @@ func ExampleKitchen_Handle() {
 }
 
 // Wiring the kitchen into the SDK's consumer: dedupe, an ordered retry table
-// and key lanes. Here on the in-memory test doubles; a service uses an
-// adapter's subscriber, idempotency.NewRedis or NewPostgres, and retry.NewTable
-// with a retry.Retrier.
+// and key lanes, run by a service.Group that serves readiness on /readyz and
+// stops the consumer and the retrier together within Kubernetes' 30 s grace
+// on SIGTERM. Here on the in-memory test doubles; a service uses
+// consumer.NewKafka or NewRabbitMQ, idempotency.NewRedis or NewPostgres, and
+// retry.NewTable (whose retrier the consumer runs).
 func Example_consumer() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
 	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{})
 	broker.CreateTopic("orders")
 	k := kitchen.New(kitchen.NewMemoryStore(), &orders.Client{BaseURL: "http://127.0.0.1:8080"}, nil)
@@ -51,7 +56,15 @@ func Example_consumer() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go table.RunRetrier(ctx, consumer.Deduplicated(dedupe, k), time.Second)
-	go func() { _ = http.ListenAndServe("127.0.0.1:8081", k.Handler()) }()
-	_ = c.Run(ctx)
+	g := service.New(service.Config{})
+	g.Add("kitchen consumer", c)
+
+	mux := http.NewServeMux()
+	mux.Handle("/", k.Handler())
+	mux.Handle("/readyz", g.Handler())
+	mux.Handle("/livez", g.Handler())
+	go func() { _ = http.ListenAndServe("127.0.0.1:8081", mux) }()
+	if err := g.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
 }
