@@ -114,5 +114,7 @@
 // them byte-exact. A value PostgreSQL text cannot hold is stored base64
 // behind a "\x01b64:" marker (values that text holds are stored as they
 // are), and a lane whose key is over 512 bytes is indexed by the key's
-// SHA-256; migration 002 rewrites the long lanes of older rows.
+// SHA-256; migration 002 rewrites the long lanes of older rows (rows that
+// an older version still adds during a rollout keep the old lane form, so a
+// key over 512 bytes may then be split in two lanes until the rollout ends).
 package outbox

@@ -43,7 +43,9 @@
 //     table stores and returns them byte-exact: a value PostgreSQL text
 //     cannot hold is stored base64 behind a "\x01b64:" marker, and a lane or
 //     ID over 512 bytes is indexed by its SHA-256 (migration 003 rewrites the
-//     long keys and IDs of older tables). A value the database still refuses
+//     long keys and IDs of older tables; while instances of an older version
+//     still run, a key over 512 bytes they park is not seen by newer ones, so
+//     finish the rollout before such keys arrive). A value the database still refuses
 //     (a data exception or program limit, such as a timestamp before 4713
 //     BC) makes Park, DeadLetter and Blocked return an error that matches
 //     reliable.IsPermanent and names the SQLSTATE, never one a caller would
