@@ -45,11 +45,11 @@
 //     ID over 512 bytes is indexed by its SHA-256 (migration 003 rewrites the
 //     long keys and IDs of older tables; while instances of an older version
 //     still run, a key over 512 bytes they park is not seen by newer ones, so
-//     finish the rollout before such keys arrive). A value the database still refuses
-//     (a data exception or program limit, such as a timestamp before 4713
-//     BC) makes Park, DeadLetter and Blocked return an error that matches
-//     reliable.IsPermanent and names the SQLSTATE, never one a caller would
-//     retry forever; an outage stays a retryable error.
+//     finish the rollout before such keys arrive). A value the database
+//     still refuses (a data exception or program limit, such as a timestamp
+//     before 4713 BC) makes Park, DeadLetter and Blocked return an error
+//     that matches reliable.IsPermanent and names the SQLSTATE, never one a
+//     caller would retry forever; an outage stays a retryable error.
 //   - Replica lag (L21): a handler that reads an incomplete order from a
 //     lagging replica returns reliable.RetryAfter(d, err); the message waits
 //     in the table at least d, and its key's later messages wait behind it.
