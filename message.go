@@ -3,7 +3,10 @@ package reliable
 import (
 	"fmt"
 	"maps"
+	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -121,6 +124,32 @@ func (m *Message) Validate() error {
 
 // String describes the message for logs without its payload or header values,
 // which may hold personal data or secrets.
+// IDs and keys from other clients may be binary or kilobytes long: they are
+// quoted when not printable and cut to 64 bytes.
 func (m *Message) String() string {
-	return fmt.Sprintf("message{id=%s topic=%s key=%s type=%s bytes=%d}", m.ID, m.Topic, m.Key, m.Type, len(m.Payload))
+	return fmt.Sprintf("message{id=%s topic=%s key=%s type=%s bytes=%d}", short(m.ID), m.Topic, short(m.Key), short(m.Type), len(m.Payload))
+}
+
+// short renders s for a log line: as is when printable, else quoted, and
+// cut to 64 bytes with the full length noted.
+func short(s string) string {
+	const limit = 64
+	cut := s
+	if len(cut) > limit {
+		cut = cut[:limit]
+	}
+	printable := utf8.ValidString(cut)
+	for _, r := range cut {
+		if !printable || !unicode.IsPrint(r) {
+			printable = false
+			break
+		}
+	}
+	if !printable {
+		cut = strconv.Quote(cut)
+	}
+	if len(s) > limit {
+		cut += fmt.Sprintf("...(%d bytes)", len(s))
+	}
+	return cut
 }

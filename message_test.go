@@ -79,3 +79,15 @@ func TestDeliverySettlesOnce(t *testing.T) {
 		t.Fatalf("acks=%d nacks=%d", acks, nacks)
 	}
 }
+
+func TestStringQuotesAndCutsForeignKeys(t *testing.T) {
+	// A Java long key has NUL bytes; a 3 KB key must not make a 3 KB log line.
+	m := &reliable.Message{ID: "m1", Topic: "orders", Key: "\x00\x00\x00\x00\x00\x00\x00*"}
+	if s := m.String(); !strings.Contains(s, `key="\x00\x00`) {
+		t.Fatalf("binary key not quoted: %s", s)
+	}
+	m.Key = strings.Repeat("k", 3000)
+	if s := m.String(); len(s) > 200 || !strings.Contains(s, "(3000 bytes)") {
+		t.Fatalf("long key: %d bytes: %.100s", len(s), s)
+	}
+}
