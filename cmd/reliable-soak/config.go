@@ -63,10 +63,11 @@ var extraFaults = append(append([]string(nil), scaleFaults...), faultOutage)
 // allFaults returns the fault kinds "-faults all" means for broker and
 // profile: the tuned profile keeps its historical schedule; the quick-start
 // and zero profiles, which exist to show the defaults hold with several
-// instances, also roll through restarts and scale up right after the burst
-// (so both meet its backlog), scale down after the relay kill, and suffer a
-// downstream outage (every call fails, which outlasts the inline attempts
-// of a consumer without a retry table) after the handler failures.
+// instances, follow the burst with a downstream outage (every call fails,
+// which outlasts the inline attempts of a consumer without a retry table,
+// while the burst's keys queue up behind their failing first message), a
+// rolling restart and a scale-up, so all three meet its backlog, and scale
+// down after the relay kill.
 func allFaults(broker, profile string) []string {
 	base := faultKinds(broker)
 	if profile == profileTuned || profile == "" {
@@ -77,11 +78,9 @@ func allFaults(broker, profile string) []string {
 		out = append(out, f)
 		switch f {
 		case faultBurst:
-			out = append(out, faultRollingRestart, faultScaleUp)
+			out = append(out, faultOutage, faultRollingRestart, faultScaleUp)
 		case faultRelayKill:
 			out = append(out, faultScaleDown)
-		case faultHandlerFailure:
-			out = append(out, faultOutage)
 		}
 	}
 	return out

@@ -19,6 +19,21 @@
 // a batch job, a slow downstream (handler latency). Poison messages are
 // mixed in and must end dead in the retry table.
 //
+// -profile chooses how the consumers configure the SDK. "tuned" (the
+// default) is the configuration above. "quickstart" is exactly the README's
+// quick start: Redis dedupe, retry.NewTable with a Group, Concurrency 32,
+// the default RabbitMQ topology (no shards), no other tuning; its handler
+// upserts the order's state, as the README tells a user to. "zero" is
+// consumer.Config{Topic} alone: no retry table, no dedupe store, no
+// dead-letter path (so no poison messages), the same upserting handler.
+// Both run three consumer instances and add to "-faults all" a downstream
+// outage (every handler call fails for 4 s), a rolling restart and a
+// scale-up right after the burst, and a scale-down. Without a dedupe store
+// repeats are counted and reported rather than failed; with Redis dedupe,
+// which cannot commit with the handler's effect, a repeat whose first
+// application was by a process killed -9 within seconds passes (the upsert
+// absorbs it) and any other fails.
+//
 // The verdict is read from the databases: every committed order applied
 // exactly once, per key in sequence order (apply order is a bigserial),
 // nothing stuck but the poison. It prints a table (or JSON) with the faults
@@ -31,6 +46,8 @@
 //	go run ./cmd/reliable-soak -broker rabbitmq -messages 20000 -faults all
 //	go run ./cmd/reliable-soak -duration 60m -rate 400 -faults all    # long campaign
 //	go run ./cmd/reliable-soak -backlog 1000000                       # peak RSS draining 1M
+//	go run ./cmd/reliable-soak -profile quickstart -broker rabbitmq -messages 2000 -keys 50 -rate 40
+//	go run ./cmd/reliable-soak -profile zero -messages 2000 -keys 50 -rate 40
 //
 // Services come from the RELIABLE_* environment variables or the env file of
 // scripts/services.sh (.cache/services.env), as for the integration tests.
