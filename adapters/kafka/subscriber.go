@@ -33,7 +33,8 @@ import (
 //     commit passes it; the partition's other deliveries and the other
 //     partitions carry on, and the group session is not interrupted. A
 //     record nacked forever is redelivered forever and holds its
-//     partition's commit position: give poison messages a dead-letter path
+//     partition's commit position (after MaxInFlightPerPartition later
+//     records the partition pauses): give poison messages a dead-letter path
 //     (Consumer.DeadLetterTopic with [Subscriber.DeadLetter], or a retry
 //     table).
 //   - Commit and fetch errors are logged and passed to Consumer.OnError.
