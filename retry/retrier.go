@@ -291,7 +291,10 @@ func (r *Retrier) replay(ctx, work context.Context, e Entry, owner string) (next
 	}
 	attempts := e.Attempts + 1
 	state, delay := StatePending, max(r.t.cfg.Backoff.Delay(attempts), reliable.RetryDelay(herr))
-	if reliable.IsPermanent(herr) || attempts >= r.t.cfg.MaxAttempts {
+	if IsStoreUnavailable(herr) {
+		// The store failed, not the message: look again later, uncharged.
+		attempts, delay = e.Attempts, r.t.cfg.Backoff.Delay(1)
+	} else if reliable.IsPermanent(herr) || attempts >= r.t.cfg.MaxAttempts {
 		state, delay = StateDead, 0
 		if r.t.cfg.ReleaseOnDead {
 			state = StateReleased

@@ -134,7 +134,13 @@ func TestTwoInstancesApplyEveryMessageOnceInOrder(t *testing.T) {
 			t.Errorf("%s: %d applied, want %d", key, got, n/keys)
 		}
 	}
-	st, err := b.table.Stats(context.Background())
+	// The last replays' outcomes commit just after their handlers return.
+	var st retry.Stats
+	var err error
+	waitFor(t, 10*time.Second, "the last outcomes to commit", func() bool {
+		st, err = b.table.Stats(context.Background())
+		return err != nil || st.Pending == 0
+	})
 	if err != nil || st.Pending != 0 || st.Dead != 0 {
 		t.Fatalf("stats after drain: %+v, %v", st, err)
 	}
