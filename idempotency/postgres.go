@@ -151,15 +151,30 @@ func (s *PostgresStore) Done(ctx context.Context, id string) error {
 
 // DoneTx records id as done inside tx, the handler's own transaction: the
 // record commits or rolls back with the handler's effects, so a crash can
-// never leave the effects without the record. Call it after Begin returned
-// StatusNew, as the handler's last statement before Commit; if the commit
-// fails, call Abort.
+// never leave the effects without the record. Call it once, after Begin
+// returned StatusNew, as the handler's last statement before Commit; if the
+// commit fails, call Abort.
+//
+// DoneTx is fenced to the claim's owner, as ProcessTx is: when the claim
+// was lost (it expired while the handler ran and another consumer claimed
+// the ID, or the ID is done already) it returns an error matching
+// ErrClaimLost and the caller must roll tx back, so the handler's effects
+// commit at most once. Ownership is per store value: give each consumer
+// process its own PostgresStore.
 func (s *PostgresStore) DoneTx(ctx context.Context, tx pgx.Tx, id string) error {
 	if id == "" {
 		return ErrEmptyID
 	}
-	if _, err := tx.Exec(ctx, s.doneSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds()); err != nil {
+	tag, err := tx.Exec(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
+  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
+    WHERE NOT r.done AND r.owner = $4`, s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds(), s.owner)
+	if err != nil {
 		return storeError(fmt.Errorf("idempotency: postgres done in tx %s: %w", quoteShort(id), err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("idempotency: postgres done in tx %s: %w", quoteShort(id), ErrClaimLost)
 	}
 	return nil
 }

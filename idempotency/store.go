@@ -65,6 +65,12 @@ const (
 // deduplicated.
 var ErrEmptyID = errors.New("idempotency: empty message ID")
 
+// ErrClaimLost is returned (wrapped) by PostgresStore.DoneTx when the
+// caller's claim is gone: it expired and another consumer claimed the ID, or
+// the ID is done already. Roll the transaction back: committing would apply
+// the message a second time.
+var ErrClaimLost = errors.New("idempotency: claim lost (expired and taken over, or already done)")
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
