@@ -398,3 +398,93 @@ func TestRabbitMQPoisonToDeadLetterQueueOnTheDefaults(t *testing.T) {
 		t.Fatalf("dead letter id %q headers %v", d.MessageId, d.Headers)
 	}
 }
+
+func TestKafkaRebalanceDoesNotWaitForAHeldKey(t *testing.T) {
+	// A key held by a failing message (no retry table) never settles, so a
+	// revoked partition's drain waited Consumer.DrainTimeout (30 s) for it,
+	// and the whole group's rebalance with it. The held delivery now sees it
+	// went stale and is released within a second; the new member gets work
+	// at once, and the key's events are applied in order once the handler
+	// succeeds again.
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	brokers := testenv.Kafka(t)
+	topic := testenv.UniqueName(t, "heldrebalance")
+	testenv.CreateTopic(t, brokers, topic, 4)
+	group := shortName("kitchen_")
+	msgs := publishOrders(t, brokers, topic, 20, 10) // order-0..9, seq 0..1
+	led := newLedger()
+	var failing atomic.Bool
+	failing.Store(true)
+	var handledByB atomic.Int64
+	handler := func(isB bool) reliable.Handler {
+		return reliable.HandlerFunc(func(_ context.Context, m *reliable.Message) error {
+			if m.Key == "order-0" && failing.Load() {
+				return errors.New("kitchen printer offline")
+			}
+			if isB {
+				handledByB.Add(1)
+			}
+			led.apply(m)
+			return nil
+		})
+	}
+	start := func(isB bool) (*consumer.Consumer, func()) {
+		c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Logger: quiet,
+			Consumer: kafka.ConsumerConfig{Group: group}}, handler(isB), consumer.Config{Topic: topic, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		return c, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	a, stopA := start(false)
+	defer stopA()
+	eventually(t, time.Minute, "the other keys applied, order-0 held", func() bool {
+		return led.count() == 18 && len(a.Blocked()) == 1
+	})
+
+	pub, err := kafka.NewProducer(kafka.Config{Brokers: brokers, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	joined := time.Now()
+	_, stopB := start(true)
+	defer stopB()
+	// Keep the other keys busy until the new member handles one of them.
+	all := append([]*reliable.Message(nil), msgs...)
+	for seq := 2; handledByB.Load() == 0; seq++ {
+		if time.Since(joined) > time.Minute {
+			t.Fatal("the new member got no work in a minute")
+		}
+		round := make([]*reliable.Message, 0, 9)
+		for k := 1; k < 10; k++ {
+			round = append(round, &reliable.Message{Topic: topic, Key: "order-" + strconv.Itoa(k),
+				Headers: map[string]string{"seq": strconv.Itoa(seq)}})
+		}
+		if err := pub.Publish(context.Background(), round...); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, round...)
+		time.Sleep(200 * time.Millisecond)
+	}
+	took := time.Since(joined)
+	t.Logf("the new member handled its first event %s after joining", took.Round(time.Millisecond))
+	if took > 15*time.Second {
+		t.Fatalf("the rebalance took %s: it waited for the held key", took)
+	}
+	failing.Store(false)
+	eventually(t, time.Minute, "everything applied", func() bool { return led.count() == len(all) })
+	if reordered, lost, twice := led.outOfOrder(all); reordered+lost+twice != 0 {
+		t.Fatalf("%d out of order, %d lost, %d twice", reordered, lost, twice)
+	}
+}

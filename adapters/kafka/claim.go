@@ -293,7 +293,8 @@ func (a *acker) Ack(_ context.Context, _ *reliable.Delivery) error {
 // again in the same claim after Consumer.RedeliveryBackoff, with Attempt+1.
 // The partition's other deliveries and the other partitions carry on. When
 // the claim ends first, the next owner of the partition reads the record
-// again from the committed offset.
+// again from the committed offset; nacking a stale delivery (see Stale) only
+// releases it, so the revoke need not wait for it.
 func (a *acker) Nack(_ context.Context, _ *reliable.Delivery) error {
 	c := a.c
 	c.mu.Lock()
@@ -303,6 +304,9 @@ func (a *acker) Nack(_ context.Context, _ *reliable.Delivery) error {
 	}
 	c.settle()
 	c.mu.Unlock()
+	if a.stale() {
+		return nil // the partition is being revoked: only stop the drain waiting for it
+	}
 	next := &acker{c: c, rec: a.rec, attempt: a.attempt + 1, redelivered: true}
 	time.AfterFunc(c.backoff.Delay(a.attempt), func() {
 		select {
@@ -311,4 +315,20 @@ func (a *acker) Nack(_ context.Context, _ *reliable.Delivery) error {
 		}
 	})
 	return nil
+}
+
+// Stale reports whether the delivery's claim ended: its partition is being
+// revoked, or was, so another member will deliver it again from the
+// committed offset (reliable.StaleReporter). The consumer pipeline does not
+// start handling a stale delivery, and releases one it holds, so a revoke
+// does not wait out Consumer.DrainTimeout for a key that waits for a retry.
+func (a *acker) Stale(*reliable.Delivery) bool { return a.stale() }
+
+func (a *acker) stale() bool {
+	select {
+	case <-a.c.done:
+		return true
+	default:
+		return false
+	}
 }
