@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +34,37 @@ type Broker struct {
 
 	failPublishes []error // next publishes fail with these, nothing written
 	loseConfirms  int     // next publishes write but report ErrNotConfirmed
+	published     int     // messages written, for the dropMessage mutant
+
+	// mutant, set only by the mutation check (mutation_test.go), breaks one
+	// promise on purpose so that the check can see the conformance suite
+	// catch it. Zero in every other use.
+	mutant mutant
 }
+
+// mutant names a deliberate defect of the broker for the mutation check of
+// the conformance suite.
+type mutant int
+
+const (
+	noMutant            mutant = iota
+	ackIgnored                 // Ack returns nil and does nothing
+	commitSkipped              // acked offsets are never committed
+	commitDelivered            // commits what was delivered, acked or not
+	orderShuffled              // every second message of a partition swaps places with the one before
+	messageDropped             // every 25th message is confirmed but not stored
+	nackIgnored                // Nack returns nil and does nothing
+	nackToBack                 // Nack settles the delivery and appends a copy at the end of the partition
+	redeliveredNever           // Message.Delivery.Redelivered is never set
+	closeKeepsOpen             // Close marks the subscriber closed but leaves its subscriptions running
+	groupsShared               // every group of a topic shares one position
+	noSharing                  // the first member of a group gets every partition
+	restartLoses               // Restart forgets messages not yet consumed by any group
+	canceledPublishes          // Publish ignores an ended context
+	unknownTopicCreated        // publishing to an unknown topic creates it
+	reconnectEnds              // DropConnections ends every subscription
+	secondTopicReplaces        // a second Subscribe of one subscriber stops its first
+)
 
 // BrokerOptions configures a Broker. The zero value is ready to use.
 type BrokerOptions struct {
@@ -107,6 +139,11 @@ func (b *Broker) DropConnections() {
 	defer b.mu.Unlock()
 	for _, g := range b.groups {
 		g.rebalance()
+		if b.mutant == reconnectEnds {
+			for _, m := range g.members {
+				m.ended = true
+			}
+		}
 	}
 	b.notify()
 }
@@ -115,6 +152,23 @@ func (b *Broker) DropConnections() {
 // everything in memory for the life of the Broker value); connections drop as
 // with DropConnections.
 func (b *Broker) Restart(context.Context) error {
+	if b.mutant == restartLoses {
+		b.mu.Lock()
+		for name, t := range b.topics {
+			consumed := false
+			for key, g := range b.groups {
+				if strings.HasSuffix(key, "\x00"+name) && slices.ContainsFunc(g.committed, func(o int64) bool { return o > 0 }) {
+					consumed = true
+				}
+			}
+			if !consumed {
+				for p := range t.partitions {
+					t.partitions[p] = nil
+				}
+			}
+		}
+		b.mu.Unlock()
+	}
 	b.DropConnections()
 	return nil
 }
@@ -208,6 +262,9 @@ func (b *Broker) publish(msgs []*reliable.Message) error {
 	}
 	var failed []reliable.MessageError
 	for _, m := range msgs {
+		if _, ok := b.topics[m.Topic]; !ok && b.mutant == unknownTopicCreated {
+			b.topics[m.Topic] = &topic{partitions: make([][]*reliable.Message, b.opts.Partitions)}
+		}
 		if _, ok := b.topics[m.Topic]; !ok {
 			failed = append(failed, reliable.MessageError{MessageID: m.ID,
 				Err: fmt.Errorf("reliabletest: topic %q: %w", m.Topic, reliable.ErrUnknownTopic)})
@@ -224,7 +281,21 @@ func (b *Broker) publish(msgs []*reliable.Message) error {
 		p := b.partitionFor(m.Key, len(t.partitions))
 		c := m.Clone()
 		c.Delivery = reliable.DeliveryInfo{}
+		b.published++
+		if b.mutant == messageDropped && b.published%25 == 0 {
+			continue
+		}
 		t.partitions[p] = append(t.partitions[p], c)
+		if b.mutant == orderShuffled && b.published%2 == 0 {
+			// Swap with the previous message of the same key.
+			part := t.partitions[p]
+			for j := len(part) - 2; j >= 0; j-- {
+				if part[j].Key == c.Key {
+					part[j], part[len(part)-1] = part[len(part)-1], part[j]
+					break
+				}
+			}
+		}
 	}
 	b.notify()
 	if b.loseConfirms > 0 {
@@ -249,12 +320,14 @@ type group struct {
 	delivered  []int64             // per partition, highest offset ever delivered + 1
 	generation int
 	members    []*member
+	mutant     mutant
 }
 
-func newGroup(partitions int) *group {
+func newGroup(partitions int, m mutant) *group {
 	g := &group{
 		committed: make([]int64, partitions),
 		delivered: make([]int64, partitions),
+		mutant:    m,
 	}
 	g.rebalance()
 	return g
@@ -272,7 +345,11 @@ func (g *group) rebalance() {
 		m.assigned = m.assigned[:0]
 		m.cursor = make(map[int]int64)
 		for p := range g.committed {
-			if p%len(g.members) == i {
+			mine := p%len(g.members) == i
+			if g.mutant == noSharing {
+				mine = i == 0
+			}
+			if mine {
 				m.assigned = append(m.assigned, p)
 				m.cursor[p] = g.committed[p]
 			}
@@ -282,12 +359,24 @@ func (g *group) rebalance() {
 
 // commit makes every acked-and-contiguous offset durable.
 func (g *group) commit() {
+	switch g.mutant {
+	case commitSkipped:
+		return
+	case commitDelivered:
+		for _, m := range g.members {
+			for p, off := range m.cursor {
+				g.committed[p] = max(g.committed[p], off)
+			}
+		}
+		return
+	}
 	for p, tr := range g.trackers {
 		g.committed[p] = tr.CommitPosition()
 	}
 }
 
 type member struct {
+	ended    bool // reconnectEnds mutant: the subscription stops
 	assigned []int
 	cursor   map[int]int64
 	next     int // round-robin position in assigned
@@ -312,7 +401,7 @@ func (s *Subscriber) Ack(_ context.Context, d *reliable.Delivery) error {
 	b := s.broker
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if r.generation != r.group.generation {
+	if r.generation != r.group.generation || b.mutant == ackIgnored {
 		return nil
 	}
 	r.group.trackers[r.partition].Complete(r.offset)
@@ -349,6 +438,17 @@ func (s *Subscriber) Nack(_ context.Context, d *reliable.Delivery) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if r.generation != r.group.generation {
+		return nil
+	}
+	switch b.mutant {
+	case nackIgnored:
+		return nil
+	case nackToBack:
+		r.group.trackers[r.partition].Complete(r.offset)
+		part := &b.topics[d.Message.Topic].partitions[r.partition]
+		c := (*part)[r.offset].Clone()
+		*part = append(*part, c)
+		b.notify()
 		return nil
 	}
 	r.group.commit()

@@ -26,7 +26,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs ...*reliable.Message) erro
 	if p.closed.Load() {
 		return reliable.ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
+	if err := ctx.Err(); err != nil && p.broker.mutant != canceledPublishes {
 		return err
 	}
 	now := time.Now()
@@ -142,9 +142,12 @@ func (s *Subscriber) Subscribe(ctx context.Context, topicName string) (<-chan *r
 		return nil, fmt.Errorf("reliabletest: subscribe to %q: %w", topicName, reliable.ErrUnknownTopic)
 	}
 	key := s.group + "\x00" + topicName
+	if b.mutant == groupsShared {
+		key = "\x00" + topicName
+	}
 	g, ok := b.groups[key]
 	if !ok {
-		g = newGroup(len(t.partitions))
+		g = newGroup(len(t.partitions), b.mutant)
 		b.groups[key] = g
 	}
 	m := &member{}
@@ -155,6 +158,13 @@ func (s *Subscriber) Subscribe(ctx context.Context, topicName string) (<-chan *r
 	b.mu.Unlock()
 
 	sub := &subscription{group: g, member: m, stop: make(chan struct{})}
+	if b.mutant == secondTopicReplaces {
+		for _, old := range s.subs {
+			s.removeMember(old, true)
+			close(old.stop)
+		}
+		s.subs = nil
+	}
 	s.subs = append(s.subs, sub)
 	out := make(chan *reliable.Delivery)
 	s.wg.Add(1)
@@ -175,7 +185,11 @@ func (s *Subscriber) run(ctx context.Context, topicName string, t *topic, sub *s
 		b.mu.Lock()
 		changed := b.changed
 		d, ok := s.next(topicName, t, sub)
+		ended := sub.member.ended
 		b.mu.Unlock()
+		if ended {
+			return
+		}
 		if !ok {
 			if !waitFor(ctx, changed, sub.stop) {
 				return
@@ -213,7 +227,7 @@ func (s *Subscriber) next(topicName string, t *topic, sub *subscription) (*relia
 			Offset:      off,
 			Queue:       topicName,
 			Attempt:     1,
-			Redelivered: off < g.delivered[p],
+			Redelivered: off < g.delivered[p] && s.broker.mutant != redeliveredNever,
 			ReceivedAt:  time.Now(),
 		}
 		if off+1 > g.delivered[p] {
@@ -262,6 +276,9 @@ func (s *Subscriber) leave(commit bool) error {
 	s.closed = true
 	subs := s.subs
 	s.mu.Unlock()
+	if s.broker.mutant == closeKeepsOpen {
+		return nil
+	}
 
 	for _, sub := range subs {
 		s.removeMember(sub, commit)
@@ -283,6 +300,10 @@ func (s *Subscriber) removeMember(sub *subscription, commit bool) {
 				g.commit()
 			}
 			g.members = append(g.members[:i], g.members[i+1:]...)
+			// Its run goroutine may call next once more before it sees
+			// stop: with no partitions it delivers nothing that is now
+			// another member's.
+			m.assigned, m.cursor = nil, nil
 			g.rebalance()
 			b.notify()
 			return
