@@ -410,27 +410,37 @@ RETURNING `+entryColumns, r.t.cfg.Group, e.ID, attempts, string(state), delay.Mi
 // heartbeat renews the lane's lease every LeaseTTL/3 until ctx ends. When
 // the lease is gone, or cannot be renewed before it would expire, it cancels
 // the lane's work so the handler stops.
+//
+// Each renewal has a deadline: two thirds of LeaseTTL after the start of the
+// last renewal that succeeded (the database's now() of that renewal is no
+// earlier, so the lease lives at least LeaseTTL/3 longer). A renewal that
+// hangs (an exhausted pool, a black-holed connection) therefore cancels the
+// handler while the lease still holds, before another retrier can take the
+// key and replay its later entries.
 func (r *Retrier) heartbeat(ctx context.Context, lane, owner string, cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(r.cfg.LeaseTTL / 3)
 	defer tick.Stop()
-	renewed := time.Now()
+	renewed := time.Now() // the claim that took the lease started earlier still
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		tag, err := r.t.pool.Exec(ctx, r.renewSQL(), r.t.cfg.Group, lane, owner, r.cfg.LeaseTTL.Microseconds())
+		start, deadline := time.Now(), renewed.Add(r.cfg.LeaseTTL*2/3)
+		rctx, rcancel := context.WithDeadline(ctx, deadline)
+		tag, err := r.t.pool.Exec(rctx, r.renewSQL(), r.t.cfg.Group, lane, owner, r.cfg.LeaseTTL.Microseconds())
+		rcancel()
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err == nil && tag.RowsAffected() == 1:
-			renewed = time.Now()
+			renewed = start
 		case err == nil:
 			r.log.WarnContext(ctx, "lease lost: another retrier took the key over", "lane", lane)
 			cancel(errLeaseLost)
 			return
-		case time.Since(renewed) > r.cfg.LeaseTTL*2/3:
+		case !time.Now().Before(deadline):
 			r.log.ErrorContext(ctx, "lease not renewable: stopping the key's work", "lane", lane, "error", err)
 			cancel(errLeaseLost)
 			return
