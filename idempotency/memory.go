@@ -37,6 +37,9 @@ func (m *MemoryStore) now() time.Time {
 	return time.Now()
 }
 
+// ClaimDuration returns how long a claim made by Begin lives.
+func (m *MemoryStore) ClaimDuration() time.Duration { return orDefault(m.ClaimTTL, DefaultClaimTTL) }
+
 // Begin implements [Store].
 func (m *MemoryStore) Begin(ctx context.Context, id string) (Status, error) {
 	if id == "" {

@@ -95,6 +95,11 @@ func NewPostgres(pool *pgxpool.Pool, cfg PostgresConfig) (*PostgresStore, error)
 	return &PostgresStore{pool: pool, cfg: cfg, target: t, table: t.Ident(""), owner: hex.EncodeToString(b[:])}, nil
 }
 
+// ClaimDuration returns how long a claim made by Begin lives. A handler that runs
+// longer may find its claim taken over (DoneTx then fails with
+// ErrClaimLost): bound handlers below it.
+func (s *PostgresStore) ClaimDuration() time.Duration { return s.cfg.ClaimTTL }
+
 // Migrate creates or upgrades the table. It is idempotent and safe to run
 // from several instances at once.
 func (s *PostgresStore) Migrate(ctx context.Context) error {

@@ -96,6 +96,11 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) (*RedisStore, error
 	return &RedisStore{client: client, cfg: cfg, owner: "c:" + hex.EncodeToString(b[:])}, nil
 }
 
+// ClaimDuration returns how long a claim made by Begin lives. A handler that runs
+// longer may see its message claimed and handled by another consumer: bound
+// handlers below it.
+func (s *RedisStore) ClaimDuration() time.Duration { return s.cfg.ClaimTTL }
+
 func (s *RedisStore) key(id string) string {
 	return s.cfg.KeyPrefix + s.cfg.Namespace + ":" + id
 }

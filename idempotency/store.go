@@ -49,6 +49,15 @@ type Store interface {
 	Abort(ctx context.Context, id string) error
 }
 
+// ClaimReporter is implemented by the SDK's stores: ClaimDuration returns
+// how long a claim made by Begin lives (the configured claim TTL). The
+// consumer uses it to keep a handler's run below the claim it holds, since a
+// handler that outlives its claim may run concurrently with a second
+// delivery of its message.
+type ClaimReporter interface {
+	ClaimDuration() time.Duration
+}
+
 // Defaults for the store configurations.
 const (
 	// DefaultClaimTTL is how long a claim lives. It bounds how long a
