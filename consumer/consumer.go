@@ -213,11 +213,14 @@ type job struct {
 // ordering.Abandon when it is left for the broker to deliver again.
 func (c *Consumer) process(ctx context.Context, j *job) time.Duration {
 	msg := j.d.Message
-	if ctx.Err() != nil || j.d.Stale() || (j.held && c.stopping.Load()) {
-		// The consumer stops, an earlier delivery of the key gave up, or
-		// another member owns the delivery now: leave it, and the key's
-		// queued deliveries, to be delivered again, so nothing of the key is
-		// applied out of order.
+	stopping := c.stopping.Load()
+	if ctx.Err() != nil || j.d.Stale() || (j.held && stopping) || (ordering.AfterAbandon(ctx) && stopping) {
+		// The consumer stops with the key held or given up, or another
+		// member owns the delivery now: leave it, and the key's queued
+		// deliveries, to be delivered again, so nothing of the key is
+		// applied out of order. (A delivery queued behind a stale one that is
+		// not stale itself came after the partition or channel changed
+		// hands: it is the redelivered copy, and goes on in order.)
 		c.leave(j)
 		return ordering.Abandon
 	}

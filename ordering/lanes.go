@@ -31,16 +31,23 @@ type LanesConfig struct {
 //
 // A task that asks to run again holds its key: none of the key's later tasks
 // starts before it finished, yet it takes no concurrency slot while it waits,
-// so a failing key delays only itself (L09, L10). A task run with a
-// cancelled context gives up and returns Abandon.
+// so a failing key delays only itself (L09, L10).
 type Task func(ctx context.Context) (again time.Duration)
 
-// Abandon, returned by a Task, ends the task and makes the key's tasks
-// queued behind it give up too: they run with a cancelled context, so that
-// nothing of the key is applied after a task that gave up (its delivery will
-// come again from the broker) and each can release what it holds. Tasks
+// Abandon, returned by a Task, ends the task and marks the key's tasks
+// queued behind it: they run with a context for which AfterAbandon reports
+// true, so that each can give up too instead of being applied before the
+// task that gave up (its delivery will come again from the broker). Tasks
 // submitted later run normally.
 const Abandon time.Duration = -1
+
+type abandonedKey struct{}
+
+// AfterAbandon reports whether an earlier task of the key returned Abandon
+// while this task was queued behind it.
+func AfterAbandon(ctx context.Context) bool {
+	return ctx.Value(abandonedKey{}) != nil
+}
 
 // Lanes runs tasks in parallel across keys and strictly in sequence within
 // a key: a key's next task starts only after its previous one returned
@@ -69,15 +76,8 @@ type Lanes struct {
 type keyQueue struct {
 	tasks   []Task
 	running bool // a task of the key runs or waits to run again
-	giveUp  int  // how many of the first tasks run with a cancelled context
+	giveUp  int  // how many of the first tasks run marked AfterAbandon
 }
-
-// cancelled is the context of a task that must give up (see Abandon).
-var cancelled = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
 
 // NewLanes returns lanes whose tasks run with ctx; cancel ctx to make running
 // tasks stop early.
@@ -157,7 +157,7 @@ func (l *Lanes) dispatch() {
 		ctx := l.ctx
 		if q.giveUp > 0 {
 			q.giveUp--
-			ctx = cancelled
+			ctx = context.WithValue(ctx, abandonedKey{}, true)
 		}
 		go l.run(ctx, key, q, task)
 	}

@@ -254,15 +254,15 @@ func TestLanesHeldTaskHoldsOnlyItsKey(t *testing.T) {
 func TestLanesAbandonMakesTheKeysQueuedTasksGiveUp(t *testing.T) {
 	// A task that gives up (its delivery will come again) must not let its
 	// key's queued tasks take effect: they would apply out of order. They
-	// run with a cancelled context, so each can give up too; other keys and
-	// tasks submitted later are not affected.
+	// run marked AfterAbandon, so each can give up too; other keys and tasks
+	// submitted later are not affected.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	l := NewLanes(ctx, LanesConfig{Concurrency: 4})
 	release := make(chan struct{})
 	var applied, gaveUp atomic.Int64
 	task := func(c context.Context) time.Duration {
-		if c.Err() != nil {
+		if AfterAbandon(c) {
 			gaveUp.Add(1)
 			return Abandon
 		}
