@@ -35,7 +35,8 @@ type Relay struct {
 	awaiting sync.WaitGroup // awaitConfirms goroutines
 	log      *slog.Logger
 
-	running atomic.Bool
+	running  atomic.Bool
+	stopping atomic.Bool // Run's context ended; it is settling
 
 	mu          sync.Mutex
 	lanes       map[string]*lane
@@ -151,6 +152,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer r.running.Store(false)
+	r.stopping.Store(false)
+	stopWatch := context.AfterFunc(ctx, func() { r.stopping.Store(true) })
+	defer stopWatch()
 	if _, err := r.pool.Exec(ctx, `SELECT 1 FROM reliable_outbox_leases LIMIT 0`); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

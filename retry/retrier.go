@@ -41,6 +41,8 @@ type Retrier struct {
 	claims  atomic.Uint64
 	owner   string
 	running atomic.Bool
+	// stopping is set when Run's context ends, stopped when Run returned.
+	stopping, stopped atomic.Bool
 
 	// releaseOnStop is false only in tests that simulate a crash.
 	releaseOnStop bool
@@ -77,6 +79,9 @@ func (r *Retrier) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("retry: Retrier.Run called twice")
 	}
+	defer r.stopped.Store(true)
+	stopWatch := context.AfterFunc(ctx, func() { r.stopping.Store(true) })
+	defer stopWatch()
 	if r.cfg.CleanupInterval > 0 {
 		go r.cleanupLoop(ctx)
 	}
