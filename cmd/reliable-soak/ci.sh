@@ -43,9 +43,10 @@ done
 
 # The profiles' schedule: "all" without the relay kill, the handler-failures
 # window and the slow downstream (the tuned campaign above covers them; the
-# downstream outage is the harder handler failure), to keep the four runs
-# within about 6 minutes; a lower rate spreads each share of orders over its
-# fault, so kills and restarts meet messages in flight.
+# downstream outage is the harder handler failure, run twice: after the
+# burst and in steady traffic), to keep the four runs within about 6
+# minutes; a lower rate spreads each share of orders over its fault, so
+# kills and restarts meet messages in flight.
 for profile in $profiles; do
 	poison=500
 	if [ "$profile" = zero ]; then
@@ -56,7 +57,7 @@ for profile in $profiles; do
 		if [ "$broker" = rabbitmq ]; then
 			brokerfault=rabbitmq-restart
 		fi
-		faults="consumer-kill,burst,downstream-outage,rolling-restart,scale-up,$brokerfault,scale-down,conn-cut"
+		faults="consumer-kill,burst,downstream-outage,rolling-restart,scale-up,$brokerfault,scale-down,downstream-outage,conn-cut"
 		echo "=== soak campaign: $broker, profile $profile, $profile_messages orders, 3 consumers, $faults"
 		start=$SECONDS
 		if ! "$bin" -profile "$profile" -broker "$broker" -messages "$profile_messages" -keys 50 -rate 40 \

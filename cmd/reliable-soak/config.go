@@ -66,8 +66,11 @@ var extraFaults = append(append([]string(nil), scaleFaults...), faultOutage)
 // instances, follow the burst with a downstream outage (every call fails,
 // which outlasts the inline attempts of a consumer without a retry table,
 // while the burst's keys queue up behind their failing first message), a
-// rolling restart and a scale-up, so all three meet its backlog, and scale
-// down after the relay kill.
+// rolling restart and a scale-up, so all three meet its backlog, scale
+// down after the relay kill, and suffer a second outage after the handler
+// failures, in steady traffic: a consumer that nacks a key's failing message
+// while applying its later ones shows it right as an outage ends, and two
+// outages meet more such keys than one.
 func allFaults(broker, profile string) []string {
 	base := faultKinds(broker)
 	if profile == profileTuned || profile == "" {
@@ -81,6 +84,8 @@ func allFaults(broker, profile string) []string {
 			out = append(out, faultOutage, faultRollingRestart, faultScaleUp)
 		case faultRelayKill:
 			out = append(out, faultScaleDown)
+		case faultHandlerFailure:
+			out = append(out, faultOutage)
 		}
 	}
 	return out
