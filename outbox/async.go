@@ -13,7 +13,12 @@ import (
 // early (lost leases), never out of order (see "Ordering without trusting
 // leases" in the package documentation). Rows themselves are written by Add
 // in the caller's transaction, with the caller's durability.
-const asyncCommit = `SET LOCAL synchronous_commit = off`
+//
+// It is set_config(..., true) rather than SET LOCAL: a batch's statements
+// form one implicit transaction, but PostgreSQL cannot know that at the
+// first one, and logs a warning for every SET LOCAL that starts a batch.
+// set_config's transaction-local form gives the same scope without it.
+const asyncCommit = `SELECT set_config('synchronous_commit', 'off', true)`
 
 // execAsync runs one statement in its own transaction with asyncCommit.
 func (r *Relay) execAsync(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
