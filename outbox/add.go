@@ -54,7 +54,8 @@ func shouldNotify(now time.Time) bool {
 //
 // Messages without a key are not ordered and take no lock.
 //
-// Nothing is written when a message is invalid (nil, or no topic). Keys,
+// Nothing is written when a message is invalid (nil, no topic, or the same
+// ID as another message of the call). Keys,
 // IDs and headers may hold any bytes; a value PostgreSQL still refuses (such
 // as a time before 4713 BC) fails Add with an error that matches
 // reliable.IsPermanent and names the SQLSTATE. On any error the transaction
@@ -76,6 +77,7 @@ func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
 		times   = make([]time.Time, n)
 		locks   = make([]string, 0, n)
 	)
+	seen := make(map[string]int, n)
 	for i, m := range msgs {
 		if m == nil {
 			return &reliable.InvalidMessageError{Problems: []string{fmt.Sprintf("message %d is nil", i)}}
@@ -83,6 +85,16 @@ func Add(ctx context.Context, tx pgx.Tx, msgs ...*reliable.Message) error {
 		if err := m.Validate(); err != nil {
 			return err
 		}
+		// Two messages with one ID would be deduplicated into one by every
+		// consumer: the second would be lost silently.
+		if m.ID == "" {
+			continue
+		}
+		if j, dup := seen[m.ID]; dup {
+			return &reliable.InvalidMessageError{MessageID: m.ID[:min(len(m.ID), 64)],
+				Problems: []string{fmt.Sprintf("messages %d and %d have the same ID: consumers would drop one as a duplicate", j, i)}}
+		}
+		seen[m.ID] = i
 	}
 	for i, m := range msgs {
 		m.EnsureID()
