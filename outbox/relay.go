@@ -146,7 +146,7 @@ func (r *Relay) Stats() Stats {
 // marked when the timeout hits are published again later (consumers
 // deduplicate by message ID). Database and broker failures are retried with
 // backoff and never end Run; it returns an error only when it cannot start
-// (ErrNotMigrated, ErrRunning).
+// (ErrNotMigrated, ErrRunning, ErrSequenceCached).
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -160,6 +160,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		return fmt.Errorf("%w: %w", ErrNotMigrated, err)
+	}
+	if err := r.checkSequence(ctx); err != nil {
+		return err
 	}
 
 	// Publishing and marking outlive ctx by up to ShutdownTimeout.
