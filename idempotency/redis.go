@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,6 +26,9 @@ type RedisConfig struct {
 	// Retention is how long a done record lives; Redis expires it (L17).
 	// Defaults to DefaultRetention.
 	Retention time.Duration
+	// Logger receives the warning of the server check the store runs on
+	// its first Begin (see RedisStore.Verify). Defaults to slog.Default().
+	Logger *slog.Logger
 }
 
 func (c RedisConfig) withDefaults() RedisConfig {
@@ -32,6 +37,9 @@ func (c RedisConfig) withDefaults() RedisConfig {
 	}
 	c.ClaimTTL = orDefault(c.ClaimTTL, DefaultClaimTTL)
 	c.Retention = orDefault(c.Retention, DefaultRetention)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	return c
 }
 
@@ -55,10 +63,18 @@ func (c RedisConfig) Validate() error {
 // forget recent done records, and the messages behind them are then processed
 // again. Enable AOF with appendfsync everysec (or always) when that matters,
 // or use the PostgreSQL store.
+//
+// The server must not evict keys (maxmemory-policy noeviction), and the store
+// must write to the primary. Replication is asynchronous: a failover to a
+// replica can lose the latest records, whose messages are then processed
+// again, unless the primary has min-replicas-to-write set. The store checks
+// these settings on its first Begin and logs a warning (see
+// [RedisStore.Verify]).
 type RedisStore struct {
-	client redis.UniversalClient
-	cfg    RedisConfig
-	owner  string
+	client   redis.UniversalClient
+	cfg      RedisConfig
+	owner    string
+	verified sync.Once
 }
 
 var (
@@ -110,6 +126,7 @@ func (s *RedisStore) Begin(ctx context.Context, id string) (Status, error) {
 	if id == "" {
 		return 0, ErrEmptyID
 	}
+	s.verifyOnce()
 	n, err := redisBegin.Run(ctx, s.client, []string{s.key(id)}, s.owner, s.cfg.ClaimTTL.Milliseconds()).Int()
 	if err != nil {
 		return 0, fmt.Errorf("idempotency: redis begin %s: %w", quoteShort(id), err)
