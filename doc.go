@@ -20,4 +20,9 @@
 // Adapters (adapters/kafka, adapters/rabbitmq) implement Publisher and
 // Subscriber; the consumer, ordering, retry, idempotency and outbox packages
 // build the guarantees on top. Nothing in this package imports an adapter.
+//
+// Comments and tests across the module cite production incidents by ID
+// (L01-L23: auto-ack loss, leader failover, a wrong environment, ...). The
+// repository's docs/incidents.md describes each one and what prevents it:
+// https://github.com/reliable-go/reliable/blob/main/docs/incidents.md
 package reliable
