@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/reliable-go/reliable"
+
+	"github.com/reliable-go/reliable/internal/testenv"
 )
 
 // kafkaMurmur2Vectors are the Java client's own test vectors for
@@ -69,11 +71,11 @@ func TestMurmur2MatchesJavaClient(t *testing.T) {
 	}
 	java, err := exec.LookPath("java")
 	if err != nil {
-		t.Skip("no java on PATH")
+		testenv.Unavailable(t, "no java on PATH")
 	}
 	jars, _ := filepath.Glob(filepath.Join(serviceEnv("RELIABLE_KAFKA_HOME"), "libs-*", "kafka-clients-*.jar"))
 	if len(jars) == 0 {
-		t.Skip("kafka-clients jar not found under RELIABLE_KAFKA_HOME")
+		testenv.Unavailable(t, "kafka-clients jar not found under RELIABLE_KAFKA_HOME")
 	}
 	keys := []string{"", "0", "1", "order-1", "order-42", "order-4711", "merchant-7", "café-ünïcödé-日本語",
 		strings.Repeat("long-key-", 40), "a", "ab", "abc", "abcd", "abcde"}

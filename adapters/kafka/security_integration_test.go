@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/testenv"
 )
 
 const (
@@ -132,10 +133,7 @@ func startSecureNode(t *testing.T) secureNode {
 	libs, _ := filepath.Glob(filepath.Join(home, "libs-*", "kafka_2.13-*.jar"))
 	java, jerr := exec.LookPath("java")
 	if home == "" || len(libs) == 0 || jerr != nil {
-		if os.Getenv("RELIABLE_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("no Kafka jars under RELIABLE_KAFKA_HOME=%q or no java", home)
-		}
-		t.Skip("no Kafka jars (RELIABLE_KAFKA_HOME) or no java")
+		testenv.Unavailable(t, "no Kafka jars under RELIABLE_KAFKA_HOME=%q or no java", home)
 	}
 	if testing.Short() {
 		t.Skip("integration test skipped in -short mode")

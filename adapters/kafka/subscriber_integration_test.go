@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,8 +103,19 @@ func TestConsumerErrorsAreSurfaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, second := <-ch, <-ch
-	_ = first.Ack(ctx)
+	receive := func() *reliable.Delivery {
+		select {
+		case d := <-ch:
+			return d
+		case <-ctx.Done():
+			t.Fatal("no delivery within a minute")
+			return nil
+		}
+	}
+	first, second := receive(), receive()
+	if err := first.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
 	adm := adminClient(t, brokers)
 	defer adm.Close()
 	if err := adm.DeleteTopic(topic); err != nil {
@@ -124,8 +136,18 @@ func TestConsumerErrorsAreSurfaced(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	// The errors must say what went wrong: Kafka's error code for the
+	// deleted topic, not just any error.
+	found := false
 	for _, err := range reported {
+		t.Logf("reported: %v", err)
 		var kerr sarama.KError
-		t.Logf("reported: %v (kafka error: %v)", err, errors.As(err, &kerr))
+		if errors.As(err, &kerr) && (kerr == sarama.ErrUnknownTopicOrPartition) ||
+			strings.Contains(err.Error(), "does not exist") || strings.Contains(err.Error(), "unknown topic") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("none of the %d reported errors names the deleted topic: %v", len(reported), reported)
 	}
 }
