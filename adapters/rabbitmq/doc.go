@@ -13,10 +13,26 @@
 //   - While the connection is down, Publish waits for the reconnect within
 //     its context; while the broker blocks publishing (a memory or disk
 //     alarm), Publish returns the context's error instead of hanging.
+//   - Fields AMQP cannot carry are refused before anything is written, with
+//     a *reliable.InvalidMessageError naming the field: a topic, key, ID,
+//     type or header name over 255 bytes (AMQP short strings), a topic that
+//     is not UTF-8, headers whose frame exceeds the connection's frame_max.
+//     amqp091-go would shut the whole connection down on such a message,
+//     and the broker closes it, failing every publish that shares it.
+//   - Close never hangs: Publisher.Close lets in-flight calls finish for up
+//     to the close timeout (WithCloseTimeout, 5 s), then makes the ones
+//     still waiting (for a reconnect, a resource alarm, confirms) return an
+//     error matching reliable.ErrClosed; Subscriber.Close ends a Subscribe
+//     waiting for an unreachable broker the same way.
 //   - Subscribers use manual acks only (L01), a per-consumer prefetch, and
 //     ack each delivery on its own (never multiple=true), only when the
 //     application calls Delivery.Ack. A delivery that is not acked returns
-//     to the queue when its channel ends and is delivered again.
+//     to the queue when its channel ends and is delivered again. A channel
+//     stays open 250 ms after its last ack when the subscription ends, so a
+//     quorum queue applies acks its broker-side client still buffered.
+//   - Messages of other clients: without the ce_partitionkey header the key
+//     is the routing key; without a message-id property or ce_id header the
+//     ID is empty.
 //   - Connections are re-established with backoff; subscriptions redeclare
 //     their queues and resume, also after the broker cancels a consumer
 //     because its queue was deleted. The delivery channel stays open. A
