@@ -87,9 +87,17 @@ func TestConsumerKill9(t *testing.T) {
 		t.Fatalf("kill: %v", err)
 	}
 	_ = child.Wait()
-	killedAt, _ := check()
-	_, committed = check()
-	t.Logf("consumer 1 killed with SIGKILL after processing %d messages; committed offsets then: %v", killedAt, committed)
+	killedAt, committedAtKill := check()
+	var committedBeforeKill int64
+	for _, c := range committedAtKill {
+		committedBeforeKill += c
+	}
+	t.Logf("consumer 1 killed with SIGKILL after processing %d messages; committed offsets then: %v", killedAt, committedAtKill)
+	// L04, L05: commits follow processing while it runs, not only at a clean
+	// shutdown (a subscriber that never commits would redeliver everything).
+	if committedBeforeKill == 0 {
+		t.Fatalf("nothing was committed while consumer 1 processed %d messages", killedAt)
+	}
 
 	child2 := startKill9Child(t, topic, group, ledgerPath, "2")
 	defer func() { _ = child2.Process.Kill(); _ = child2.Wait() }()
@@ -98,7 +106,12 @@ func TestConsumerKill9(t *testing.T) {
 		processed, lines := readProcessed(t, ledgerPath)
 		ids := distinctProcessed(processed)
 		if ids == n {
-			t.Logf("all %d messages processed at least once: %d processings, %d duplicates (redelivered after the kill)", n, lines, lines-n)
+			dups := lines - n
+			t.Logf("all %d messages processed at least once: %d processings, %d duplicates (redelivered after the kill)", n, lines, dups)
+			// Only what consumer 1 processed past its last commit comes again.
+			if limit := int64(killedAt) - committedBeforeKill; int64(dups) > limit {
+				t.Fatalf("%d duplicates, more than the %d messages consumer 1 processed past its committed offsets", dups, limit)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -106,9 +119,24 @@ func TestConsumerKill9(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Consumer 2 commits everything it processed (within a few commit
+	// intervals), so a third consumer would start at the end.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var total int64
+		_, committed = check()
+		for _, c := range committed {
+			total += c
+		}
+		if total == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("committed %v (%d of %d) 30s after every message was processed", committed, total, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	_ = child2.Process.Kill()
 	_ = child2.Wait()
-	_, committed = check()
 	t.Logf("committed offsets at the end: %v", committed)
 }
 
@@ -240,7 +268,9 @@ func runKill9Child(t *testing.T) {
 				if err != nil {
 					panic(err)
 				}
-				_ = d.Ack(ctx)
+				if err := d.Ack(ctx); err != nil {
+					panic(fmt.Sprintf("child: ack %d/%d: %v", m.Delivery.Partition, m.Delivery.Offset, err))
+				}
 			}
 		}()
 	}
