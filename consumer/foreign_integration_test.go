@@ -99,7 +99,7 @@ func TestKafkaForeignBinaryKeysThroughRetryTableAndDedupe(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := len(keys) * perKey
-			runUntil(t, c, time.Minute, func() bool { return led.count() == n })
+			runUntil(t, c, 2*time.Minute, func() bool { return led.count() == n })
 			mu.Lock()
 			defer mu.Unlock()
 			if badKey != "" || badHeader != "" {
