@@ -31,6 +31,13 @@ type Config struct {
 	// takes over its own leases at once instead of waiting for them to expire
 	// (use a stable name such as the pod name). Defaults to host-pid-random,
 	// which is unique but not stable.
+	//
+	// A running relay holds a PostgreSQL session advisory lock on its ID (on
+	// a connection of its own, beside the pool's). Run waits up to LeaseTTL
+	// for it, then returns ErrDuplicateID: another live relay uses the ID.
+	// The lock of a killed relay ends when PostgreSQL sees its connection
+	// close: at once after kill -9, after the TCP keepalive timeout when its
+	// host vanished.
 	ID string
 	// MaxKeys bounds the keys (ordering lanes) this relay leases at once.
 	// Since a key has one row in flight at a time, throughput is at most

@@ -37,6 +37,9 @@ type Relay struct {
 
 	running  atomic.Bool
 	stopping atomic.Bool // Run's context ended; it is settling
+	started  atomic.Bool // Run passed its start-up checks and holds its ID
+	// idErr is why the relay's ID lock was lost and not retaken, or nil.
+	idErr atomic.Pointer[error]
 
 	mu          sync.Mutex
 	lanes       map[string]*lane
@@ -146,7 +149,7 @@ func (r *Relay) Stats() Stats {
 // marked when the timeout hits are published again later (consumers
 // deduplicate by message ID). Database and broker failures are retried with
 // backoff and never end Run; it returns an error only when it cannot start
-// (ErrNotMigrated, ErrRunning, ErrSequenceCached).
+// (ErrNotMigrated, ErrRunning, ErrSequenceCached, ErrDuplicateID).
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -164,6 +167,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := r.checkSequence(ctx); err != nil {
 		return err
 	}
+	idConn, err := r.takeID(ctx)
+	if err != nil {
+		return err
+	}
+	r.idErr.Store(nil)
+	r.started.Store(true)
+	defer r.started.Store(false)
 
 	// Publishing and marking outlive ctx by up to ShutdownTimeout.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -174,6 +184,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer stopShutdownTimer()
 
 	var bg, workers, marker sync.WaitGroup
+	bg.Go(func() { idConn = r.holdID(ctx, idConn) })
 	bg.Go(func() { r.listen(ctx) })
 	bg.Go(func() { r.claimLoop(ctx) })
 	bg.Go(func() { r.renewLoop(ctx) })
@@ -196,6 +207,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	if _, err := r.execAsync(relCtx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.ID); err != nil {
 		r.log.Warn("releasing leases on shutdown failed; they expire by themselves",
 			slog.Duration("lease_ttl", r.cfg.LeaseTTL), slog.Any("error", err))
+	}
+	if idConn != nil {
+		_ = idConn.Close(relCtx) // the ID is free for the next run once the leases are gone
 	}
 	r.mu.Lock()
 	r.lanes = make(map[string]*lane)
