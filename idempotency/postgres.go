@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,7 +39,20 @@ type PostgresConfig struct {
 	// CleanupBatchSize is how many rows one Cleanup statement deletes, so
 	// cleanup never holds long locks. Defaults to 1000.
 	CleanupBatchSize int
+	// CleanupInterval is how often the store deletes expired records by
+	// itself (L17): the first Begin or ProcessTx after each interval starts
+	// one Cleanup in the background, so a consumer needs no extra wiring.
+	// Defaults to DefaultCleanupInterval; negative disables it (then run
+	// Cleanup or RunCleanup yourself).
+	CleanupInterval time.Duration
+	// Logger receives the background cleanup's outcome. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
 }
+
+// DefaultCleanupInterval is how often a PostgresStore deletes expired
+// records by default.
+const DefaultCleanupInterval = 10 * time.Minute
 
 func (c PostgresConfig) withDefaults() PostgresConfig {
 	if c.Table == "" {
@@ -48,6 +62,10 @@ func (c PostgresConfig) withDefaults() PostgresConfig {
 	c.Retention = orDefault(c.Retention, DefaultRetention)
 	if c.CleanupBatchSize == 0 {
 		c.CleanupBatchSize = 1000
+	}
+	c.CleanupInterval = orDefault(c.CleanupInterval, DefaultCleanupInterval)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return c
 }
@@ -77,6 +95,9 @@ type PostgresStore struct {
 	target pgmigrate.Target
 	table  string
 	owner  string
+
+	cleaning    atomic.Bool  // a background cleanup runs
+	lastCleanup atomic.Int64 // unix nanoseconds the last one started
 }
 
 // NewPostgres returns a store on pool. It does not touch the database: call
@@ -112,6 +133,7 @@ func (s *PostgresStore) Begin(ctx context.Context, id string) (Status, error) {
 	if id == "" {
 		return 0, ErrEmptyID
 	}
+	s.maybeCleanup()
 	q := `WITH claim AS (
   INSERT INTO ` + s.table + ` AS r (namespace, id, done, owner, expires_at)
   VALUES ($1, $2, false, $3, now() + $4 * interval '1 millisecond')
@@ -213,6 +235,7 @@ func (s *PostgresStore) ProcessTx(ctx context.Context, id string, fn func(ctx co
 	if id == "" {
 		return 0, ErrEmptyID
 	}
+	s.maybeCleanup()
 	var st Status
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
@@ -261,9 +284,40 @@ func (s *PostgresStore) Cleanup(ctx context.Context) (int64, error) {
 	}
 }
 
+// maybeCleanup starts one background Cleanup when CleanupInterval has
+// passed since the last one started and none runs.
+func (s *PostgresStore) maybeCleanup() {
+	if s.cfg.CleanupInterval < 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.lastCleanup.Load()
+	if now-last < int64(s.cfg.CleanupInterval) || !s.cleaning.CompareAndSwap(false, true) {
+		return
+	}
+	s.lastCleanup.Store(now)
+	go func() {
+		defer s.cleaning.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		n, err := s.Cleanup(ctx)
+		switch {
+		case err != nil:
+			s.cfg.Logger.Warn("idempotency cleanup failed; retried after the interval", slog.String("table", s.table), slog.Any("error", err))
+		case n > 0:
+			s.cfg.Logger.Info("idempotency cleanup", slog.String("table", s.table), slog.Int64("deleted", n))
+		}
+	}()
+}
+
+// cleanupTimeout bounds one background cleanup.
+const cleanupTimeout = 5 * time.Minute
+
 // RunCleanup calls Cleanup every interval until ctx ends, logging failures
-// on logger (slog.Default() when nil). Run it in one goroutine per service
-// instance; concurrent cleanups skip each other's rows.
+// on logger (slog.Default() when nil). The store cleans up by itself (see
+// PostgresConfig.CleanupInterval); RunCleanup is for a store with that
+// disabled, or with little Begin traffic. Concurrent cleanups skip each
+// other's rows.
 func (s *PostgresStore) RunCleanup(ctx context.Context, interval time.Duration, logger *slog.Logger) {
 	if logger == nil {
 		logger = slog.Default()
