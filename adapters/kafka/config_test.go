@@ -103,7 +103,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		"%v":   fmt.Sprintf("%v", cfg),
 		"%+v":  fmt.Sprintf("%+v", cfg),
 		"%#v":  fmt.Sprintf("%#v", cfg),
-		"%s":   fmt.Sprintf("%s", cfg.SASL.Password),
+		"%s":   fmt.Sprintf("%s", cfg.SASL.Password), //lint:ignore S1025 the test checks what fmt's %s verb prints of a secret
 		"sasl": fmt.Sprintf("%+v %#v", cfg.SASL, cfg.SASL),
 		"json": string(js),
 		"slog": logs.String(),

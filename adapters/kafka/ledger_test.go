@@ -16,9 +16,8 @@ import (
 
 // ledger records what a fault test produced and what it found in the topic.
 type ledger struct {
-	mu        sync.Mutex
-	produced  map[string]entry // by message ID, confirmed by Publish
-	published int
+	mu       sync.Mutex
+	produced map[string]entry // by message ID, confirmed by Publish
 }
 
 type entry struct {

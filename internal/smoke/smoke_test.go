@@ -97,11 +97,11 @@ func TestKafkaProduceConsume(t *testing.T) {
 		}
 	}
 	if wantReplicas == 3 {
-		entries, err := admin.DescribeConfig(sarama.ConfigResource{
+		results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{
 			Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"min.insync.replicas"},
-		})
-		if err != nil || len(entries) != 1 || entries[0].Value != "2" {
-			t.Errorf("min.insync.replicas of %s: %v %+v, want 2", topic, err, entries)
+		}}, sarama.DescribeConfigsOptions{})
+		if err != nil || len(results) != 1 || len(results[0].Configs) != 1 || results[0].Configs[0].Value != "2" {
+			t.Errorf("min.insync.replicas of %s: %v %+v, want 2", topic, err, results)
 		}
 	}
 
