@@ -59,8 +59,11 @@ test: ## Run all tests (unit and integration) with -race against the local servi
 test-unit: ## Run unit tests only (-short: integration tests skip), fast, no services
 	$(GO) test -short -race -count=1 -timeout 5m $(TESTFLAGS) $(PKGS)
 
-lint: ## go vet, and fail if gofmt would change a file
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: ## go vet, staticcheck, and fail if gofmt would change a file
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')); \
 	if [[ -n $$files ]]; then echo "gofmt needs to format:"; echo "$$files"; exit 1; fi
 
