@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,27 +65,38 @@ func (r *Relay) claimLoop(ctx context.Context) {
 // transactions while rows trickle in.
 const claimGather = 5 * time.Millisecond
 
-// claimSQL leases up to $2 keys whose oldest pending row is oldest, skipping
-// keys leased by any live relay (this one included) and keys blocked by a
-// dead row (unless $4). The upsert takes over only expired leases, so two
-// relays never both win a key (L19).
+// claimSQL leases up to $2 keys with pending rows, skipping keys leased by
+// any live relay (this one included) and keys blocked by a dead row (unless
+// $4). The upsert takes over only expired leases, so two relays never both
+// win a key (L19).
 //
-// NOT IN, not NOT EXISTS: PostgreSQL turns NOT EXISTS into an anti join,
-// and on a freshly filled table whose statistics say "a few rows" it picks a
-// nested loop that compares every pending row with every lease (seen: 72s
-// for 100k rows and 2k leases). NOT IN stays a subplan that hashes the live
-// leases once, whatever the statistics.
-const claimSQL = `WITH cand AS (
-		SELECT lane FROM (
-			SELECT o.lane, o.id FROM reliable_outbox o
-			WHERE o.dead_at IS NULL
-			  AND o.lane NOT IN (SELECT l.lane FROM reliable_outbox_leases l WHERE l.expires_at > now())
-			  AND ($4 OR o.lane NOT IN (SELECT d.lane FROM reliable_outbox d WHERE d.dead_at IS NOT NULL))
-			ORDER BY o.id
-			LIMIT $3
-		) s
-		GROUP BY lane
-		ORDER BY min(id)
+// It walks the distinct keys, not the rows: a loose index scan of
+// reliable_outbox_lane_id (the next key after the last one, one index probe
+// each), starting after the cursor $3, and stops as soon as it found $2
+// claimable keys. Each key costs a few index probes (its lease, a dead row,
+// a pending row), however many rows it has, so a claim costs what it
+// returns plus the leased keys it passes, never the depth of the backlog.
+// (Before, the claim scanned rows in ID order: when every pending key was
+// leased, 100 keys x 10k rows, each claim read the whole backlog and found
+// nothing.) The probes are scalar subqueries inside CASE, so they run per
+// key, in order, and stop at the first that rules the key out: the planner
+// cannot turn them into joins that hash every lease or every dead row, which
+// grows linear once the hash spills (about 100k dead rows).
+//
+// Keys are claimed in key order from the cursor, round-robin: every key
+// with pending rows is reached within one walk of the key space.
+const claimSQL = `WITH RECURSIVE walk(lane) AS (
+		(SELECT o.lane FROM reliable_outbox o WHERE o.lane > $3 ORDER BY o.lane LIMIT 1)
+		UNION ALL
+		SELECT (SELECT o.lane FROM reliable_outbox o WHERE o.lane > w.lane ORDER BY o.lane LIMIT 1)
+		FROM walk w WHERE w.lane IS NOT NULL
+	), cand AS (
+		SELECT w.lane FROM walk w
+		WHERE w.lane IS NOT NULL AND CASE
+			WHEN (SELECT l.expires_at > now() FROM reliable_outbox_leases l WHERE l.lane = w.lane) THEN false
+			WHEN NOT $4 AND (SELECT true FROM reliable_outbox d WHERE d.lane = w.lane AND d.dead_at IS NOT NULL LIMIT 1) THEN false
+			ELSE coalesce((SELECT true FROM reliable_outbox p WHERE p.lane = w.lane AND p.dead_at IS NULL LIMIT 1), false)
+		END
 		LIMIT $2
 	)
 	INSERT INTO reliable_outbox_leases AS l (lane, owner, expires_at)
@@ -136,15 +148,43 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	}
 
 	start := time.Now()
-	// One round trip, one transaction: lease, then read the leased keys'
-	// first rows with a snapshot taken after the lease was won, so a key that
-	// another relay just drained is read without the rows it deleted.
+	names, got, err := r.claimFrom(ctx, r.claimCursor, room, window)
+	if err == nil && len(names) < room && r.claimCursor != "" {
+		// The walk reached the last key: go on from the first.
+		r.claimCursor = ""
+		var more []string
+		var moreGot map[string][]*row
+		more, moreGot, err = r.claimFrom(ctx, "", room-len(names), window)
+		names = append(names, more...)
+		for k, v := range moreGot {
+			got[k] = v
+		}
+	}
+	if err == nil && len(names) > 0 {
+		r.claimCursor = slices.Max(names)
+	}
+	r.mu.Lock()
+	r.stats.ClaimQueries++
+	r.stats.ClaimTime += time.Since(start)
+	r.mu.Unlock()
+	r.log.Debug("claim", slog.Int("held", held), slog.Int("claimed", len(names)), slog.Duration("took", time.Since(start)))
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	return r.adopt(ctx, start, names, got, window)
+}
+
+// claimFrom runs one claim walk from cursor: one round trip, one
+// transaction: lease, then read the leased keys' first rows with a snapshot
+// taken after the lease was won, so a key that another relay just drained
+// is read without the rows it deleted.
+func (r *Relay) claimFrom(ctx context.Context, cursor string, room, window int) ([]string, map[string][]*row, error) {
 	b := &pgx.Batch{}
 	b.Queue(asyncCommit)
-	b.Queue(claimSQL, r.cfg.ID, room, room*4, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
+	b.Queue(claimSQL, r.cfg.ID, room, cursor, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
 	b.Queue(claimedRowsSQL, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), window)
 	br := r.pool.SendBatch(ctx, b)
-	names, got, err := func() ([]string, map[string][]*row, error) {
+	return func() ([]string, map[string][]*row, error) {
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {
 			return nil, nil, err
@@ -167,10 +207,10 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 		}
 		return names, got, br.Close()
 	}()
-	r.log.Debug("claim", slog.Int("held", held), slog.Int("claimed", len(names)), slog.Duration("took", time.Since(start)))
-	if err != nil || len(names) == 0 {
-		return 0, err
-	}
+}
+
+// adopt makes lanes of the keys a claim leased.
+func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got map[string][]*row, window int) (int, error) {
 	// claimedAt is after the commit, so a renewal that starts later sees
 	// the lease; validUntil counts from before the statement, conservatively.
 	claimed := time.Now()

@@ -75,6 +75,10 @@ type Stats struct {
 	Dead uint64
 	// Claims counts keys leased; Released counts keys given back.
 	Claims, Released uint64
+	// ClaimQueries counts claim transactions, ClaimTime their total time:
+	// ClaimTime/ClaimQueries is the cost of one claim.
+	ClaimQueries uint64
+	ClaimTime    time.Duration
 	// Keys is the number of keys leased now; InFlight the rows being
 	// published now.
 	Keys, InFlight int

@@ -51,6 +51,10 @@ type Relay struct {
 	buffered    int       // rows held by lanes, bounded by MaxBufferedRows
 	stats       Stats
 
+	// claimCursor is the key after which the next claim walk starts; only
+	// the claim loop uses it.
+	claimCursor string
+
 	kickWork  chan struct{}
 	kickClaim chan struct{}
 	marks     chan []markItem
