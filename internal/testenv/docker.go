@@ -40,7 +40,7 @@ var (
 // dockerHealthy reports whether a Docker engine answers (checked once per process).
 func dockerHealthy() error {
 	dockerOnce.Do(func() {
-		if v := os.Getenv(EnvNoDocker); v == "1" || strings.EqualFold(v, "true") {
+		if truthy(os.Getenv(EnvNoDocker)) {
 			dockerErr = errors.New(EnvNoDocker + " is set")
 			return
 		}

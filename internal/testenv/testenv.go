@@ -10,7 +10,8 @@
 //     RELIABLE_ENV_FILE;
 //  3. a container started with testcontainers-go, when a Docker engine answers;
 //  4. otherwise the test is skipped with a message that says how to get the
-//     services, except when RELIABLE_REQUIRE_SERVICES=1 (CI), where it fails.
+//     services, except when RELIABLE_REQUIRE_SERVICES is true (1, true, yes, on;
+//     see Required), as in CI, where it fails.
 //
 // Endpoints from 1 and 2 are probed with a TCP dial, so a stale env file whose
 // services are no longer running skips (or fails under RELIABLE_REQUIRE_SERVICES)
@@ -71,11 +72,28 @@ const (
 const howToStart = "start the services with `make services` (scripts/services.sh up) or set " +
 	"RELIABLE_* endpoints; see internal/testenv"
 
-// Required reports whether missing services fail tests (RELIABLE_REQUIRE_SERVICES=1)
-// instead of skipping them.
-func Required() bool {
-	v := os.Getenv(EnvRequireServices)
-	return v == "1" || strings.EqualFold(v, "true")
+// Required reports whether a missing service or tool fails tests instead of
+// skipping them: RELIABLE_REQUIRE_SERVICES set to a true value (1, true, yes, on;
+// any case, surrounding blanks ignored), as in CI. It is the one parser of that
+// variable: every test that decides to skip for a missing service or tool asks
+// Required (or calls Unavailable).
+func Required() bool { return truthy(os.Getenv(EnvRequireServices)) }
+
+// truthy reports whether v is one of the usual true values of a flag variable.
+func truthy(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "true", "yes", "on", "y", "t":
+		return true
+	}
+	return false
+}
+
+// Unavailable skips t because something it needs (a service, a tool such as java,
+// a jar) is missing, or fails it when Required: in CI a missing dependency must not
+// pass silently as a skip.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	unavailable(t, format, args...)
 }
 
 // unavailable skips t, or fails it when services are required.
@@ -83,7 +101,7 @@ func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if Required() {
-		t.Fatalf("%s (%s=1, so this is a failure)", msg, EnvRequireServices)
+		t.Fatalf("%s (%s is set, so this is a failure)", msg, EnvRequireServices)
 	}
 	t.Skip(msg)
 }

@@ -63,12 +63,10 @@ func TestUnavailableSkipsUnlessRequired(t *testing.T) {
 		unavailable(t, "no such service")
 		t.Fatal("unavailable returned")
 	}
-	for _, required := range []bool{false, true} {
+	for _, value := range []string{"", "0", "1", "yes", "TRUE"} {
+		required := value != "" && value != "0"
 		cmd := exec.Command(os.Args[0], "-test.run=^TestUnavailableSkipsUnlessRequired$", "-test.v")
-		cmd.Env = append(os.Environ(), "TESTENV_CHILD=1", EnvRequireServices+"=")
-		if required {
-			cmd.Env = append(cmd.Env, EnvRequireServices+"=1")
-		}
+		cmd.Env = append(os.Environ(), "TESTENV_CHILD=1", EnvRequireServices+"="+value)
 		out, err := cmd.CombinedOutput()
 		switch {
 		case !required && (err != nil || !strings.Contains(string(out), "--- SKIP")):
@@ -155,5 +153,19 @@ func TestLockCoversChildProcess(t *testing.T) {
 	})
 	if v := os.Getenv(heldEnvName(service)); v != "" {
 		t.Errorf("%s = %q after release", heldEnvName(service), v)
+	}
+}
+
+// TestRequiredAcceptsUsualTrueValues: RELIABLE_REQUIRE_SERVICES=yes (or TRUE, on)
+// must fail a test whose service is missing, not skip it.
+func TestRequiredAcceptsUsualTrueValues(t *testing.T) {
+	for v, want := range map[string]bool{
+		"1": true, "true": true, "TRUE": true, "True": true, "yes": true, "YES": true, "on": true, " on ": true,
+		"": false, "0": false, "false": false, "no": false, "off": false, "2": false, "enabled": false,
+	} {
+		t.Setenv(EnvRequireServices, v)
+		if got := Required(); got != want {
+			t.Errorf("%s=%q: Required() = %v, want %v", EnvRequireServices, v, got, want)
+		}
 	}
 }
