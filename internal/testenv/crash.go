@@ -166,8 +166,8 @@ func (c *Cluster) brokerPID(id int32) (int, error) {
 // before 300 confirmed publishes and killed at once never got a leader again
 // after the restart (basic.get timed out for 60 s; 0 of 300 messages readable,
 // in 2 runs of 2), with a 3 s or 10 s pause between declare and kill it came
-// back with all 300 (RabbitMQ keeps its Ra directory of queues in a DETS table it
-// writes to disk lazily). Fault tests that declare queues right before Kill wait
+// back with all 300 (probably because the Ra directory of queues, a DETS table, is
+// written to disk lazily; not investigated further). Fault tests that declare queues right before Kill wait
 // this long first; real deployments declare queues long before any crash.
 const RabbitMQQueueSettle = 5 * time.Second
 
