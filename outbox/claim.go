@@ -81,7 +81,9 @@ const claimGather = 5 * time.Millisecond
 // nothing.) The probes are scalar subqueries inside CASE, so they run per
 // key, in order, and stop at the first that rules the key out: the planner
 // cannot turn them into joins that hash every lease or every dead row, which
-// grows linear once the hash spills (about 100k dead rows).
+// grows linear once the hash spills (about 100k dead rows). The pending
+// probe orders by id so that it walks the key's (lane, id) index entries
+// rather than the table from its start.
 //
 // Keys are claimed in key order from the cursor, round-robin: every key
 // with pending rows is reached within one walk of the key space.
@@ -95,7 +97,7 @@ const claimSQL = `WITH RECURSIVE walk(lane) AS (
 		WHERE w.lane IS NOT NULL AND CASE
 			WHEN (SELECT l.expires_at > now() FROM reliable_outbox_leases l WHERE l.lane = w.lane) THEN false
 			WHEN NOT $4 AND (SELECT true FROM reliable_outbox d WHERE d.lane = w.lane AND d.dead_at IS NOT NULL LIMIT 1) THEN false
-			ELSE coalesce((SELECT true FROM reliable_outbox p WHERE p.lane = w.lane AND p.dead_at IS NULL LIMIT 1), false)
+			ELSE coalesce((SELECT true FROM reliable_outbox p WHERE p.lane = w.lane AND p.dead_at IS NULL ORDER BY p.id LIMIT 1), false)
 		END
 		LIMIT $2
 	)
