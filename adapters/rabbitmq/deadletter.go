@@ -116,7 +116,7 @@ func (s *Subscriber) DeadLetter(ctx context.Context, msg *reliable.Message, caus
 // close), publishes the dead letter and waits for its confirm.
 func (s *Subscriber) sendDeadLetter(ctx context.Context, conn *amqp.Connection, pcp **pubChan,
 	exchange, routing string, dl *reliable.Message, pub amqp.Publishing) error {
-	pc, err := openPubChan(conn, func() {})
+	pc, err := openPubChan(conn, func(*amqp.Error) {})
 	if err != nil {
 		return err
 	}

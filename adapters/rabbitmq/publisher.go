@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,7 @@ type Publisher struct {
 	next  atomic.Uint64
 
 	exchanges sync.Map // topic -> struct{}: exchanges known to exist
+	forbidden sync.Map // topic -> forbiddenTopic: the broker refused a write
 
 	closeMu  sync.RWMutex // Publish holds it shared, Close exclusively
 	closed   atomic.Bool
@@ -192,6 +194,16 @@ func (p *Publisher) publish(ctx context.Context, msgs []*reliable.Message) error
 func (p *Publisher) checkExchanges(ctx context.Context, msgs []*reliable.Message) (map[string]error, error) {
 	var unknown map[string]error
 	for _, m := range msgs {
+		if f, ok := p.forbidden.Load(m.Topic); ok {
+			if f := f.(forbiddenTopic); time.Since(f.at) < forbiddenTTL {
+				if unknown == nil {
+					unknown = make(map[string]error)
+				}
+				unknown[m.Topic] = fmt.Errorf("rabbitmq: topic %q: %w", m.Topic, f.err)
+				continue
+			}
+			p.forbidden.Delete(m.Topic)
+		}
 		if _, ok := p.exchanges.Load(m.Topic); ok {
 			continue
 		}
@@ -463,7 +475,7 @@ func (cc *confirmChannel) current(ctx context.Context) (*pubChan, error) {
 		if err != nil {
 			return nil, err
 		}
-		pc, err := openPubChan(conn, cc.p.forgetExchanges)
+		pc, err := openPubChan(conn, cc.p.channelClosed)
 		if err == nil {
 			cc.cur = pc
 			return pc, nil
@@ -477,10 +489,51 @@ func (cc *confirmChannel) current(ctx context.Context) (*pubChan, error) {
 	}
 }
 
-// forgetExchanges drops the cache of existing exchanges, after a channel
-// closed with 404: an exchange was deleted, and the next Publish to it must
-// fail with ErrUnknownTopic rather than close channel after channel.
-func (p *Publisher) forgetExchanges() { p.exchanges.Clear() }
+// channelClosed learns from the broker's reason for closing a confirm
+// channel, so that the next Publish fails at once instead of closing the
+// shared channel again under every message in flight on it:
+//
+//   - 404, an exchange was deleted: the cache of existing exchanges is
+//     dropped, and the next Publish to it fails with ErrUnknownTopic;
+//   - 403, the user may not write to an exchange: Publish to that topic fails
+//     with ErrNotAuthorized (permanent) for forbiddenTTL, after which it is
+//     tried again, in case an operator granted the permission.
+func (p *Publisher) channelClosed(e *amqp.Error) {
+	switch e.Code {
+	case amqp.NotFound:
+		p.exchanges.Clear()
+	case amqp.AccessRefused:
+		if topic, ok := refusedExchange(e.Reason); ok {
+			p.forbidden.Store(topic, forbiddenTopic{
+				err: fmt.Errorf("%w: %w", reliable.ErrNotAuthorized, e),
+				at:  time.Now(),
+			})
+		}
+	}
+}
+
+// forbiddenTTL is how long a topic the broker refused writes to is refused
+// without asking the broker again.
+const forbiddenTTL = 30 * time.Second
+
+// forbiddenTopic is a topic the broker refused a write to, and why.
+type forbiddenTopic struct {
+	err error
+	at  time.Time
+}
+
+// refusedExchange returns the exchange a 403 close reason names, as
+// RabbitMQ 3.10 words it: "ACCESS_REFUSED - access to exchange 'T' in vhost
+// '/' refused for user 'u'" (other versions say "write access to ...").
+func refusedExchange(reason string) (string, bool) {
+	const marker = "access to exchange '"
+	_, rest, ok := strings.Cut(reason, marker)
+	if !ok {
+		return "", false
+	}
+	name, _, ok := strings.Cut(rest, "' in vhost")
+	return name, ok
+}
 
 // returnsBuffer holds the returns the broker may send before the collector
 // or a caller moves them into the map. It is far more than a collection
@@ -508,7 +561,7 @@ type pubChan struct {
 	returned map[string]amqp.Return // by message ID
 }
 
-func openPubChan(conn *amqp.Connection, onNotFound func()) (*pubChan, error) {
+func openPubChan(conn *amqp.Connection, onClose func(*amqp.Error)) (*pubChan, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq: open channel: %w", classify(err))
@@ -523,20 +576,20 @@ func openPubChan(conn *amqp.Connection, onNotFound func()) (*pubChan, error) {
 		returned: make(map[string]amqp.Return),
 	}
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-	go pc.watch(closes, onNotFound)
+	go pc.watch(closes, onClose)
 	return pc, nil
 }
 
 // watch empties the returns channel periodically until the channel closes,
-// and reports a close for a missing exchange.
-func (pc *pubChan) watch(closes <-chan *amqp.Error, onNotFound func()) {
+// and reports the broker's close to onClose.
+func (pc *pubChan) watch(closes <-chan *amqp.Error, onClose func(*amqp.Error)) {
 	tick := time.NewTicker(returnsCollectInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case e, ok := <-closes:
-			if e != nil && e.Code == amqp.NotFound {
-				onNotFound()
+			if e != nil {
+				onClose(e)
 			}
 			if !ok {
 				pc.collect()

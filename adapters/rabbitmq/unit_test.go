@@ -266,3 +266,19 @@ func TestLongNamesRefused(t *testing.T) {
 		t.Fatalf("Subscribe to a topic that is not UTF-8: %v", err)
 	}
 }
+
+// TestRefusedExchange: the topic is read from RabbitMQ's 403 close reason.
+func TestRefusedExchange(t *testing.T) {
+	for reason, want := range map[string]string{
+		"ACCESS_REFUSED - access to exchange 'orders' in vhost '/' refused for user 'u'":       "orders",
+		"ACCESS_REFUSED - write access to exchange 'a.b' in vhost 'prod' refused for user 'u'": "a.b",
+		"ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'":               "",
+		"ACCESS_REFUSED - access to exchange 'it''s' in vhost '/' refused for user 'u'":        "it''s",
+		"NOT_FOUND - no exchange 'orders' in vhost '/'":                                        "",
+	} {
+		got, ok := refusedExchange(reason)
+		if got != want || ok != (want != "") {
+			t.Errorf("refusedExchange(%q) = %q, %v; want %q", reason, got, ok, want)
+		}
+	}
+}
