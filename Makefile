@@ -79,7 +79,7 @@ bench: ## One Markdown table: each SDK figure beside raw sarama/amqp091-go and w
 soak: ## Long fault campaign on the real services (default 60 min on Kafka); SOAKFLAGS to change
 	$(LOAD_ENV); $(GO) run ./cmd/reliable-soak -broker kafka -duration 60m -faults all $(SOAKFLAGS)
 
-soak-short: ## CI's short campaign: 10k orders on each broker, every fault kind at least once
+soak-short: ## CI's short campaign: 10k orders on each broker, every fault kind; then the quickstart and zero profiles on both
 	$(LOAD_ENV); bash cmd/reliable-soak/ci.sh
 
 ci: ## What CI runs: .ci/run (services up, lint, required integration tests)
