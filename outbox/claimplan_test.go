@@ -73,13 +73,24 @@ func envInt(name string, def int) int {
 // keys it passes, not on the rows behind them. With every key leased by
 // another relay, 100 keys x 2,000 rows touch at most 2x the buffers of 100
 // keys x 10 rows. Before, the claim read every pending row: 16 buffers vs
-// 3,408 (213x); after: 407 vs 544 (a walk of the 100 keys either way). OUTBOX_PLAN_ROWS and OUTBOX_PLAN_KEYS set the deep shape, whose
+// 3,408 (213x); after: 407 vs 544 (a walk of the 100 keys either way).
+// OUTBOX_PLAN_DEAD adds that many dead rows over 1,000 more keys. OUTBOX_PLAN_ROWS and OUTBOX_PLAN_KEYS set the deep shape, whose
 // plan is logged (-v).
 func TestClaimPlanReadsKeysNotRows(t *testing.T) {
 	t.Parallel()
 	keys := envInt("OUTBOX_PLAN_KEYS", 100)
 	shallow, deep := newTestDB(t, 4), newTestDB(t, 4)
 	fillBacklog(t, shallow, 10*keys, keys)
+	if dead := envInt("OUTBOX_PLAN_DEAD", 0); dead > 0 {
+		// Dead rows over 1,000 keys of their own, leased elsewhere too.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := deep.pool.Exec(ctx, `INSERT INTO reliable_outbox (lane, msg_id, topic, key, type, payload, event_time, dead_at)
+			SELECT 'k:dead-' || (i % 1000), 'dead-' || i, 'orders', 'dead-' || (i % 1000), 'order.event', '\x00'::bytea, now(), now()
+			FROM generate_series(1, $1) AS i`, dead); err != nil {
+			t.Fatal(err)
+		}
+	}
 	fillBacklog(t, deep, envInt("OUTBOX_PLAN_ROWS", 2000*keys), keys)
 	sb, _ := claimPlan(t, shallow)
 	db, plan := claimPlan(t, deep)
