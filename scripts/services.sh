@@ -8,7 +8,8 @@
 #                                 rabbitmq_consistent_hash_exchange, user reliable/reliable
 #   Kafka        127.0.0.1:19092,19093,19094   Apache Kafka (KRaft) from Maven Central jars,
 #                                 three combined broker+controller nodes (ids 1,2,3),
-#                                 controllers on 19192..19194, RF 3, min.insync.replicas=2
+#                                 controllers on 19192..19194, RF 3, min.insync.replicas=2;
+#                                 version 4.4.0 (default) or 3.9.1, see RELIABLE_KAFKA_VERSION
 #
 # Usage: scripts/services.sh COMMAND [ARGS]
 #   up                  install what is missing, start everything, wait, write the env file
@@ -20,6 +21,9 @@
 #   kafka-start N       start broker N (no-op when it runs), wait until its port answers
 #   kafka-wait          wait until all three brokers are registered in the cluster
 #   kafka-purge         stop Kafka and delete its data (jars stay cached)
+#   kafka-up            only the Kafka part of `up` (start or switch the cluster, write
+#                       the env file); leaves PostgreSQL, Redis and RabbitMQ alone
+#   kafka-version       print the Kafka version of the cluster in the state folder
 #   rabbitmq-stop | rabbitmq-start | rabbitmq-restart
 #                       stop/start the whole RabbitMQ server (Erlang VM included)
 #
@@ -29,25 +33,52 @@
 # to $RELIABLE_ENV_FILE (default <repo>/.cache/services.env, git-ignored), which
 # internal/testenv and the Makefile read.
 #
+# Kafka settings, read by `up` and `kafka-up` only (the other commands act on the cluster
+# the state folder holds, whose version and ports are recorded there):
+#   RELIABLE_KAFKA_VERSION    4.4.0 (default) or 3.9.1: the jars come from
+#                             internal/testenv/kafka/pom-<version>.xml. When the state
+#                             folder holds a cluster of another version (or other ports),
+#                             `up` stops it, deletes its data (a 4.x cluster's metadata
+#                             cannot go back to 3.9, and an upgraded one would not be the
+#                             3.9 cluster asked for) and starts a fresh one. Jars are cached
+#                             per version in $RELIABLE_SERVICES_DIR/kafka-jars, so switching
+#                             back and forth downloads nothing.
+#   RELIABLE_KAFKA_PORT_BASE  port of broker 1 (default 19092); broker N listens on
+#                             BASE+N-1, its controller on BASE+100+N-1. With another
+#                             RELIABLE_SERVICES_DIR this runs a second cluster beside the
+#                             first (e.g. to try a version without disturbing tests).
+#
 # Facts learned while writing this (Debian 12 machine, gVisor sandbox):
 # - PID 1 is not systemd; `service`/init.d scripts and pg_ctlcluster work, and
 #   /usr/sbin/policy-rc.d (exit 101) keeps apt from starting services on install.
 # - RabbitMQ 3.10.8 starts with /etc/init.d/rabbitmq-server (start-stop-daemon + rabbitmqctl
 #   wait); a full stop+start (rabbitmq-restart) takes 15-18 s, `rabbitmqctl stop_app/start_app` ~7 s.
 #   NODENAME=rabbit@localhost avoids depending on the host name.
-# - Kafka 3.9.1 runs from `mvn dependency:copy-dependencies` of org.apache.kafka:kafka_2.13
-#   plus org.slf4j:slf4j-reload4j (see internal/testenv/kafka/pom.xml); main classes
-#   kafka.tools.StorageTool (format) and kafka.Kafka (node); kafka.admin.BrokerApiVersionsCommand
-#   lists the registered (unfenced) brokers and serves as the cluster health check.
+# - Kafka runs from `mvn dependency:copy-dependencies` of org.apache.kafka:kafka_2.13 (see
+#   internal/testenv/kafka/pom-<version>.xml); main classes kafka.tools.StorageTool
+#   (format) and kafka.Kafka (node) in both 3.9 and 4.4. BrokerApiVersionsCommand lists
+#   the registered (unfenced) brokers and serves as the cluster health check: in 3.9 it is
+#   kafka.admin.BrokerApiVersionsCommand in the broker jar, in 4.x
+#   org.apache.kafka.tools.BrokerApiVersionsCommand in kafka-tools (added to the 4.4 pom).
+# - 3.9.1 logs through slf4j 1.7 + reload4j (-Dlog4j.configuration=file:log4j.properties);
+#   4.4.0 through slf4j 2 + log4j2 (-Dlog4j2.configurationFile=log4j2.properties). 4.4's
+#   pom resolves slf4j-api 1.7.36 unless 2.0.x is pinned: the broker then logs nothing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=${RELIABLE_SERVICES_DIR:-/var/cache/reliable}
 ENV_FILE=${RELIABLE_ENV_FILE:-$ROOT/.cache/services.env}
-POM=$ROOT/internal/testenv/kafka/pom.xml
-LOG4J_SRC=$ROOT/internal/testenv/kafka/log4j.properties
+KAFKA_SRC=$ROOT/internal/testenv/kafka
+KAFKA_DEFAULT_VERSION=4.4.0
+# What `up` asks for; KAFKA_VERSION and KAFKA_PORT_BASE are what the commands act on
+# (kafka_load_state sets them from the state folder).
+KAFKA_WANT_VERSION=${RELIABLE_KAFKA_VERSION:-$KAFKA_DEFAULT_VERSION}
+KAFKA_WANT_PORT_BASE=${RELIABLE_KAFKA_PORT_BASE:-19092}
+KAFKA_VERSION=$KAFKA_WANT_VERSION
+KAFKA_PORT_BASE=$KAFKA_WANT_PORT_BASE
 
 KAFKA_DIR=$STATE/kafka
+KAFKA_JARS=$STATE/kafka-jars
 KAFKA_IDS=(1 2 3)
 KAFKA_HEAP=${RELIABLE_KAFKA_HEAP:-"-Xms128m -Xmx512m"}
 PG_USER=reliable PG_PASSWORD=reliable PG_DB=reliable PG_PORT=5432
@@ -57,8 +88,8 @@ REDIS_PORT=6379
 log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-broker_port() { echo $((19091 + $1)); }
-controller_port() { echo $((19191 + $1)); }
+broker_port() { echo $((KAFKA_PORT_BASE + $1 - 1)); }
+controller_port() { echo $((KAFKA_PORT_BASE + 100 + $1 - 1)); }
 kafka_nodes() {
   local id out=""
   for id in "${KAFKA_IDS[@]}"; do out+="${out:+,}$id@127.0.0.1:$(broker_port "$id")"; done
@@ -305,29 +336,69 @@ rabbitmq_down() {
 
 # ---------------------------------------------------------------- Kafka
 
+# kafka_load_state sets KAFKA_VERSION and KAFKA_PORT_BASE from the cluster the state
+# folder holds. A folder with a cluster but no recorded version was written before the
+# version switch existed: it is the 3.9.1 cluster on the default ports.
+kafka_load_state() {
+  if [[ -s $KAFKA_DIR/version ]]; then
+    KAFKA_VERSION=$(cat "$KAFKA_DIR/version")
+    KAFKA_PORT_BASE=$(cat "$KAFKA_DIR/port-base" 2>/dev/null || echo 19092)
+  elif [[ -s $KAFKA_DIR/cluster.id ]]; then
+    KAFKA_VERSION=3.9.1 KAFKA_PORT_BASE=19092
+  else
+    KAFKA_VERSION=$KAFKA_WANT_VERSION KAFKA_PORT_BASE=$KAFKA_WANT_PORT_BASE
+  fi
+  kafka_check_version "$KAFKA_VERSION"
+}
+
+kafka_check_version() {
+  [[ -f $KAFKA_SRC/pom-$1.xml ]] ||
+    die "kafka: no $KAFKA_SRC/pom-$1.xml for version '$1' (have: $(cd "$KAFKA_SRC" && ls pom-*.xml | sed 's/^pom-//; s/\.xml$//' | paste -sd' '))"
+  [[ $KAFKA_WANT_PORT_BASE =~ ^[0-9]+$ ]] && ((KAFKA_WANT_PORT_BASE > 1024 && KAFKA_WANT_PORT_BASE < 65400)) ||
+    die "kafka: RELIABLE_KAFKA_PORT_BASE must be a port number (got '$KAFKA_WANT_PORT_BASE')"
+}
+
+kafka_major() { echo "${KAFKA_VERSION%%.*}"; }
+
+# kafka_libs_dir: the jar cache of KAFKA_VERSION, named by its pom's hash so an edited
+# pom downloads afresh.
 kafka_libs_dir() {
-  [[ -f $POM ]] || die "missing $POM"
-  echo "$KAFKA_DIR/libs-$(sha256sum "$POM" | cut -c1-12)"
+  local pom=$KAFKA_SRC/pom-$KAFKA_VERSION.xml
+  [[ -f $pom ]] || die "missing $pom"
+  echo "$KAFKA_JARS/$KAFKA_VERSION-$(sha256sum "$pom" | cut -c1-12)"
 }
 
 kafka_fetch() {
   command -v java >/dev/null || apt_install openjdk-17-jre-headless
   local libs; libs=$(kafka_libs_dir)
-  [[ -f $libs/.complete ]] && return 0
-  command -v mvn >/dev/null || apt_install maven
-  log "kafka: downloading jars from Maven Central into $libs"
-  rm -rf "$libs.tmp"
-  mvn -B -q -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$libs.tmp" >/tmp/reliable-mvn.log 2>&1 ||
-    { tail -40 /tmp/reliable-mvn.log >&2; die "mvn dependency:copy-dependencies failed"; }
-  touch "$libs.tmp/.complete"
-  rm -rf "$libs" && mv "$libs.tmp" "$libs"
+  if [[ ! -f $libs/.complete ]]; then
+    command -v mvn >/dev/null || apt_install maven
+    log "kafka: downloading Kafka $KAFKA_VERSION jars from Maven Central into $libs"
+    rm -rf "$libs.tmp"
+    mvn -B -q -f "$KAFKA_SRC/pom-$KAFKA_VERSION.xml" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$libs.tmp" >/tmp/reliable-mvn.log 2>&1 ||
+      { tail -40 /tmp/reliable-mvn.log >&2; die "mvn dependency:copy-dependencies failed"; }
+    touch "$libs.tmp/.complete"
+    rm -rf "$libs" && mv "$libs.tmp" "$libs"
+  fi
+  # $KAFKA_DIR/libs-<version> points at the cluster's jars: tests that start a broker of
+  # their own (adapters/kafka's TLS/SASL node) glob $RELIABLE_KAFKA_HOME/libs-*.
+  mkdir -p "$KAFKA_DIR"
+  ln -sfn "$libs" "$KAFKA_DIR/libs-$KAFKA_VERSION"
+}
+
+# kafka_log_flag: the JVM flag that points the version's logging backend at its config.
+kafka_log_flag() {
+  if (($(kafka_major) >= 4)); then
+    echo "-Dlog4j2.configurationFile=$KAFKA_DIR/config/log4j2.properties"
+  else
+    echo "-Dlog4j.configuration=file:$KAFKA_DIR/config/log4j.properties"
+  fi
 }
 
 kafka_java() {
   local libs; libs=$(kafka_libs_dir)
-  java -Djava.net.preferIPv4Stack=true -Dlog4j.configuration="file:$KAFKA_DIR/config/log4j.properties" \
-    -cp "$libs/*" "$@"
+  java -Djava.net.preferIPv4Stack=true "$(kafka_log_flag)" -cp "$libs/*" "$@"
 }
 
 kafka_cluster_id() {
@@ -335,15 +406,31 @@ kafka_cluster_id() {
   if [[ ! -s $f ]]; then
     # A new cluster id invalidates formatted data dirs of an older cluster.
     rm -rf "$KAFKA_DIR"/n*/data
+    mkdir -p "$KAFKA_DIR"
     # 16 random bytes, base64url without padding: what kafka-storage random-uuid prints.
     head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$f"
+    echo "$KAFKA_VERSION" >"$KAFKA_DIR/version"
+    echo "$KAFKA_PORT_BASE" >"$KAFKA_DIR/port-base"
   fi
   cat "$f"
 }
 
 kafka_write_config() {
   mkdir -p "$KAFKA_DIR/config"
-  cp "$LOG4J_SRC" "$KAFKA_DIR/config/log4j.properties"
+  if (($(kafka_major) >= 4)); then
+    cp "$KAFKA_SRC/log4j2.properties" "$KAFKA_DIR/config/log4j2.properties"
+  else
+    cp "$KAFKA_SRC/log4j.properties" "$KAFKA_DIR/config/log4j.properties"
+  fi
+  # 4.x: share groups (KIP-932) keep their state in __share_group_state, created on
+  # first use with its own replication settings; the same durability as the other
+  # internal topics, fewer partitions.
+  local v4=""
+  if (($(kafka_major) >= 4)); then
+    v4='share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+share.coordinator.state.topic.num.partitions=10'
+  fi
   local voters="" id
   for id in "${KAFKA_IDS[@]}"; do voters+="${voters:+,}$id@127.0.0.1:$(controller_port "$id")"; done
   for id in "${KAFKA_IDS[@]}"; do
@@ -369,6 +456,7 @@ transaction.state.log.replication.factor=3
 transaction.state.log.min.isr=2
 auto.create.topics.enable=false
 num.partitions=3
+$v4
 
 # Faster tests on a small machine.
 group.initial.rebalance.delay.ms=0
@@ -414,17 +502,16 @@ kafka_start() {
   if kafka_pid "$id" >/dev/null; then return 0; fi
   [[ -f $KAFKA_DIR/config/n$id.properties ]] || kafka_write_config
   kafka_format "$id"
+  kafka_fetch
   local libs; libs=$(kafka_libs_dir)
-  [[ -f $libs/.complete ]] || kafka_fetch
   local dir=$KAFKA_DIR/n$id
   [[ -f $dir/server.log ]] && mv -f "$dir/server.log" "$dir/server.log.1"
-  log "kafka: starting node $id on 127.0.0.1:$(broker_port "$id")"
+  log "kafka: starting node $id (Kafka $KAFKA_VERSION) on 127.0.0.1:$(broker_port "$id")"
   # setsid: the broker must outlive this shell and the test process that asked for it.
   # shellcheck disable=SC2086
   setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/pid" \
     java $KAFKA_HEAP -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Xss512k \
-    -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
-    -Dlog4j.configuration="file:$KAFKA_DIR/config/log4j.properties" \
+    -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true "$(kafka_log_flag)" \
     -cp "$libs/*" kafka.Kafka "$KAFKA_DIR/config/n$id.properties" \
     >"$dir/server.log" 2>&1 </dev/null 9>&- &
   if [[ $wait == wait ]]; then
@@ -459,8 +546,11 @@ kafka_stop() {
 
 # kafka_registered: number of brokers the cluster reports in its metadata.
 kafka_registered() {
-  kafka_java kafka.admin.BrokerApiVersionsCommand --bootstrap-server "$(kafka_brokers)" 2>/dev/null |
-    grep -c '^127\.0\.0\.1:[0-9]* (id: ' || true
+  local cmd=kafka.admin.BrokerApiVersionsCommand
+  (($(kafka_major) >= 4)) && cmd=org.apache.kafka.tools.BrokerApiVersionsCommand
+  # 4.x prints "(id: 1 rack: null isFenced: false)"; count unfenced brokers only.
+  kafka_java "$cmd" --bootstrap-server "$(kafka_brokers)" 2>/dev/null |
+    grep '^127\.0\.0\.1:[0-9]* (id: ' | grep -vc 'isFenced: true' || true
 }
 
 kafka_wait() {
@@ -480,7 +570,32 @@ kafka_wait() {
   done
 }
 
+# kafka_switch: when the state folder holds a cluster of another version or on other
+# ports than `up` asks for, stop it and delete it (data, config, cluster id); the jar
+# caches stay.
+kafka_switch() {
+  kafka_check_version "$KAFKA_WANT_VERSION"
+  kafka_load_state
+  if [[ $KAFKA_VERSION == "$KAFKA_WANT_VERSION" && $KAFKA_PORT_BASE == "$KAFKA_WANT_PORT_BASE" ]]; then
+    return 0
+  fi
+  if [[ -e $KAFKA_DIR/cluster.id ]]; then
+    log "kafka: switching from $KAFKA_VERSION (port base $KAFKA_PORT_BASE) to $KAFKA_WANT_VERSION" \
+      "(port base $KAFKA_WANT_PORT_BASE): stopping the old cluster and deleting its data"
+    kafka_down
+    kafka_purge_data
+  fi
+  KAFKA_VERSION=$KAFKA_WANT_VERSION KAFKA_PORT_BASE=$KAFKA_WANT_PORT_BASE
+}
+
+# kafka_purge_data deletes the cluster (nodes must be stopped); jar caches stay.
+kafka_purge_data() {
+  rm -rf "$KAFKA_DIR"/n* "$KAFKA_DIR/cluster.id" "$KAFKA_DIR/version" "$KAFKA_DIR/port-base" \
+    "$KAFKA_DIR/config" "$KAFKA_DIR"/libs-*
+}
+
 kafka_up() {
+  kafka_switch
   kafka_fetch
   mkdir -p "$KAFKA_DIR"
   kafka_cluster_id >/dev/null
@@ -500,7 +615,7 @@ kafka_up() {
     for id in "${KAFKA_IDS[@]}"; do kafka_start "$id" nowait; done
   fi
   kafka_wait 180
-  ((started)) && log "kafka: cluster of ${#KAFKA_IDS[@]} brokers ready in $((SECONDS - t0))s"
+  ((started)) && log "kafka: cluster of ${#KAFKA_IDS[@]} Kafka $KAFKA_VERSION brokers ready in $((SECONDS - t0))s"
   return 0
 }
 
@@ -517,6 +632,7 @@ env_lines() {
 RELIABLE_KAFKA_BROKERS='$(kafka_brokers)'
 RELIABLE_KAFKA_NODES='$(kafka_nodes)'
 RELIABLE_KAFKA_HOME='$KAFKA_DIR'
+RELIABLE_KAFKA_CLUSTER_VERSION='$KAFKA_VERSION'
 RELIABLE_SERVICES_DIR='$STATE'
 RELIABLE_SERVICES_SCRIPT='$ROOT/scripts/services.sh'
 RELIABLE_AMQP_URL='amqp://$RABBIT_USER:$RABBIT_PASSWORD@127.0.0.1:5672/'
@@ -538,7 +654,7 @@ status() {
   if command -v redis-cli >/dev/null && redis_ping; then echo "redis      up    127.0.0.1:$REDIS_PORT"; else echo "redis      down"; fi
   if port_open 5672; then echo "rabbitmq   up    127.0.0.1:5672 (management :15672)"; else echo "rabbitmq   down"; fi
   for id in "${KAFKA_IDS[@]}"; do
-    if pid=$(kafka_pid "$id"); then echo "kafka n$id   up    127.0.0.1:$(broker_port "$id") pid $pid"; else echo "kafka n$id   down"; fi
+    if pid=$(kafka_pid "$id"); then echo "kafka n$id   up    127.0.0.1:$(broker_port "$id") pid $pid (Kafka $KAFKA_VERSION)"; else echo "kafka n$id   down"; fi
   done
 }
 
@@ -554,6 +670,7 @@ with_lock() {
 main() {
   local cmd=${1:-help}
   shift || true
+  kafka_load_state
   case $cmd in
   up)
     require_root; with_lock
@@ -561,7 +678,7 @@ main() {
     t=$SECONDS; postgres_up; log "postgres ready ($((SECONDS - t))s)"
     t=$SECONDS; redis_up; log "redis ready ($((SECONDS - t))s)"
     t=$SECONDS; rabbitmq_up; log "rabbitmq ready ($((SECONDS - t))s)"
-    t=$SECONDS; kafka_up; log "kafka ready ($((SECONDS - t))s)"
+    t=$SECONDS; kafka_up; log "kafka $KAFKA_VERSION ready ($((SECONDS - t))s)"
     write_env_file
     log "all services up in $((SECONDS - t0))s; endpoints written to $ENV_FILE"
     env_lines | sed 's/^/export /'
@@ -579,9 +696,16 @@ main() {
   kafka-wait) kafka_wait "${1:-120}" ;;
   kafka-purge)
     with_lock; kafka_down
-    rm -rf "$KAFKA_DIR"/n* "$KAFKA_DIR/cluster.id"
+    kafka_purge_data
     log "kafka: data deleted"
     ;;
+  kafka-up)
+    with_lock
+    local t0=$SECONDS
+    kafka_up; write_env_file
+    log "kafka $KAFKA_VERSION ready ($((SECONDS - t0))s); endpoints written to $ENV_FILE"
+    ;;
+  kafka-version) echo "$KAFKA_VERSION" ;;
   rabbitmq-stop) require_root; with_lock; rabbit_stop ;;
   rabbitmq-start) require_root; with_lock; rabbit_start ;;
   rabbitmq-restart) require_root; with_lock; rabbit_stop; rabbit_start ;;
