@@ -151,11 +151,10 @@ WHERE grp = $1 AND lane = $2 AND state = 'dead'`, t.cfg.Group, keyLane(key))
 	return n, nil
 }
 
-// Stats summarises the group's entries, for metrics and alerts (L18).
-func (t *Table) Stats(ctx context.Context) (Stats, error) {
-	var s Stats
-	var oldestDue, oldestCreated *time.Time
-	err := t.pool.QueryRow(ctx, `SELECT
+// statsSQL summarises a group's open entries; migration 004's partial
+// index keeps it off the done and discarded history.
+func (t *Table) statsSQL() string {
+	return `SELECT
   count(*) FILTER (WHERE state = 'pending'),
   count(*) FILTER (WHERE state = 'dead'),
   count(*) FILTER (WHERE state = 'released'),
@@ -163,7 +162,14 @@ func (t *Table) Stats(ctx context.Context) (Stats, error) {
   count(*) FILTER (WHERE state = 'pending' AND next_attempt_at <= now()),
   min(next_attempt_at) FILTER (WHERE state = 'pending'),
   min(created_at) FILTER (WHERE state IN ('pending', 'dead'))
-FROM `+t.table+` WHERE grp = $1 AND state IN ('pending', 'dead', 'released')`, t.cfg.Group).
+FROM ` + t.table + ` WHERE grp = $1 AND state IN ('pending', 'dead', 'released')`
+}
+
+// Stats summarises the group's entries, for metrics and alerts (L18).
+func (t *Table) Stats(ctx context.Context) (Stats, error) {
+	var s Stats
+	var oldestDue, oldestCreated *time.Time
+	err := t.pool.QueryRow(ctx, t.statsSQL(), t.cfg.Group).
 		Scan(&s.Pending, &s.Dead, &s.Released, &s.BlockedKeys, &s.Due, &oldestDue, &oldestCreated)
 	if err != nil {
 		return Stats{}, fmt.Errorf("retry: stats: %w", err)

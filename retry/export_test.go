@@ -11,3 +11,6 @@ func SimulateCrash(r *Retrier) { r.releaseOnStop = false }
 func Claim(ctx context.Context, r *Retrier, n int, owner string) ([]string, error) {
 	return r.claim(ctx, n, owner)
 }
+
+// StatsSQL is the statement Stats runs, for tests that EXPLAIN it.
+func StatsSQL(t *Table) string { return t.statsSQL() }
