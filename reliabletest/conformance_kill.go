@@ -72,21 +72,7 @@ func (c *suite) ackedNotRedeliveredAfterKill(t *testing.T) {
 	}
 	got := c.expectOnly(t, ctx, pub, topic, group, keys, want, acked,
 		fmt.Sprintf("acked at least %s before its consumer was killed", c.AckLatency))
-	seen := map[string]bool{}
-	for _, d := range got {
-		id := d.Message.ID
-		if acked[id] || seen[id] || !received[id] {
-			continue
-		}
-		seen[id] = true
-		if !d.Message.Delivery.Redelivered {
-			if c.RedeliveredAcrossSubscribers {
-				t.Errorf("message %s, received but not acked by the killed consumer, came again without the Redelivered flag", id)
-			} else {
-				t.Logf("message %s came again without the Redelivered flag (not promised across subscribers)", id)
-			}
-		}
-	}
+	c.checkRedelivered(t, got, func(id string) bool { return received[id] && !acked[id] }, "received but not acked by the killed consumer")
 }
 
 // consumeAndCrash plays the killed consumer in this process.
