@@ -581,8 +581,12 @@ kafka_switch() {
   fi
   if [[ -e $KAFKA_DIR/cluster.id ]]; then
     log "kafka: switching from $KAFKA_VERSION (port base $KAFKA_PORT_BASE) to $KAFKA_WANT_VERSION" \
-      "(port base $KAFKA_WANT_PORT_BASE): stopping the old cluster and deleting its data"
-    kafka_down
+      "(port base $KAFKA_WANT_PORT_BASE): killing the old cluster and deleting its data"
+    # SIGKILL: its data is deleted next, and a controlled shutdown of all nodes at once
+    # can wait out kafka_stop's 60 s (the quorum is gone before the last node leaves).
+    local id
+    for id in "${KAFKA_IDS[@]}"; do kafka_stop "$id" KILL & done
+    wait
     kafka_purge_data
   fi
   KAFKA_VERSION=$KAFKA_WANT_VERSION KAFKA_PORT_BASE=$KAFKA_WANT_PORT_BASE
