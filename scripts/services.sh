@@ -38,11 +38,16 @@
 #   RELIABLE_KAFKA_VERSION    4.4.0 (default) or 3.9.1: the jars come from
 #                             internal/testenv/kafka/pom-<version>.xml. When the state
 #                             folder holds a cluster of another version (or other ports),
-#                             `up` stops it, deletes its data (a 4.x cluster's metadata
+#                             `up` kills it, deletes its data (a 4.x cluster's metadata
 #                             cannot go back to 3.9, and an upgraded one would not be the
 #                             3.9 cluster asked for) and starts a fresh one. Jars are cached
 #                             per version in $RELIABLE_SERVICES_DIR/kafka-jars, so switching
-#                             back and forth downloads nothing.
+#                             back and forth downloads nothing. The version and port base
+#                             are recorded in <state>/kafka/version and port-base (a cluster
+#                             without them predates the switch: 3.9.1 on 19092), and written
+#                             to the env file as RELIABLE_KAFKA_CLUSTER_VERSION (not
+#                             RELIABLE_KAFKA_VERSION, so that sourcing the env file does not
+#                             pin the next `up` to the version running now).
 #   RELIABLE_KAFKA_PORT_BASE  port of broker 1 (default 19092); broker N listens on
 #                             BASE+N-1, its controller on BASE+100+N-1. With another
 #                             RELIABLE_SERVICES_DIR this runs a second cluster beside the
