@@ -161,9 +161,10 @@ func TestPostgresCleanup(t *testing.T) {
 	pool := testPool(t)
 	table := uniqueName("idem_")
 	dropTable(t, pool, table, table+"_migrations")
-	old := newPostgresStore(t, pool, idempotency.PostgresConfig{Table: table, Retention: 50 * time.Millisecond, ClaimTTL: 50 * time.Millisecond, CleanupBatchSize: 10})
-	live := newPostgresStore(t, pool, idempotency.PostgresConfig{Table: table})
-	other := newPostgresStore(t, pool, idempotency.PostgresConfig{Table: table, Namespace: "billing", Retention: 50 * time.Millisecond})
+	// The background cleanup is off: this test counts what Cleanup deletes.
+	old := newPostgresStore(t, pool, idempotency.PostgresConfig{Table: table, Retention: 50 * time.Millisecond, ClaimTTL: 50 * time.Millisecond, CleanupBatchSize: 10, CleanupInterval: -1})
+	live := newPostgresStore(t, pool, idempotency.PostgresConfig{Table: table, CleanupInterval: -1})
+	other := newPostgresStore(t, pool, idempotency.PostgresConfig{Table: table, Namespace: "billing", Retention: 50 * time.Millisecond, CleanupInterval: -1})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range 25 {
