@@ -229,7 +229,7 @@ func (c *Consumer) process(ctx context.Context, j *job) time.Duration {
 			return min(wait, staleCheck)
 		}
 	}
-	outcome, herr, again := c.outcome(ctx, j)
+	outcome, again, herr := c.outcome(ctx, j)
 	switch outcome {
 	case OutcomeHeld:
 	case OutcomeUnsettled:
@@ -270,11 +270,12 @@ func (c *Consumer) leave(j *job) {
 	}
 }
 
-// outcome decides and makes durable what becomes of the delivery. It returns
-// OutcomeUnsettled when the consumer stopped before an outcome was durable,
-// and OutcomeHeld with the delay before the next attempt when the message
-// must be tried again before its key's later messages.
-func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, error, time.Duration) {
+// outcome decides and makes durable what becomes of the delivery, and
+// returns it with the handler's error, if any. It returns OutcomeUnsettled
+// when the consumer stopped before an outcome was durable, and OutcomeHeld
+// with the delay before the next attempt when the message must be tried
+// again before its key's later messages.
+func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, time.Duration, error) {
 	msg := j.d.Message
 	log := c.cfg.Logger.With(slog.String("message_id", msg.ID), slog.String("key", msg.Key),
 		slog.String("topic", msg.Topic), slog.Int("attempt", msg.Delivery.Attempt))
@@ -295,14 +296,14 @@ func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, error, time.Du
 			return err
 		}); err != nil {
 			if ctx.Err() != nil {
-				return OutcomeUnsettled, nil, 0
+				return OutcomeUnsettled, 0, nil
 			}
 			return c.deadLetter(ctx, log, j, fmt.Errorf("consumer: the dedupe store refuses the message ID: %w", err))
 		}
 		switch status {
 		case idempotency.StatusDone:
 			log.Debug("duplicate skipped")
-			return OutcomeDuplicate, nil, 0
+			return OutcomeDuplicate, 0, nil
 		case idempotency.StatusInProgress:
 			// Another instance is handling it right now (a rebalance moved the
 			// partition). Let it finish: park, or hold the key and look again.
@@ -326,7 +327,7 @@ func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, error, time.Du
 		}); err != nil {
 			release()
 			if ctx.Err() != nil {
-				return OutcomeUnsettled, nil, 0
+				return OutcomeUnsettled, 0, nil
 			}
 			// The table cannot look the key up, so it cannot hold the message
 			// either: keep the key waiting, visibly.
@@ -351,14 +352,14 @@ func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, error, time.Du
 			defer cancel()
 			if err := c.until(settle, log, "dedupe done", func() error { return c.cfg.Dedupe.Done(settle, msg.ID) }); err != nil {
 				log.Error("consumer: handled, but not recorded as done; a redelivery will be handled again", slog.String("error", err.Error()))
-				return OutcomeUnsettled, nil, 0
+				return OutcomeUnsettled, 0, nil
 			}
 		}
-		return OutcomeHandled, nil, 0
+		return OutcomeHandled, 0, nil
 	}
 	release()
 	if ctx.Err() != nil {
-		return OutcomeUnsettled, herr, 0
+		return OutcomeUnsettled, 0, herr
 	}
 	if isPoison(herr) {
 		log.Error("handler failed permanently", slog.String("error", herr.Error()))
@@ -385,7 +386,7 @@ func isPoison(err error) bool {
 // message failed InlineAttempts times (at once when nothing can ever change
 // without an operator, such as a poison message with no dead-letter path),
 // its key is reported as blocked: an Error log and Consumer.Blocked.
-func (c *Consumer) hold(log *slog.Logger, j *job, cause error, stuck bool) (Outcome, error, time.Duration) {
+func (c *Consumer) hold(log *slog.Logger, j *job, cause error, stuck bool) (Outcome, time.Duration, error) {
 	delay := max(c.cfg.Backoff.Delay(j.attempt), reliable.RetryDelay(cause))
 	if !j.blocked && (stuck || j.attempt >= c.cfg.InlineAttempts) {
 		j.blocked = true
@@ -399,7 +400,7 @@ func (c *Consumer) hold(log *slog.Logger, j *job, cause error, stuck bool) (Outc
 	if j.blocked {
 		c.noteBlocked(j, cause)
 	}
-	return OutcomeHeld, cause, delay
+	return OutcomeHeld, delay, cause
 }
 
 // handle calls the handler, turning a panic into a retryable error so one
@@ -415,21 +416,21 @@ func (c *Consumer) handle(ctx context.Context, msg *reliable.Message) (err error
 
 // park stores the message in the retry table. It runs after the handler
 // may have had effects, so shutdown does not cut it short.
-func (c *Consumer) park(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, error, time.Duration) {
+func (c *Consumer) park(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, time.Duration, error) {
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	if err := c.until(settle, log, "retry table park", func() error { return c.cfg.RetryTable.Park(settle, j.d.Message, cause) }); err != nil {
 		if reliable.IsPermanent(err) {
 			return c.hold(log, j, fmt.Errorf("consumer: the retry table refuses the message: %w", err), true)
 		}
-		return OutcomeUnsettled, cause, 0
+		return OutcomeUnsettled, 0, cause
 	}
-	return OutcomeParked, cause, 0
+	return OutcomeParked, 0, cause
 }
 
 // retryLater parks the message when there is a retry table, else holds its
 // key and tries again later.
-func (c *Consumer) retryLater(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, error, time.Duration) {
+func (c *Consumer) retryLater(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, time.Duration, error) {
 	if c.cfg.RetryTable != nil {
 		return c.park(ctx, log, j, cause)
 	}
@@ -441,7 +442,7 @@ func (c *Consumer) retryLater(ctx context.Context, log *slog.Logger, j *job, cau
 // it succeeds or an operator acts. A message from another environment is
 // held the same way, never acked unhandled: acking it would take it from the
 // environment it belongs to, should the groups be shared by mistake (L07).
-func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, error, time.Duration) {
+func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, time.Duration, error) {
 	if c.cfg.DeadLetter == nil {
 		return c.hold(log, j, cause, true)
 	}
@@ -451,9 +452,9 @@ func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, j *job, cau
 		if reliable.IsPermanent(err) {
 			return c.hold(log, j, fmt.Errorf("consumer: the dead-letter path refuses the message: %w (cause: %w)", err, cause), true)
 		}
-		return OutcomeUnsettled, cause, 0
+		return OutcomeUnsettled, 0, cause
 	}
-	return OutcomeDeadLettered, cause, 0
+	return OutcomeDeadLettered, 0, cause
 }
 
 // until retries op with backoff until it succeeds, fails permanently (a
