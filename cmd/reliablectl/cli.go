@@ -201,7 +201,6 @@ type flags struct {
 	*flag.FlagSet
 	a       *app
 	path    string
-	usage   string
 	output  string
 	timeout time.Duration
 }
