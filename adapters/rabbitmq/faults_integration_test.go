@@ -534,6 +534,11 @@ func TestStaleAckAfterReconnect(t *testing.T) {
 		if !fresh[i].Message.Delivery.Redelivered {
 			t.Fatalf("message %s after reconnect is not flagged redelivered", fresh[i].Message.ID)
 		}
+		// The consumer pipeline leaves stale deliveries alone and handles
+		// their redelivered copies.
+		if !old[i].Stale() || fresh[i].Stale() {
+			t.Fatalf("delivery %d: old stale %v, fresh stale %v; want true, false", i, old[i].Stale(), fresh[i].Stale())
+		}
 	}
 	t.Logf("old tags %d,%d; new tags %d,%d", old[0].Message.Delivery.Offset, old[1].Message.Delivery.Offset,
 		fresh[0].Message.Delivery.Offset, fresh[1].Message.Delivery.Offset)

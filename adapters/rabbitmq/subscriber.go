@@ -434,6 +434,13 @@ func (a *acker) Nack(_ context.Context, d *reliable.Delivery) error {
 	return a.settle(d, "nack", func() error { return a.cc.ch.Nack(a.tag, false, true) })
 }
 
+// Stale reports whether the delivery's channel is gone (reliable.StaleReporter):
+// the broker has requeued the message for this or another instance, so the
+// consumer pipeline does not start handling it and releases one it holds.
+func (a *acker) Stale(*reliable.Delivery) bool {
+	return a.cc.dead.Load() || a.cc.ch.IsClosed()
+}
+
 func (a *acker) settle(d *reliable.Delivery, op string, send func() error) error {
 	if a.cc.dead.Load() {
 		a.dropped(d, op, nil)
