@@ -43,17 +43,30 @@ services-status: ## Show which local services run
 # and run side by side they only wait for each other's locks on 2 cores.
 SMOKE_PKG := github.com/reliable-go/reliable/internal/smoke
 
-test: ## Run all tests (unit and integration) with -race against the local services
+# gotestsum runs go test and ends with a summary: the tests run, failed and skipped,
+# each skip with its reason.
+GOTESTSUM ?= gotest.tools/gotestsum@v1.13.0
+GOTEST    = $(GO) run $(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg --
+
+test: ## Run all tests (unit and integration) with -race; starts the local services when none are configured
 	@$(LOAD_ENV); \
+	if [[ ! -f $(ENV_FILE) && -z "$${RELIABLE_KAFKA_BROKERS:-}$${RELIABLE_POSTGRES_DSN:-}" ]]; then \
+		if [[ $$(id -u) == 0 ]] && command -v apt-get >/dev/null; then \
+			echo "make test: no services configured: starting them (scripts/services.sh up)"; \
+			bash scripts/services.sh up </dev/null; set -a; . ./$(ENV_FILE); set +a; \
+		else \
+			echo "make test: no services configured and not root on Debian: integration tests will skip (see make services)"; \
+		fi; \
+	fi; \
 	pkgs=$$($(GO) list $(PKGS)); \
 	if grep -qx '$(SMOKE_PKG)' <<<"$$pkgs"; then \
-		echo "$(GO) test -race -count=1 -timeout 10m $(TESTFLAGS) ./internal/smoke"; \
-		$(GO) test -race -count=1 -timeout 10m $(TESTFLAGS) $(SMOKE_PKG); \
+		echo "go test -race -count=1 -timeout 10m $(TESTFLAGS) ./internal/smoke"; \
+		$(GOTEST) -race -count=1 -timeout 10m $(TESTFLAGS) $(SMOKE_PKG); \
 		pkgs=$$(grep -vx '$(SMOKE_PKG)' <<<"$$pkgs" || true); \
 	fi; \
 	if [[ -n $$pkgs ]]; then \
-		echo "$(GO) test -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $(PKGS) (without ./internal/smoke)"; \
-		$(GO) test -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $$pkgs; \
+		echo "go test -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $(PKGS) (without ./internal/smoke)"; \
+		$(GOTEST) -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $$pkgs; \
 	fi
 
 test-unit: ## Run unit tests only (-short: integration tests skip), fast, no services
