@@ -33,6 +33,12 @@ const replayDoneTimeout = 30 * time.Second
 // A store error that is permanent (the store refuses the message ID) is
 // returned as is. A message without an ID is handled without deduplication,
 // as the consumer does.
+//
+// The handler cannot silently outlive its claim: when the store reports its
+// claim TTL (idempotency.ClaimReporter, as the SDK's stores do), the
+// handler's context ends at nine tenths of it, so a second delivery that
+// takes the expired claim does not run beside it; the timeout counts as a
+// failed attempt.
 func Deduplicated(store idempotency.Store, h reliable.Handler) reliable.Handler {
 	if store == nil {
 		return h
@@ -58,7 +64,10 @@ func Deduplicated(store idempotency.Store, h reliable.Handler) reliable.Handler 
 		if status == idempotency.StatusDone {
 			return nil
 		}
-		if err := h.Handle(ctx, msg); err != nil {
+		hctx, cancel := handlerContext(ctx, store)
+		err := h.Handle(hctx, msg)
+		cancel()
+		if err != nil {
 			if aerr := store.Abort(context.WithoutCancel(ctx), msg.ID); aerr != nil {
 				return errors.Join(err, aerr)
 			}
@@ -74,6 +83,16 @@ func Deduplicated(store idempotency.Store, h reliable.Handler) reliable.Handler 
 		}
 		return nil
 	})
+}
+
+// handlerContext bounds the handler's run below the store's claim TTL.
+func handlerContext(ctx context.Context, store idempotency.Store) (context.Context, context.CancelFunc) {
+	cr, ok := store.(idempotency.ClaimReporter)
+	if !ok || cr.ClaimDuration() <= 0 {
+		return ctx, func() {}
+	}
+	d := cr.ClaimDuration()
+	return context.WithTimeout(ctx, d-d/10)
 }
 
 // storeUntil retries op with backoff until it succeeds, fails permanently
