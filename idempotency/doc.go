@@ -17,7 +17,10 @@
 // A consumer that crashes between Begin and Done leaves a claim that expires
 // after the claim TTL, so the message is processed again, never lost. Keep
 // handlers well below the claim TTL: a claim that expires while its handler
-// still runs lets a second delivery run concurrently.
+// still runs lets a second delivery run concurrently. Every store reports
+// its claim TTL ([ClaimReporter]), so callers can bound handlers below it
+// (consumer.Deduplicated does for replays), and [PostgresStore.DoneTx]
+// fails with [ErrClaimLost] when the claim was taken over meanwhile.
 //
 // Implementations: [RedisStore] (SET NX PX and a Lua script: atomic, no
 // check-then-insert race, L19), [PostgresStore] (an upsert on a primary key),
@@ -44,6 +47,15 @@
 // handler's own transaction instead: [PostgresStore.DoneTx] or, simpler,
 // [PostgresStore.ProcessTx], which claims the ID inside the transaction so the
 // effect and the record commit or roll back together.
+//
+// # Operations
+//
+// The PostgreSQL store deletes expired records by itself: the first Begin
+// or ProcessTx after each PostgresConfig.CleanupInterval starts one Cleanup
+// in the background (L17). The Redis store lets Redis expire them; it needs
+// maxmemory-policy noeviction and a primary that does not lose acknowledged
+// writes on failover ([RedisStore.Verify], run once on the first Begin,
+// warns otherwise). Both stores have Ready for readiness probes.
 //
 // # Natural idempotency
 //
