@@ -31,6 +31,15 @@
 //     database. Leases are renewed while a retrier works and expire when it
 //     crashes, so another retrier takes the key over, starting again at the
 //     key's head. Every outcome a retrier records is fenced by its lease.
+//     Each renewal has a deadline two thirds of LeaseTTL after the last good
+//     one: a renewal that hangs (an exhausted pool, a black-holed
+//     connection) cancels the handler while the lease still holds, before
+//     anyone else can take the key.
+//   - Store outages are not the message's fault: a handler whose context was
+//     cancelled (shutdown, lost lease) is not charged an attempt, and an
+//     error marked [StoreUnavailable] (consumer.Deduplicated marks a dedupe
+//     store that stayed down) is rescheduled without counting one, so an
+//     outage never makes an entry dead or releases it.
 //   - At least once: a replay whose outcome could not be recorded (crash,
 //     lost lease, database error) runs again. Pair the handler with the
 //     idempotency package or make it naturally idempotent.
@@ -57,7 +66,8 @@
 // # Operations
 //
 // [Table.Migrate] applies the embedded schema explicitly (never from a
-// constructor). [Table.Stats] gives depth, due entries, dead entries and the
+// constructor). [Table.Ready] and [Retrier.Ready] answer readiness probes
+// (with the reason when not ready). [Table.Stats] gives depth, due entries, dead entries and the
 // oldest due time for metrics and alerts (L18). [Table.Cleanup], run by each
 // Retrier every CleanupInterval, deletes finished history older than the
 // retention in batches (L17). Keyless messages have no order to keep and
