@@ -99,6 +99,21 @@
 // are leased, so draining a backlog of any size takes bounded memory (L05,
 // L23).
 //
+// Claims cost what they return, not the backlog's depth: a claim walks the
+// distinct keys that have rows (one index probe each, from a round-robin
+// cursor) and stops once it found Config.ClaimBatch claimable keys, so
+// 10,000 rows behind one leased key cost what one row does (see
+// bench/outbox's claimcost). [Relay.Stats] reports ClaimQueries and
+// ClaimTime.
+//
+// A running relay holds a PostgreSQL advisory lock on its Config.ID: Run
+// returns [ErrDuplicateID] when another live relay uses the ID, and a relay
+// restarted with the ID takes its leases over at once. Run also refuses a
+// row ID sequence with CACHE > 1 ([ErrSequenceCached]), which would break
+// the commit-order argument above. [Relay.Ready] answers readiness probes:
+// not running, starting, shutting down, a broker outage in progress, the
+// database unreachable.
+//
 // Sent rows are deleted, or moved to reliable_outbox_archive and deleted in
 // batches after Config.Retention (L17). [ReadStatus] reports pending rows,
 // the oldest pending age and dead rows (L18); [Relay.Stats] counts
