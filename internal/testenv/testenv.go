@@ -17,8 +17,9 @@
 // services are no longer running skips (or fails under RELIABLE_REQUIRE_SERVICES)
 // instead of hanging. With -short every integration test is skipped.
 //
-// Fault tests use KafkaCluster (stop, kill -9 and restart brokers) and RabbitMQ
-// (restart the server, force-close connections). They need the local services of
+// Fault tests use KafkaCluster (stop, kill -9 and restart brokers; KillAll and
+// CrashAll kill -9 the whole cluster at once) and RabbitMQ (restart or kill -9 the
+// server, force-close connections). They need the local services of
 // scripts/services.sh. Because the test binaries of several packages run at the same
 // time, testenv serializes them through lock files: Kafka(t), AMQPURL(t) and
 // RabbitMQManagementURL(t) take a shared lock on their service for the duration of
