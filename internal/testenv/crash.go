@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,7 +51,21 @@ func (c *Cluster) KillAll(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// The process is gone before its listening socket is (the sandbox's
+	// network stack closes it a moment later): wait for the ports too.
+	for _, id := range ids {
+		for reachable(c.BrokerAddr(id)) == nil {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("kafka broker %d still accepts connections after kill -9: %w", id, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // StartAll starts every broker that is not running, all at once, and waits until
@@ -60,72 +73,29 @@ func (c *Cluster) KillAll(ctx context.Context) error {
 //
 // At once matters: a combined KRaft node serves clients only after it registered
 // with a controller quorum (two of the three nodes), and gives up after a while
-// without one. scripts/services.sh starts one node per call under its lock and
-// waits for that node's port, so after KillAll three calls in a row never get
-// past the first. StartAll therefore launches the nodes itself, the way the
-// script's kafka_start does, and then lets the script confirm each one.
+// without one, so after KillAll starting one node at a time (kafka-start N, which
+// waits for that node's port) never gets past the first. StartAll runs the
+// script's kafka-up, which starts the missing nodes before it waits, pinned to
+// the version and port base of the cluster in the state folder (kafka-up would
+// otherwise replace a cluster of another version than RELIABLE_KAFKA_VERSION asks
+// for, deleting its data).
 func (c *Cluster) StartAll(ctx context.Context) error {
-	for _, id := range c.BrokerIDs() {
-		if _, err := c.brokerPID(id); err == nil {
-			continue // running
+	env := append([]string(nil), c.env...)
+	if dir, _ := Lookup(EnvServicesDir); dir != "" {
+		for file, key := range map[string]string{"version": "RELIABLE_KAFKA_VERSION", "port-base": "RELIABLE_KAFKA_PORT_BASE"} {
+			b, err := os.ReadFile(filepath.Join(dir, "kafka", file))
+			if err != nil {
+				return fmt.Errorf("start kafka: the cluster's %s: %w", file, err)
+			}
+			env = append(env, key+"="+strings.TrimSpace(string(b)))
 		}
-		if err := c.launch(id); err != nil {
-			// The script below starts it, one node at a time: enough
-			// when at least one other node runs.
-			c.t.Logf("testenv: %v; starting it through the script", err)
-		}
+	} else {
+		return fmt.Errorf("start kafka: %s is not set", EnvServicesDir)
 	}
-	for _, id := range c.BrokerIDs() {
-		if err := c.StartBroker(ctx, id); err != nil { // a no-op for a running node
-			return err
-		}
-	}
-	return c.WaitHealthy(ctx)
-}
-
-// launch starts broker id in the background as scripts/services.sh's kafka_start
-// does (same java command, pid file and log), without waiting for it.
-func (c *Cluster) launch(id int32) error {
-	dir, _ := Lookup(EnvServicesDir)
-	if dir == "" {
-		return fmt.Errorf("start kafka broker %d: %s is not set", id, EnvServicesDir)
-	}
-	kdir := filepath.Join(dir, "kafka")
-	done, _ := filepath.Glob(filepath.Join(kdir, "libs-*", ".complete"))
-	if len(done) == 0 {
-		return fmt.Errorf("start kafka broker %d: no complete libs-* directory under %s", id, kdir)
-	}
-	libs := filepath.Dir(done[0])
-	node := filepath.Join(kdir, "n"+strconv.Itoa(int(id)))
-	conf := filepath.Join(kdir, "config", "n"+strconv.Itoa(int(id))+".properties")
-	if _, err := os.Stat(conf); err != nil {
-		return fmt.Errorf("start kafka broker %d: %w", id, err)
-	}
-	logPath := filepath.Join(node, "server.log")
-	_ = os.Rename(logPath, logPath+".1")
-	logFile, err := os.Create(logPath)
-	if err != nil {
+	if err := runScript(ctx, c.script, env, "kafka-up"); err != nil {
 		return err
 	}
-	defer logFile.Close()
-	heap := strings.Fields(os.Getenv("RELIABLE_KAFKA_HEAP"))
-	if len(heap) == 0 {
-		heap = []string{"-Xms128m", "-Xmx512m"}
-	}
-	args := []string{"bash", "-c", `echo $$ >"$1"; shift; exec "$@"`, "_", filepath.Join(node, "pid"), "java"}
-	args = append(args, heap...)
-	args = append(args, "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Xss512k",
-		"-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
-		"-Dlog4j.configuration=file:"+filepath.Join(kdir, "config", "log4j.properties"),
-		"-cp", filepath.Join(libs, "*"), "kafka.Kafka", conf)
-	// setsid: the broker must outlive this test process.
-	cmd := exec.Command("setsid", args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start kafka broker %d: %w", id, err)
-	}
-	go func() { _ = cmd.Wait() }() // reap it if it exits while this process runs
-	return nil
+	return c.WaitHealthy(ctx)
 }
 
 // CrashAll is KillAll and then StartAll: the whole cluster crashes and comes back.

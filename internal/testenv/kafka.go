@@ -236,14 +236,37 @@ func KafkaCluster(t testing.TB) *Cluster {
 	return c
 }
 
-// restore starts the brokers among ids that do not run and waits until the
-// cluster is whole. Several stopped brokers start at once (see StartAll): one at a
-// time, a node waits for a controller quorum that the next ones would form.
+// restore starts the brokers that do not run and waits until the cluster is
+// whole. One stopped broker starts through the script's kafka-start; several start
+// at once (StartAll): one at a time, a node would wait for a controller quorum
+// that only the next ones form.
 func (c *Cluster) restore(ctx context.Context, ids []int32) error {
-	if len(ids) == 0 {
-		return c.WaitHealthy(ctx)
+	var down []int32
+	for _, id := range c.BrokerIDs() {
+		_, err := c.brokerPID(id)
+		switch {
+		case errors.Is(err, errNoProcess):
+			down = append(down, id)
+		case err != nil:
+			// No pid files to look at: let the script start what it must.
+			for _, id := range ids {
+				if err := c.StartBroker(ctx, id); err != nil {
+					return err
+				}
+			}
+			return c.WaitHealthy(ctx)
+		}
 	}
-	return c.StartAll(ctx)
+	switch len(down) {
+	case 0:
+	case 1:
+		if err := c.StartBroker(ctx, down[0]); err != nil {
+			return err
+		}
+	default:
+		return c.StartAll(ctx)
+	}
+	return c.WaitHealthy(ctx)
 }
 
 // kafkaNodes maps node ids to broker addresses: RELIABLE_KAFKA_NODES
