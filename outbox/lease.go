@@ -109,6 +109,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{NotifyChannel}.Sanitize()); err != nil {
 		return err
 	}
+	r.newRows.Store(true)
 	r.kick(r.kickClaim) // rows added while nobody listened
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -116,6 +117,7 @@ func (r *Relay) listenOnce(ctx context.Context) error {
 			return err
 		}
 		if n.Payload == schema {
+			r.newRows.Store(true)
 			r.kick(r.kickClaim)
 		}
 	}

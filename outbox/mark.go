@@ -191,6 +191,9 @@ func (r *Relay) applyMark(p markPlan) {
 		r.refills = append(r.refills, l)
 		refill = true
 	}
+	if len(p.release) > 0 {
+		r.newRows.Store(true) // a released key may have gained rows: claim
+	}
 	if len(p.release) > 0 || refill || len(r.refills) > 0 {
 		// A released key may have gained rows since it was read, and lanes
 		// may wait for buffer room to read on: claim and refill again.

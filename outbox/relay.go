@@ -54,6 +54,9 @@ type Relay struct {
 	// claimCursor is the key after which the next claim walk starts; only
 	// the claim loop uses it.
 	claimCursor string
+	// newRows says rows were announced (NOTIFY) or keys released since the
+	// last claim: one is due.
+	newRows atomic.Bool
 
 	kickWork  chan struct{}
 	kickClaim chan struct{}
