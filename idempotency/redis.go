@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -71,10 +71,12 @@ func (c RedisConfig) Validate() error {
 // these settings on its first Begin and logs a warning (see
 // [RedisStore.Verify]).
 type RedisStore struct {
-	client   redis.UniversalClient
-	cfg      RedisConfig
-	owner    string
-	verified sync.Once
+	client redis.UniversalClient
+	cfg    RedisConfig
+	owner  string
+	// verified is set once Verify ran against a reachable server;
+	// verifying while a check runs.
+	verified, verifying atomic.Bool
 }
 
 var (

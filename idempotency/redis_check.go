@@ -25,8 +25,9 @@ import (
 //
 // It returns nil when none applies, else every problem found, joined. A
 // server that refuses CONFIG (some managed services) is reported as such.
-// The store runs Verify once, in the background, on its first Begin and logs
-// what it finds as a warning; call it at start-up to fail fast instead.
+// The store runs Verify once, in the background, on its first Begin that
+// reaches Redis, and logs what it finds as a warning; call it at start-up
+// to fail fast instead.
 func (s *RedisStore) Verify(ctx context.Context) error {
 	var problems []error
 	cfg := func(name string) (string, error) {
@@ -78,17 +79,25 @@ func infoFields(info string) map[string]string {
 	return m
 }
 
-// verifyOnce runs Verify in the background the first time it is called and
-// logs what it finds.
+// verifyOnce runs Verify in the background on the first Begin that finds
+// Redis reachable and logs what it finds; an unreachable Redis is Ready's
+// business, not a setting, so the check waits for a later Begin then.
 func (s *RedisStore) verifyOnce() {
-	s.verified.Do(func() {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := s.Verify(ctx); err != nil {
-				s.cfg.Logger.Warn("redis dedupe store: server settings can lose records", slog.String("namespace", s.cfg.Namespace),
-					slog.String("error", err.Error()))
-			}
-		}()
-	})
+	if s.verified.Load() || !s.verifying.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.verifying.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if s.client.Ping(ctx).Err() != nil {
+			return
+		}
+		err := s.Verify(ctx)
+		s.verified.Store(true)
+		if err != nil {
+			s.cfg.Logger.Warn("redis dedupe store: server settings can lose records", slog.String("namespace", s.cfg.Namespace),
+				slog.String("error", err.Error()))
+		}
+	}()
 }
