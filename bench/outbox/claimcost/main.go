@@ -19,6 +19,11 @@
 //
 //	go run ./claimcost [-rows 1000000] [-dead 200000] [-window 15s]
 //
+// or, under the test environment's shared locks (so no fault test restarts
+// a broker meanwhile):
+//
+//	OUTBOX_BENCH=1 go test -run TestClaimCost -v -timeout 30m ./claimcost -args -rows 1000000
+//
 // Endpoints come from RELIABLE_POSTGRES_DSN and RELIABLE_KAFKA_BROKERS or
 // the repository's .cache/services.env.
 package main
@@ -68,8 +73,13 @@ func main() {
 	if dsn == "" || brokers == "" {
 		log.Fatal("RELIABLE_POSTGRES_DSN and RELIABLE_KAFKA_BROKERS are required (or .cache/services.env)")
 	}
+	run(dsn, strings.Split(brokers, ","))
+}
+
+// run measures every shape and prints the table.
+func run(dsn string, brokers []string) {
 	ctx := context.Background()
-	b := &bench{dsn: dsn, brokers: strings.Split(brokers, ",")}
+	b := &bench{dsn: dsn, brokers: brokers}
 	topic := b.topic()
 	defer b.deleteTopic(topic)
 	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
