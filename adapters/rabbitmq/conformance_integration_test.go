@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,15 +21,34 @@ import (
 // with SIGKILL. The suite holds RabbitMQ exclusively (other packages'
 // RabbitMQ tests wait): it kills the server and force-closes connections.
 func TestConformance(t *testing.T) {
+	runConformance(t, Topology{})
+}
+
+// TestConformanceSharded runs the suite on a sharded topology: a group's
+// messages are spread by key over four single-active-consumer queues, so
+// the subscribers of a group share the work (CompetingConsumers) and each
+// key keeps its order.
+func TestConformanceSharded(t *testing.T) {
+	runConformance(t, Topology{Shards: 4})
+}
+
+func runConformance(t *testing.T, topo Topology) {
 	url := amqpURL(t)
 	srv := testenv.RabbitMQ(t)
+	var mu sync.Mutex
+	instances := map[string]int{} // group -> subscribers made so far
+	reasons := map[string]string{}
+	if topo.Shards <= 1 {
+		reasons["CompetingConsumers"] = "the default topology gives a group's queue a single active consumer " +
+			"(Topology.Shards spreads a group over several queues)"
+	}
 	reliabletest.RunConformance(t, reliabletest.Setup{
 		Features: reliabletest.Features{
 			OrderPerKey: true,
 			// A group's queue has a single active consumer: on the default
 			// topology one subscriber receives everything and the others
 			// stand by (L08, L12); sharding spreads a group.
-			CompetingConsumers: false,
+			CompetingConsumers: topo.Shards > 1,
 			NackRedelivers:     true,
 			// OrderAfterNack: false. A nacked message goes back to the
 			// queue while the deliveries prefetched after it are already
@@ -76,27 +96,34 @@ func TestConformance(t *testing.T) {
 					}
 				}
 			},
-			Reasons: map[string]string{
-				"CompetingConsumers": "the default topology gives a group's queue a single active consumer " +
-					"(Topology.Shards spreads a group over several queues)",
-			},
+			Reasons: reasons,
 		},
 		NewPublisher: func(t *testing.T) reliable.Publisher {
-			p, err := NewProducer(url, WithConnectionName(uniqueName("conf-pub")))
+			p, err := NewProducer(url, WithConnectionName(uniqueName("conf-pub")), WithTopology(topo))
 			if err != nil {
 				t.Fatalf("new producer: %v", err)
 			}
 			return p
 		},
 		NewSubscriber: func(t *testing.T, group string) reliable.Subscriber {
-			s, err := NewSubscriber(url, group, WithConnectionName(uniqueName("conf-sub")))
+			opts := []SubscriberOption{WithConnectionName(uniqueName("conf-sub")), WithTopology(topo)}
+			if topo.Shards > 1 {
+				// As an operator runs instances: the k-th subscriber of a
+				// group has shard k mod Shards as its primary shard.
+				mu.Lock()
+				k := instances[group]
+				instances[group]++
+				mu.Unlock()
+				opts = append(opts, WithShardIndexes(k%topo.Shards))
+			}
+			s, err := NewSubscriber(url, group, opts...)
 			if err != nil {
 				t.Fatalf("new subscriber: %v", err)
 			}
 			return s
 		},
 		CreateTopic: func(t *testing.T, topic string, groups ...string) {
-			declareTopic(t, Topology{}, topic, groups...)
+			declareTopic(t, topo, topic, groups...)
 		},
 		Timeout: 30 * time.Second,
 	})
