@@ -20,6 +20,9 @@
 #   kafka-kill N        SIGKILL broker N, wait until it is gone
 #   kafka-start N       start broker N (no-op when it runs), wait until its port answers
 #   kafka-wait          wait until all three brokers are registered in the cluster
+#   kafka-start-all     start every broker that is not running, all at once (after a kill
+#                       of all: one at a time, the first never finds a quorum), and wait
+#                       until all are registered; keeps the state folder's version/ports
 #   kafka-purge         stop Kafka and delete its data (jars stay cached)
 #   kafka-up            only the Kafka part of `up` (start or switch the cluster, write
 #                       the env file); leaves PostgreSQL, Redis and RabbitMQ alone
@@ -605,6 +608,13 @@ kafka_purge_data() {
 
 kafka_up() {
   kafka_switch
+  kafka_start_all
+}
+
+# kafka_start_all starts every node of the cluster in the state folder that is not
+# running (creating the cluster when there is none), all before waiting, and waits
+# until all are registered. It never switches versions.
+kafka_start_all() {
   kafka_fetch
   mkdir -p "$KAFKA_DIR"
   kafka_cluster_id >/dev/null
@@ -715,6 +725,7 @@ main() {
     log "kafka $KAFKA_VERSION ready ($((SECONDS - t0))s); endpoints written to $ENV_FILE"
     ;;
   kafka-version) echo "$KAFKA_VERSION" ;;
+  kafka-start-all) with_lock; kafka_start_all ;;
   rabbitmq-stop) require_root; with_lock; rabbit_stop ;;
   rabbitmq-start) require_root; with_lock; rabbit_start ;;
   rabbitmq-restart) require_root; with_lock; rabbit_stop; rabbit_start ;;
