@@ -177,10 +177,15 @@ func startSecureNode(t *testing.T) secureNode {
 	if err := os.WriteFile(propsFile, []byte(props), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	log4j := filepath.Join(home, "config", "log4j.properties")
+	// Kafka 4.x logs through log4j2, 3.9 through reload4j: pass the config
+	// the cluster's folder has.
+	logFlag := "-Dlog4j.configuration=file:" + filepath.Join(home, "config", "log4j.properties")
+	if l2 := filepath.Join(home, "config", "log4j2.properties"); fileExists(l2) {
+		logFlag = "-Dlog4j2.configurationFile=" + l2
+	}
 	javaArgs := func(args ...string) []string {
 		return append([]string{"-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-Djava.net.preferIPv4Stack=true",
-			"-Dlog4j.configuration=file:" + log4j, "-cp", classpath}, args...)
+			logFlag, "-cp", classpath}, args...)
 	}
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
@@ -304,4 +309,9 @@ func freePorts(t *testing.T, n int) []int {
 		_ = l.Close()
 	}
 	return ports
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
