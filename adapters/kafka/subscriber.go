@@ -49,8 +49,10 @@ type Subscriber struct {
 	prefix string
 	group  string // prefixed group ID
 	log    *slog.Logger
-	client sarama.Client
+	client sarama.Client // metadata and audits; each subscription has its own
 	topics *topicChecker
+	// saramaCfg configures each subscription's client.
+	saramaCfg *sarama.Config
 
 	// dlt publishes to dltTopic (the Kafka name) for DeadLetter; nil
 	// without Consumer.DeadLetterTopic.
@@ -101,6 +103,7 @@ func NewSubscriber(cfg Config) (*Subscriber, error) {
 	}
 	s := &Subscriber{
 		cfg:       cfg,
+		saramaCfg: sc,
 		prefix:    cfg.prefix(),
 		group:     cfg.prefix() + cfg.Consumer.Group,
 		log:       cfg.Logger,
@@ -177,7 +180,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 	if err := s.topics.check(ctx, ktopic); err != nil {
 		return nil, err
 	}
-	group, err := sarama.NewConsumerGroupFromClient(s.group, s.client)
+	// Each subscription is a group member with a client of its own: sarama's
+	// consumer groups may not share a client (two Subscribe calls on one
+	// client fenced each other: "member is not known in the current
+	// generation", 15 of 20 messages after 60 s).
+	group, err := sarama.NewConsumerGroup(s.cfg.Brokers, s.group, s.saramaCfg)
 	if err != nil {
 		return nil, classifyConnect(err)
 	}
