@@ -75,24 +75,11 @@ func (c *Cluster) KillAll(ctx context.Context) error {
 // with a controller quorum (two of the three nodes), and gives up after a while
 // without one, so after KillAll starting one node at a time (kafka-start N, which
 // waits for that node's port) never gets past the first. StartAll runs the
-// script's kafka-up, which starts the missing nodes before it waits, pinned to
-// the version and port base of the cluster in the state folder (kafka-up would
-// otherwise replace a cluster of another version than RELIABLE_KAFKA_VERSION asks
-// for, deleting its data).
+// script's kafka-start-all, which starts the missing nodes together and never
+// switches the cluster's version (kafka-up would replace a cluster of another
+// version than RELIABLE_KAFKA_VERSION asks for, deleting its data).
 func (c *Cluster) StartAll(ctx context.Context) error {
-	env := append([]string(nil), c.env...)
-	if dir, _ := Lookup(EnvServicesDir); dir != "" {
-		for file, key := range map[string]string{"version": "RELIABLE_KAFKA_VERSION", "port-base": "RELIABLE_KAFKA_PORT_BASE"} {
-			b, err := os.ReadFile(filepath.Join(dir, "kafka", file))
-			if err != nil {
-				return fmt.Errorf("start kafka: the cluster's %s: %w", file, err)
-			}
-			env = append(env, key+"="+strings.TrimSpace(string(b)))
-		}
-	} else {
-		return fmt.Errorf("start kafka: %s is not set", EnvServicesDir)
-	}
-	if err := runScript(ctx, c.script, env, "kafka-up"); err != nil {
+	if err := runScript(ctx, c.script, c.env, "kafka-start-all"); err != nil {
 		return err
 	}
 	return c.WaitHealthy(ctx)

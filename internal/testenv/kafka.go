@@ -18,7 +18,9 @@ import (
 )
 
 // KafkaVersion is the protocol version testenv's sarama clients use; the local
-// cluster runs Apache Kafka 3.9.1.
+// cluster runs Apache Kafka 4.4.0 by default or 3.9.1
+// (RELIABLE_KAFKA_CLUSTER_VERSION), and sarama limits its requests to what
+// the broker supports, so this works on both.
 var KafkaVersion = sarama.V3_9_0_0
 
 // SaramaConfig returns a sarama config for test clients: the durable producer

@@ -31,7 +31,8 @@
 // Other variables: RELIABLE_LOCK_TIMEOUT (how long to wait for a lock, default 15m),
 // RELIABLE_NO_DOCKER=1 (never start containers), RELIABLE_ENV_FILE (env file path).
 //
-// Local cluster facts (scripts/services.sh): Apache Kafka 3.9.1 in KRaft mode, nodes
+// Local cluster facts (scripts/services.sh): Apache Kafka 4.4.0 (or 3.9.1, see
+// RELIABLE_KAFKA_VERSION) in KRaft mode, nodes
 // 1, 2, 3 on 127.0.0.1:19092..19094 (controllers on 19192..19194),
 // default.replication.factor=3, min.insync.replicas=2, no auto topic creation,
 // broker.session.timeout.ms=6000 (a killed broker is fenced within ~6 s),
