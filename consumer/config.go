@@ -86,6 +86,14 @@ type Config struct {
 	// Backoff spaces inline retries and retries of store operations. See
 	// reliable.Backoff for its defaults.
 	Backoff reliable.Backoff
+	// HandlerTimeout bounds one handler call: its context ends then, and a
+	// handler that returns because of it has failed (retryably). Defaults to
+	// 9/10 of the dedupe store's claim duration (idempotency.ClaimReporter),
+	// so that a handler cannot outlive its claim and race a redelivery that
+	// took the expired claim over; none without such a store. A timeout at
+	// or above the claim duration is refused. A handler that ignores its
+	// context is not stopped: keep handlers context-aware.
+	HandlerTimeout time.Duration
 	// ShutdownTimeout bounds how long Run waits for in-flight deliveries
 	// after its context ends. Defaults to DefaultShutdownTimeout, so that the
 	// drain, the final commit and leaving the group fit in Kubernetes'
@@ -111,6 +119,12 @@ func (c Config) Validate() error {
 	p.Addf(c.Rate < 0, "Rate is %v, must be 0 (unlimited) or positive", c.Rate)
 	p.Addf(c.InlineAttempts < 0, "InlineAttempts is %d, must be 0 (default) or positive", c.InlineAttempts)
 	p.Addf(c.ShutdownTimeout < 0, "ShutdownTimeout is negative")
+	p.Addf(c.HandlerTimeout < 0, "HandlerTimeout is negative")
+	if cr, ok := c.Dedupe.(idempotency.ClaimReporter); ok && c.HandlerTimeout > 0 {
+		claim := cr.ClaimDuration()
+		p.Addf(claim > 0 && c.HandlerTimeout >= claim,
+			"HandlerTimeout %s is not below the dedupe store's claim duration %s: a handler could outlive its claim and a redelivery apply the message a second time", c.HandlerTimeout, claim)
+	}
 	return p.Err("consumer")
 }
 
@@ -123,6 +137,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.InlineAttempts == 0 {
 		c.InlineAttempts = 3
+	}
+	if cr, ok := c.Dedupe.(idempotency.ClaimReporter); ok && c.HandlerTimeout == 0 {
+		c.HandlerTimeout = cr.ClaimDuration() * 9 / 10
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

@@ -27,6 +27,7 @@ type Consumer struct {
 	running     atomic.Bool
 	stopping    atomic.Bool  // Run's context ended: held keys give up
 	keyless     atomic.Int64 // spreads keyless messages over lanes
+	retrier     atomic.Pointer[retry.Retrier]
 
 	blockedMu sync.Mutex
 	blocked   map[*job]*BlockedKey
@@ -137,6 +138,7 @@ func (c *Consumer) startRetrier(ctx context.Context) (<-chan struct{}, error) {
 		if err != nil {
 			return nil, fmt.Errorf("consumer: %w", err)
 		}
+		c.retrier.Store(r)
 		run = func() error { return r.Run(ctx) }
 	case Replayer:
 		if !c.cfg.DisableRetrier {
@@ -411,6 +413,11 @@ func (c *Consumer) handle(ctx context.Context, msg *reliable.Message) (err error
 			err = reliable.Retryable(fmt.Errorf("consumer: handler panicked: %v", r))
 		}
 	}()
+	if c.cfg.HandlerTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.HandlerTimeout)
+		defer cancel()
+	}
 	return c.handler.Handle(ctx, msg)
 }
 

@@ -405,3 +405,40 @@ func TestObserversAllSeeEveryEvent(t *testing.T) {
 	eventually(t, 5*time.Second, "observed", func() bool { return first.Load() == 10 && second.Load() == 10 })
 	mustStop(t, stop)
 }
+
+func TestHandlerCannotOutliveItsClaim(t *testing.T) {
+	// Issue 15: a handler that outlived its dedupe claim raced the
+	// redelivery that took the expired claim over; both applied. The handler
+	// timeout defaults below the claim, and a config that allows a handler to
+	// outlive it is refused.
+	store := idempotency.NewMemory()
+	store.ClaimTTL = 300 * time.Millisecond
+	cfg := zeroConfig()
+	cfg.Dedupe = store
+	cfg.HandlerTimeout = time.Second
+	var ce *reliable.ConfigError
+	if _, err := consumer.New(newStaticSubscriber(), reliable.HandlerFunc(func(context.Context, *reliable.Message) error { return nil }), cfg); !errors.As(err, &ce) {
+		t.Fatalf("HandlerTimeout above the claim: got %v, want a ConfigError", err)
+	}
+
+	b := setup(t, 1)
+	msgs := b.publish(t, 1, 1, "order.event")
+	var calls atomic.Int64
+	h := reliable.HandlerFunc(func(ctx context.Context, m *reliable.Message) error {
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // a slow downstream call that honours its context
+			return ctx.Err()
+		}
+		b.ledger.apply(m)
+		return nil
+	})
+	cfg.HandlerTimeout = 0 // the default: 9/10 of the claim
+	start := time.Now()
+	_, stop := run(t, b.broker.Subscriber("kitchen", reliabletest.SubscriberOptions{}), h, cfg)
+	eventually(t, 5*time.Second, "handled on the second try", func() bool { return b.ledger.count() == 1 })
+	mustStop(t, stop)
+	b.ledger.check(t, msgs)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %s: the first call was not cut at 9/10 of the 300ms claim", d)
+	}
+}

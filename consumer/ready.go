@@ -14,8 +14,9 @@ type ReadinessReporter interface {
 }
 
 // Ready returns nil while the consumer consumes, else why not: not started,
-// shutting down, or its subscriber, dedupe store or retry table cannot reach
-// the broker or database (when they report it, see ReadinessReporter).
+// shutting down, or its subscriber, dedupe store, retry table or retrier
+// cannot reach the broker or database (when they report it, see
+// ReadinessReporter).
 // Blocked keys do not make a consumer unready: restarting it would not
 // unblock them (see Blocked). Use it for a readiness probe, for example
 // through service.Group.
@@ -37,5 +38,8 @@ func (c *Consumer) Ready(ctx context.Context) error {
 	check("subscriber", c.sub)
 	check("dedupe store", c.cfg.Dedupe)
 	check("retry table", c.cfg.RetryTable)
+	if r := c.retrier.Load(); r != nil {
+		check("retrier", r)
+	}
 	return errors.Join(errs...)
 }
