@@ -22,7 +22,7 @@ type readiness interface {
 // checkReadyThroughFaults asserts s is ready, not ready (with the reason,
 // within a bounded time) while its store is down and while it is
 // black-holed, and ready again once it heals.
-func checkReadyThroughFaults(t *testing.T, s readiness, p *faultProxy, reason string) {
+func checkReadyThroughFaults(t *testing.T, s readiness, p *testenv.FaultProxy, reason string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -58,7 +58,7 @@ func checkReadyThroughFaults(t *testing.T, s readiness, p *faultProxy, reason st
 // Issue 17: the Redis store's readiness follows Redis.
 func TestRedisStoreReadyFollowsRedis(t *testing.T) {
 	t.Parallel()
-	p := newFaultProxy(t, testenv.RedisAddr(t))
+	p := testenv.NewFaultProxy(t, testenv.RedisAddr(t))
 	c := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { _ = c.Close() })
 	s, err := idempotency.NewRedis(c, idempotency.RedisConfig{Namespace: "kitchen"})
@@ -71,7 +71,7 @@ func TestPostgresStoreReadyFollowsTheDatabase(t *testing.T) {
 	t.Parallel()
 	cfg, err := pgxpool.ParseConfig(testenv.PostgresDSN(t))
 	must(t, err)
-	p := newFaultProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	p := testenv.NewFaultProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = p.Host(), p.Port()
 	cfg.ConnConfig.ConnectTimeout = time.Second
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/testenv"
 	"github.com/reliable-go/reliable/outbox"
 	"github.com/reliable-go/reliable/reliabletest"
 )
@@ -73,7 +74,7 @@ func TestRelayReadiness(t *testing.T) {
 	db := newTestDB(t, 8)
 	cfg, err := pgxpool.ParseConfig(db.dsn)
 	must(t, err)
-	proxy := newFaultProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	proxy := testenv.NewFaultProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = proxy.Host(), proxy.Port()
 	cfg.ConnConfig.ConnectTimeout = time.Second
 	cfg.ConnConfig.RuntimeParams["search_path"] = db.schema

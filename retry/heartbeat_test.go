@@ -16,11 +16,11 @@ import (
 
 // poolThrough returns a pool to the test PostgreSQL whose connections pass
 // through a fault proxy.
-func poolThrough(t *testing.T, maxConns int32) (*pgxpool.Pool, *faultProxy) {
+func poolThrough(t *testing.T, maxConns int32) (*pgxpool.Pool, *testenv.FaultProxy) {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(testenv.PostgresDSN(t))
 	must(t, err)
-	p := newFaultProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	p := testenv.NewFaultProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = p.Host(), p.Port()
 	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
 	cfg.MaxConns = maxConns

@@ -17,9 +17,9 @@ import (
 
 // redisThrough returns a Redis dedupe store whose connections pass through
 // a fault proxy.
-func redisThrough(t *testing.T, claimTTL time.Duration) (*idempotency.RedisStore, *faultProxy) {
+func redisThrough(t *testing.T, claimTTL time.Duration) (*idempotency.RedisStore, *testenv.FaultProxy) {
 	t.Helper()
-	p := newFaultProxy(t, testenv.RedisAddr(t))
+	p := testenv.NewFaultProxy(t, testenv.RedisAddr(t))
 	c := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1, DialTimeout: time.Second,
 		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
 	t.Cleanup(func() { _ = c.Close() })

@@ -1,4 +1,4 @@
-package idempotency_test
+package testenv
 
 import (
 	"io"
@@ -9,12 +9,12 @@ import (
 	"time"
 )
 
-// faultProxy is a TCP proxy between a test's clients and PostgreSQL or
+// FaultProxy is a TCP proxy between a test's clients and PostgreSQL or
 // Redis, so a test can make the store fail the way networks do: Down resets
 // every connection and refuses new ones (a failover, a restart); Blackhole
 // keeps connections open but delivers nothing (a partition, a hung server);
 // Up heals. It plays the part of toxiproxy in a few lines.
-type faultProxy struct {
+type FaultProxy struct {
 	upstream string
 	ln       net.Listener
 
@@ -31,15 +31,15 @@ const (
 	proxyHole
 )
 
-// newFaultProxy listens on a free local port and forwards to upstream
+// NewFaultProxy listens on a free local port and forwards to upstream
 // (host:port) until the test ends.
-func newFaultProxy(t testing.TB, upstream string) *faultProxy {
+func NewFaultProxy(t testing.TB, upstream string) *FaultProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &faultProxy{upstream: upstream, ln: ln, conns: map[net.Conn]struct{}{}}
+	p := &FaultProxy{upstream: upstream, ln: ln, conns: map[net.Conn]struct{}{}}
 	go p.serve()
 	t.Cleanup(func() {
 		_ = ln.Close()
@@ -49,27 +49,27 @@ func newFaultProxy(t testing.TB, upstream string) *faultProxy {
 }
 
 // Addr is the host:port clients dial instead of the store.
-func (p *faultProxy) Addr() string { return p.ln.Addr().String() }
+func (p *FaultProxy) Addr() string { return p.ln.Addr().String() }
 
 // Host and Port split Addr.
-func (p *faultProxy) Host() string { h, _, _ := net.SplitHostPort(p.Addr()); return h }
+func (p *FaultProxy) Host() string { h, _, _ := net.SplitHostPort(p.Addr()); return h }
 
-func (p *faultProxy) Port() uint16 {
+func (p *FaultProxy) Port() uint16 {
 	_, port, _ := net.SplitHostPort(p.Addr())
 	n, _ := strconv.Atoi(port)
 	return uint16(n)
 }
 
 // Down resets every open connection and refuses new ones until Up.
-func (p *faultProxy) Down() { p.set(proxyDown); p.closeAll() }
+func (p *FaultProxy) Down() { p.set(proxyDown); p.closeAll() }
 
 // Blackhole keeps connections open and accepts new ones, but from now on
 // forwards nothing in either direction, until Up.
-func (p *faultProxy) Blackhole() { p.set(proxyHole) }
+func (p *FaultProxy) Blackhole() { p.set(proxyHole) }
 
 // Up heals. Connections that lost bytes in a black hole are reset, as a
 // client's keepalive would eventually find them dead.
-func (p *faultProxy) Up() {
+func (p *FaultProxy) Up() {
 	p.mu.Lock()
 	wasHole := p.mode == proxyHole
 	p.mode = proxyUp
@@ -79,19 +79,19 @@ func (p *faultProxy) Up() {
 	}
 }
 
-func (p *faultProxy) set(m proxyMode) {
+func (p *FaultProxy) set(m proxyMode) {
 	p.mu.Lock()
 	p.mode = m
 	p.mu.Unlock()
 }
 
-func (p *faultProxy) current() proxyMode {
+func (p *FaultProxy) current() proxyMode {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.mode
 }
 
-func (p *faultProxy) closeAll() {
+func (p *FaultProxy) closeAll() {
 	p.mu.Lock()
 	conns := p.conns
 	p.conns = map[net.Conn]struct{}{}
@@ -101,13 +101,13 @@ func (p *faultProxy) closeAll() {
 	}
 }
 
-func (p *faultProxy) track(c net.Conn) {
+func (p *FaultProxy) track(c net.Conn) {
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.mu.Unlock()
 }
 
-func (p *faultProxy) serve() {
+func (p *FaultProxy) serve() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -136,7 +136,7 @@ func (p *faultProxy) serve() {
 
 // pipe copies src to dst, dropping what it reads while the proxy is a black
 // hole.
-func (p *faultProxy) pipe(dst, src net.Conn) {
+func (p *FaultProxy) pipe(dst, src net.Conn) {
 	defer func() { _ = dst.Close(); _ = src.Close() }()
 	buf := make([]byte, 32<<10)
 	for {
