@@ -18,7 +18,7 @@ BENCH     ?= .
 # Loads the endpoints written by scripts/services.sh into the recipe's environment.
 LOAD_ENV = if [[ -f $(ENV_FILE) ]]; then set -a; . ./$(ENV_FILE); set +a; fi
 
-.PHONY: help demo soak soak-short services services-down services-status test test-unit lint fmt fuzz bench ci
+.PHONY: help demo soak soak-short services services-down services-status test test-unit test-memory lint fmt fuzz bench ci
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PKGS=./producer/...] [TESTFLAGS='-run X -v']"
@@ -79,6 +79,12 @@ lint: ## go vet, staticcheck, and fail if gofmt would change a file
 	$(GO) run $(STATICCHECK) $(PKGS)
 	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')); \
 	if [[ -n $$files ]]; then echo "gofmt needs to format:"; echo "$$files"; exit 1; fi
+
+test-memory: ## The backlog memory budget check (peak RSS of relay and consumer), without -race; MEMORY_ROWS rows
+	@$(LOAD_ENV); RELIABLE_SOAK_MEMORY=1 RELIABLE_SOAK_MEMORY_ROWS=$(MEMORY_ROWS) \
+		$(GO) test -count=1 -timeout 15m -run TestBacklogMemoryStaysBounded -v ./cmd/reliable-soak/
+
+MEMORY_ROWS ?= 100000
 
 fuzz: ## Run every fuzz target for FUZZTIME (default 10s) on top of its seed corpus
 	bash scripts/fuzz.sh

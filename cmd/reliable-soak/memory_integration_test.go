@@ -18,7 +18,8 @@ import (
 // MaxKeys x Window = 4096 x 32 rows, all decoded).
 //
 // It takes a few minutes, so it runs only with RELIABLE_SOAK_MEMORY=1
-// (RELIABLE_SOAK_MEMORY_ROWS overrides the row count); the 1M figures of the
+// (RELIABLE_SOAK_MEMORY_ROWS overrides the row count), and without -race:
+// `make test-memory`, which CI runs with 20,000 rows. The 1M figures of the
 // issue come from `reliable-soak -backlog 1000000`.
 func TestBacklogMemoryStaysBounded(t *testing.T) {
 	if os.Getenv("RELIABLE_SOAK_MEMORY") != "1" {
