@@ -38,19 +38,7 @@ func TestRabbitMQTransientFailuresExactlyOnceInOrder(t *testing.T) {
 	store := dedupeStore(t, "postgres", pool, group, shortName("idem_"))
 
 	const n, keys = 1000, 20
-	pub, err := rabbitmq.NewProducer(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	msgs := make([]*reliable.Message, n)
-	for i := range msgs {
-		msgs[i] = &reliable.Message{Topic: topic, Key: "order-" + strconv.Itoa(i%keys),
-			Headers: map[string]string{"seq": strconv.Itoa(i / keys)}}
-	}
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
+	msgs := publishRabbitOrders(t, ctx, url, topic, n, keys)
 
 	led := newLedger()
 	var failed sync.Map
@@ -159,4 +147,24 @@ func queueDepth(t *testing.T, ch *amqp.Channel, group, topic string) int {
 		t.Fatal(err)
 	}
 	return q.Messages
+}
+
+// publishRabbitOrders publishes n messages over keys with a per-key "seq"
+// header, in order per key, through the durable RabbitMQ producer.
+func publishRabbitOrders(t testing.TB, ctx context.Context, url, topic string, n, keys int) []*reliable.Message {
+	t.Helper()
+	pub, err := rabbitmq.NewProducer(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	msgs := make([]*reliable.Message, n)
+	for i := range msgs {
+		msgs[i] = &reliable.Message{Topic: topic, Key: "order-" + strconv.Itoa(i%keys),
+			Headers: map[string]string{"seq": strconv.Itoa(i / keys)}}
+	}
+	if err := pub.Publish(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	return msgs
 }

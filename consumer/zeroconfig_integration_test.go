@@ -106,19 +106,7 @@ func TestDownstreamOutageWithoutRetryTable(t *testing.T) {
 		if err := rabbitmq.Declare(ctx, url, topic, []string{group}); err != nil {
 			t.Fatal(err)
 		}
-		pub, err := rabbitmq.NewProducer(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pub.Close()
-		msgs := make([]*reliable.Message, n)
-		for i := range msgs {
-			msgs[i] = &reliable.Message{Topic: topic, Key: "order-" + strconv.Itoa(i%keys),
-				Headers: map[string]string{"seq": strconv.Itoa(i / keys)}}
-		}
-		if err := pub.Publish(ctx, msgs...); err != nil {
-			t.Fatal(err)
-		}
+		msgs := publishRabbitOrders(t, ctx, url, topic, n, keys)
 		led := newLedger()
 		var failures atomic.Int64
 		c, err := consumer.NewRabbitMQ(url, group, outageHandler(led, outage, &failures),
@@ -340,19 +328,7 @@ func TestRabbitMQPoisonToDeadLetterQueueOnTheDefaults(t *testing.T) {
 	if err := rabbitmq.Declare(ctx, url, topic, []string{group}); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := rabbitmq.NewProducer(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	msgs := make([]*reliable.Message, 60)
-	for i := range msgs {
-		msgs[i] = &reliable.Message{Topic: topic, Key: "order-" + strconv.Itoa(i%20),
-			Headers: map[string]string{"seq": strconv.Itoa(i / 20)}}
-	}
-	if err := pub.Publish(ctx, msgs...); err != nil {
-		t.Fatal(err)
-	}
+	msgs := publishRabbitOrders(t, ctx, url, topic, 60, 20)
 	poison := msgs[20] // order-0, seq 1
 	led := newLedger()
 	var poisonCalls atomic.Int64
