@@ -169,9 +169,10 @@ postgres_up() {
   # Role, database and a connection limit that fits parallel test packages. Fast path:
   # one psql round trip when everything is already in place.
   local ok
-  ok=$(pg_psql -At -c "SELECT (SELECT count(*) FROM pg_roles WHERE rolname='$PG_USER')::text
+  ok=$(pg_psql -At -c "SELECT (SELECT count(*) FROM pg_roles WHERE rolname='$PG_USER' AND rolreplication)::text
         || (SELECT count(*) FROM pg_database WHERE datname='$PG_DB')::text
-        || (current_setting('max_connections')::int >= 300)::text")
+        || (current_setting('max_connections')::int >= 300
+            AND current_setting('wal_level') = 'logical')::text")
   if [[ $ok != 11true ]]; then
     log "postgres: creating role/database $PG_USER/$PG_DB"
     pg_psql <<SQL
@@ -179,14 +180,25 @@ DO \$\$BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
     CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
   END IF;
+  -- REPLICATION: the log-reading outbox relay opens a replication connection.
+  ALTER ROLE $PG_USER REPLICATION;
 END\$\$;
 SQL
     if [[ $(pg_psql -At -c "SELECT count(*) FROM pg_database WHERE datname='$PG_DB'") == 0 ]]; then
       pg_psql -c "CREATE DATABASE $PG_DB OWNER $PG_USER"
     fi
-    if [[ $(pg_psql -At -c "SELECT current_setting('max_connections')::int >= 300") != t ]]; then
+    # wal_level=logical: the outbox relay's log-reading mode (outbox.ModeLog) reads
+    # committed rows from a logical replication slot. max_slot_wal_keep_size caps the
+    # WAL an abandoned slot can retain (the slot is then invalidated and the relay
+    # falls back to polling), so a test left running cannot fill the disk.
+    if [[ $(pg_psql -At -c "SELECT current_setting('max_connections')::int >= 300
+          AND current_setting('wal_level') = 'logical'") != t ]]; then
       pg_psql -c "ALTER SYSTEM SET max_connections = 300"
-      log "postgres: restarting for max_connections=300"
+      pg_psql -c "ALTER SYSTEM SET wal_level = logical"
+      pg_psql -c "ALTER SYSTEM SET max_replication_slots = 20"
+      pg_psql -c "ALTER SYSTEM SET max_wal_senders = 20"
+      pg_psql -c "ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'"
+      log "postgres: restarting for max_connections=300, wal_level=logical"
       pg_ctlcluster "$v" main restart 9>&-
       wait_for 60 "postgres on 127.0.0.1:$PG_PORT" pg_isready -q -h 127.0.0.1 -p "$PG_PORT"
     fi
