@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,6 +10,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes, documented in doc.go.
@@ -45,49 +47,83 @@ type app struct {
 	secrets []string // passwords seen in endpoints, redacted from any output
 }
 
-// command is a node of the command tree: a group of subcommands or a leaf.
-type command struct {
-	name    string
-	summary string
-	subs    []*command
-	// run parses its own flags from args.
-	run func(ctx context.Context, a *app, args []string) error
+// group describes a command that only holds subcommands.
+type group struct {
+	name, summary string
+	subs          []*cobra.Command
 }
 
-func commands() *command {
-	return &command{name: "reliablectl", summary: "operate services built on the reliable SDK", subs: []*command{
-		{name: "audit", summary: "check the durability settings of topics and queues", subs: []*command{
-			{name: "kafka", summary: "replication factor, min.insync.replicas, unclean leader election of Kafka topics", run: auditKafka},
-			{name: "rabbitmq", summary: "durability, type, dead-lettering and overflow of RabbitMQ queues", run: auditRabbitMQ},
-		}},
-		{name: "dlt", summary: "list, inspect and replay Kafka dead-letter topics", subs: []*command{
-			{name: "topics", summary: "dead-letter topics and how many records they hold", run: dltTopics},
-			{name: "list", summary: "records of a dead-letter topic: ID, key, cause, origin, attempts", run: dltList},
-			{name: "show", summary: "one record with its headers and payload", run: dltShow},
-			{name: "replay", summary: "republish records to their original topic (dry run unless --execute)", run: dltReplay},
-		}},
-		{name: "lag", summary: "Kafka consumer-group lag per partition, with a hot-partition warning", run: lagCmd},
-		{name: "offsets", summary: "move a Kafka consumer group's committed offsets", subs: []*command{
-			{name: "reset", summary: "reset a group's offsets to a time or an offset (dry run unless --execute)", run: offsetsReset},
-		}},
-		{name: "outbox", summary: "inspect the transactional outbox and act on dead rows", subs: []*command{
-			{name: "status", summary: "pending rows, oldest pending age, dead rows", run: outboxStatus},
-			{name: "retry", summary: "make a dead row pending again", run: outboxRetry},
-			{name: "discard", summary: "give up on a dead row: it is never published", run: outboxDiscard},
-		}},
-		{name: "retry", summary: "inspect the retry table and act on its entries", subs: []*command{
-			{name: "stats", summary: "pending, dead and due entries, blocked keys, oldest due entry", run: retryStats},
-			{name: "list", summary: "list entries, by key and state", run: retryList},
-			{name: "show", summary: "show one entry", run: retryShow},
-			{name: "retry-now", summary: "make an entry, or every entry of a key, due now", run: retryNow},
-			{name: "discard", summary: "drop an entry: it no longer blocks its key and is never replayed", run: retryDiscard},
-			{name: "release", summary: "unblock a key whose head entry is dead", run: retryRelease},
-		}},
-	}}
+// commands returns the command tree of one invocation: a fresh tree each
+// time, because the leaves keep their parsed flag values in closures.
+func (a *app) commands() *cobra.Command {
+	root := a.group(group{name: "reliablectl", summary: "operate services built on the reliable SDK", subs: []*cobra.Command{
+		a.group(group{name: "audit", summary: "check the durability settings of topics and queues", subs: []*cobra.Command{
+			leaf(auditKafka(a), "replication factor, min.insync.replicas, unclean leader election of Kafka topics"),
+			leaf(auditRabbitMQ(a), "durability, type, dead-lettering and overflow of RabbitMQ queues"),
+		}}),
+		a.group(group{name: "dlt", summary: "list, inspect and replay Kafka dead-letter topics", subs: []*cobra.Command{
+			leaf(dltTopics(a), "dead-letter topics and how many records they hold"),
+			leaf(dltList(a), "records of a dead-letter topic: ID, key, cause, origin, attempts"),
+			leaf(dltShow(a), "one record with its headers and payload"),
+			leaf(dltReplay(a), "republish records to their original topic (dry run unless --execute)"),
+		}}),
+		leaf(lagCmd(a), "Kafka consumer-group lag per partition, with a hot-partition warning"),
+		a.group(group{name: "offsets", summary: "move a Kafka consumer group's committed offsets", subs: []*cobra.Command{
+			leaf(offsetsReset(a), "reset a group's offsets to a time or an offset (dry run unless --execute)"),
+		}}),
+		a.group(group{name: "outbox", summary: "inspect the transactional outbox and act on dead rows", subs: []*cobra.Command{
+			leaf(outboxStatus(a), "pending rows, oldest pending age, dead rows"),
+			leaf(outboxRetry(a), "make a dead row pending again"),
+			leaf(outboxDiscard(a), "give up on a dead row: it is never published"),
+		}}),
+		a.group(group{name: "retry", summary: "inspect the retry table and act on its entries", subs: []*cobra.Command{
+			leaf(retryStats(a), "pending, dead and due entries, blocked keys, oldest due entry"),
+			leaf(retryList(a), "list entries, by key and state"),
+			leaf(retryShow(a), "show one entry"),
+			leaf(retryNow(a), "make an entry, or every entry of a key, due now"),
+			leaf(retryDiscard(a), "drop an entry: it no longer blocks its key and is never replayed"),
+			leaf(retryRelease(a), "unblock a key whose head entry is dead"),
+		}}),
+	}})
+	root.Long = "reliablectl: operate services built on the reliable SDK.\n" + exitCodesHelp
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usagef("%v", err) })
+	root.CompletionOptions.HiddenDefaultCmd = true
+	return root
+}
+
+// leaf sets a leaf command's one-line summary.
+func leaf(c *cobra.Command, summary string) *cobra.Command {
+	c.Short = summary
+	return c
+}
+
+// group returns a command that only dispatches: run bare, it prints its
+// help on stderr and exits 2; an unknown subcommand is a usage error.
+func (a *app) group(g group) *cobra.Command {
+	c := &cobra.Command{
+		Use:   g.name,
+		Short: g.summary,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q", args[0])
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, _ []string) error {
+			c.SetOut(a.stderr)
+			_ = c.Help()
+			return &usageError{shown: true}
+		},
+	}
+	c.AddCommand(g.subs...)
+	return c
 }
 
 // usageError is a malformed command line: exit code 2.
-type usageError struct{ msg string }
+type usageError struct {
+	msg   string
+	shown bool // the help was printed already: print nothing more
+}
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -102,40 +138,26 @@ type findingsError struct{ msg string }
 func (e *findingsError) Error() string { return e.msg }
 
 func (a *app) run(ctx context.Context, args []string) int {
-	root := commands()
-	cmd, path := root, []string{root.name}
-	for cmd.run == nil {
-		if len(args) == 0 {
-			a.printGroupUsage(a.stderr, cmd, path)
-			return exitUsage
-		}
-		name := args[0]
-		if name == "-h" || name == "--help" || name == "help" {
-			a.printGroupUsage(a.stdout, cmd, path)
-			return exitOK
-		}
-		var next *command
-		for _, s := range cmd.subs {
-			if s.name == name {
-				next = s
-			}
-		}
-		if next == nil {
-			a.errorf(path, "unknown command %q (run '%s --help')", name, strings.Join(path, " "))
-			return exitUsage
-		}
-		cmd, path, args = next, append(path, name), args[1:]
+	root := a.commands()
+	root.SetArgs(args)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SilenceErrors = true
+	root.SilenceUsage = true
+	cmd, err := root.ExecuteContextC(ctx)
+	path := "reliablectl"
+	if cmd != nil {
+		path = cmd.CommandPath()
 	}
-	err := cmd.run(ctx, a, args)
 	var ue *usageError
 	var fe *findingsError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
 	case errors.As(err, &ue):
-		a.errorf(path, "%s (run '%s --help')", ue.msg, strings.Join(path, " "))
+		if !ue.shown {
+			a.errorf(path, "%s (run '%s --help')", ue.msg, path)
+		}
 		return exitUsage
 	case errors.As(err, &fe):
 		a.errorf(path, "%s", fe.msg)
@@ -150,10 +172,10 @@ func (a *app) run(ctx context.Context, args []string) int {
 }
 
 // errorf prints one line on stderr, with every known secret redacted.
-func (a *app) errorf(path []string, format string, args ...any) {
+func (a *app) errorf(path string, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")
-	fmt.Fprintln(a.stderr, a.redact(strings.Join(path, " ")+": "+msg))
+	fmt.Fprintln(a.stderr, a.redact(path+": "+msg))
 }
 
 // redact hides every known password in s where it appears as one: in a URL
@@ -177,17 +199,6 @@ func (a *app) redact(s string) string {
 	return s
 }
 
-func (a *app) printGroupUsage(w io.Writer, cmd *command, path []string) {
-	fmt.Fprintf(w, "%s: %s\n\nUsage:\n  %s <command> [flags]\n\nCommands:\n", strings.Join(path, " "), cmd.summary, strings.Join(path, " "))
-	for _, s := range cmd.subs {
-		fmt.Fprintf(w, "  %-10s %s\n", s.name, s.summary)
-	}
-	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", strings.Join(path, " "))
-	if len(path) == 1 {
-		fmt.Fprint(w, exitCodesHelp)
-	}
-}
-
 const exitCodesHelp = `
 Endpoints come from flags or the environment: RELIABLE_KAFKA_BROKERS,
 RELIABLE_RABBITMQ_MANAGEMENT_URL (or RELIABLE_AMQP_URL), RELIABLE_POSTGRES_DSN.
@@ -196,53 +207,49 @@ Exit codes: 0 ok; 1 a check failed or the command could not do its work
 (one line on stderr says why); 2 malformed command line.
 `
 
-// flags is a leaf command's flag set with the common flags.
+// flags is a leaf command with the common flags.
 type flags struct {
-	*flag.FlagSet
+	*pflag.FlagSet
+	cmd     *cobra.Command
 	a       *app
-	path    string
 	output  string
 	timeout time.Duration
 }
 
-// newFlags returns a flag set for the command "reliablectl <path>"; usage is
-// the synopsis after the command path, and help the description.
+// newFlags returns the command "reliablectl <path>"; synopsis is the usage
+// after the command path, and help the description.
 func (a *app) newFlags(path, synopsis, help string) *flags {
-	f := &flags{FlagSet: flag.NewFlagSet(path, flag.ContinueOnError), a: a, path: path}
-	f.SetOutput(io.Discard)
-	f.StringVar(&f.output, "output", "table", "output format: table or json")
-	f.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long")
-	f.Usage = func() {
-		w := a.stdout
-		fmt.Fprintf(w, "Usage: reliablectl %s %s\n\n%s\n\nFlags:\n", path, synopsis, strings.TrimSpace(help))
-		f.SetOutput(w)
-		f.PrintDefaults()
-		f.SetOutput(io.Discard)
-		fmt.Fprint(w, exitCodesHelp)
+	name := path[strings.LastIndex(path, " ")+1:]
+	c := &cobra.Command{
+		Use:  name + " " + synopsis,
+		Long: strings.TrimSpace(help) + "\n" + exitCodesHelp,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected argument %q", args[0])
+			}
+			return nil
+		},
 	}
+	f := &flags{FlagSet: c.Flags(), cmd: c, a: a}
+	f.SortFlags = false
+	f.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	f.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long")
 	return f
 }
 
-// parse parses args, prints the help for -h/--help (returning flag.ErrHelp),
-// and checks the common flags and that no positional arguments are left.
-func (f *flags) parse(args []string) error {
-	if err := f.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			f.Usage()
-			return err
+// runE sets the command's work, run after the common flags were checked,
+// and returns the command.
+func (f *flags) runE(run func(ctx context.Context) error) *cobra.Command {
+	f.cmd.RunE = func(c *cobra.Command, _ []string) error {
+		if f.output != "table" && f.output != "json" {
+			return usagef("--output must be table or json, not %q", f.output)
 		}
-		return usagef("%v", err)
+		if f.timeout <= 0 {
+			return usagef("--timeout must be positive")
+		}
+		return run(c.Context())
 	}
-	if f.NArg() > 0 {
-		return usagef("unexpected argument %q", f.Arg(0))
-	}
-	if f.output != "table" && f.output != "json" {
-		return usagef("--output must be table or json, not %q", f.output)
-	}
-	if f.timeout <= 0 {
-		return usagef("--timeout must be positive")
-	}
-	return nil
+	return f.cmd
 }
 
 // required returns a usage error naming the first empty flag among names.
@@ -273,6 +280,9 @@ func (a *app) endpoint(flagValue, env string) string {
 
 // listFlag is a repeatable, comma-separated string flag.
 type listFlag []string
+
+// Type names the flag's value in the help.
+func (l *listFlag) Type() string { return "strings" }
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
 

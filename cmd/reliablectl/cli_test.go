@@ -4,26 +4,37 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-// Every command has --help, printed on stdout with exit code 0.
+// Every command has --help, printed on stdout with exit code 0, and every
+// leaf command lists its flags.
 func TestHelp(t *testing.T) {
-	var walk func(c *command, path []string)
-	walk = func(c *command, path []string) {
+	var walk func(c *cobra.Command, path []string)
+	n := 0
+	walk = func(c *cobra.Command, path []string) {
 		args := append(append([]string{}, path...), "--help")
 		r := cli(t, nil, args...)
 		r.expect(t, exitOK, "")
+		n++
 		if !strings.Contains(r.stdout, "Usage") {
 			t.Errorf("%v: no usage in %q", args, r.stdout)
 		}
-		if c.run != nil && !strings.Contains(r.stdout, "-output") {
+		if !c.HasSubCommands() && !strings.Contains(r.stdout, "--output") {
 			t.Errorf("%v: help lists no flags", args)
 		}
-		for _, s := range c.subs {
-			walk(s, append(path, s.name))
+		for _, s := range c.Commands() {
+			if s.Name() == "help" || s.Name() == "completion" {
+				continue
+			}
+			walk(s, append(path, s.Name()))
 		}
 	}
-	walk(commands(), nil)
+	walk((&app{}).commands(), nil)
+	if n < 23 {
+		t.Fatalf("walked %d commands, want the whole tree", n)
+	}
 }
 
 // Malformed command lines exit 2 with one line on stderr, before any
@@ -37,11 +48,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{}, ""},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"audit", "nosql"}, `unknown command "nosql"`},
-		{[]string{"lag", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"lag", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"lag"}, "--group is required"},
 		{[]string{"lag", "--group", "g", "extra"}, `unexpected argument "extra"`},
 		{[]string{"lag", "--group", "g", "--output", "yaml"}, "--output must be table or json"},
-		{[]string{"lag", "--group", "g", "--timeout", "soon"}, "invalid value"},
+		{[]string{"lag", "--group", "g", "--timeout", "soon"}, `invalid argument "soon" for "--timeout"`},
 		{[]string{"lag", "--group", "g", "--skew-share", "2"}, "--skew-share"},
 		{[]string{"audit", "kafka"}, "--topic is required"},
 		{[]string{"audit", "rabbitmq", "--group", "g"}, "--group needs --topic"},
@@ -57,7 +68,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dlt", "replay", "--topic", "t"}, "exactly one of --partition/--offset, --id and --all"},
 		{[]string{"dlt", "replay", "--topic", "t", "--all", "--id", "x"}, "exactly one"},
 		{[]string{"outbox", "retry"}, "--id is required"},
-		{[]string{"outbox", "discard", "--id", "abc"}, "invalid value"},
+		{[]string{"outbox", "discard", "--id", "abc"}, `invalid argument "abc" for "--id"`},
 		{[]string{"retry", "list"}, "--group is required"},
 		{[]string{"retry", "list", "--group", "g", "--state", "sleeping"}, `--state "sleeping"`},
 		{[]string{"retry", "retry-now", "--group", "g"}, "exactly one of --id and --key"},

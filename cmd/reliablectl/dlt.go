@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"strconv"
@@ -96,7 +97,7 @@ type dltTopicInfo struct {
 	Records    int64  `json:"records"`
 }
 
-func dltTopics(ctx context.Context, a *app, args []string) error {
+func dltTopics(a *app) *cobra.Command {
 	f := a.newFlags("dlt topics", "[--suffix SUFFIX] [flags]", `
 Lists the dead-letter topics of the cluster: topics whose name ends with
 --suffix (default "dlt", which matches orders.dlt, orders-dlt and
@@ -109,48 +110,47 @@ original topic, partition and offset, the attempts, the group and the time.`)
 	var k kafkaFlags
 	k.register(f)
 	suffix := f.String("suffix", "dlt", "name suffix of dead-letter topics")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, err := a.connectKafka(ctx, &k)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	all, err := conn.client.Topics()
-	if err != nil {
-		return fmt.Errorf("list topics: %w", err)
-	}
-	out := []dltTopicInfo{}
-	for _, t := range all {
-		if !strings.HasSuffix(strings.ToLower(t), strings.ToLower(*suffix)) {
-			continue
-		}
-		parts, err := conn.client.Partitions(t)
+	return f.runE(func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		conn, err := a.connectKafka(ctx, &k)
 		if err != nil {
-			return fmt.Errorf("partitions of %q: %w", t, err)
-		}
-		info := dltTopicInfo{Topic: t, Partitions: len(parts)}
-		for _, p := range parts {
-			oldest, newest, err := partitionRange(conn.client, t, p)
-			if err != nil {
-				return err
-			}
-			info.Records += newest - oldest
-		}
-		out = append(out, info)
-		if err := ctx.Err(); err != nil {
 			return err
 		}
-	}
-	slices.SortFunc(out, func(x, y dltTopicInfo) int { return strings.Compare(x.Topic, y.Topic) })
-	return a.emit(f, out, func(w io.Writer) {
-		row(w, "TOPIC", "PARTITIONS", "RECORDS")
-		for _, t := range out {
-			row(w, t.Topic, t.Partitions, t.Records)
+		defer conn.Close()
+		all, err := conn.client.Topics()
+		if err != nil {
+			return fmt.Errorf("list topics: %w", err)
 		}
+		out := []dltTopicInfo{}
+		for _, t := range all {
+			if !strings.HasSuffix(strings.ToLower(t), strings.ToLower(*suffix)) {
+				continue
+			}
+			parts, err := conn.client.Partitions(t)
+			if err != nil {
+				return fmt.Errorf("partitions of %q: %w", t, err)
+			}
+			info := dltTopicInfo{Topic: t, Partitions: len(parts)}
+			for _, p := range parts {
+				oldest, newest, err := partitionRange(conn.client, t, p)
+				if err != nil {
+					return err
+				}
+				info.Records += newest - oldest
+			}
+			out = append(out, info)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		slices.SortFunc(out, func(x, y dltTopicInfo) int { return strings.Compare(x.Topic, y.Topic) })
+		return a.emit(f, out, func(w io.Writer) {
+			row(w, "TOPIC", "PARTITIONS", "RECORDS")
+			for _, t := range out {
+				row(w, t.Topic, t.Partitions, t.Records)
+			}
+		})
 	})
 }
 
@@ -291,7 +291,7 @@ func readPartition(ctx context.Context, cons sarama.Consumer, topic string, p in
 	}
 }
 
-func dltList(ctx context.Context, a *app, args []string) error {
+func dltList(a *app) *cobra.Command {
 	f := a.newFlags("dlt list", "--topic TOPIC [--partition P [--offset O]] [--id ID] [--limit N] [flags]", `
 Lists the records of a dead-letter topic, oldest first per partition: where
 each is, its message ID, key and type, why it was dead-lettered, and where it
@@ -302,37 +302,36 @@ JSON output. Nothing is consumed or committed.`)
 	k.register(f)
 	var s dltSelect
 	s.register(f, true)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := s.check(); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, err := a.connectKafka(ctx, &k)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	recs, err := s.read(ctx, conn)
-	if err != nil {
-		return err
-	}
-	out := make([]dltRecord, len(recs))
-	for i, r := range recs {
-		out[i] = viewDLT(r, false)
-	}
-	return a.emit(f, out, func(w io.Writer) {
-		row(w, "PARTITION", "OFFSET", "ID", "KEY", "TYPE", "FROM", "ATTEMPTS", "DEAD-LETTERED", "CAUSE")
-		for _, r := range out {
-			row(w, r.Partition, r.Offset, r.ID, clip(r.Key, 40), r.Type,
-				r.OriginalTopic+"/"+r.OriginalPartition+"/"+r.OriginalOffset, r.Attempts, r.DeadLetteredAt, clip(r.Cause, 80))
+	return f.runE(func(ctx context.Context) error {
+		if err := s.check(); err != nil {
+			return err
 		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		conn, err := a.connectKafka(ctx, &k)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		recs, err := s.read(ctx, conn)
+		if err != nil {
+			return err
+		}
+		out := make([]dltRecord, len(recs))
+		for i, r := range recs {
+			out[i] = viewDLT(r, false)
+		}
+		return a.emit(f, out, func(w io.Writer) {
+			row(w, "PARTITION", "OFFSET", "ID", "KEY", "TYPE", "FROM", "ATTEMPTS", "DEAD-LETTERED", "CAUSE")
+			for _, r := range out {
+				row(w, r.Partition, r.Offset, r.ID, clip(r.Key, 40), r.Type,
+					r.OriginalTopic+"/"+r.OriginalPartition+"/"+r.OriginalOffset, r.Attempts, r.DeadLetteredAt, clip(r.Cause, 80))
+			}
+		})
 	})
 }
 
-func dltShow(ctx context.Context, a *app, args []string) error {
+func dltShow(a *app) *cobra.Command {
 	f := a.newFlags("dlt show", "--topic TOPIC --partition P --offset O [flags]", `
 Shows one record of a dead-letter topic: its message ID, key, type, cause,
 origin, attempts, every header and the payload (in hex when it is not
@@ -341,49 +340,48 @@ UTF-8).`)
 	k.register(f)
 	var s dltSelect
 	s.register(f, false)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := s.check(); err != nil {
-		return err
-	}
-	if s.partition < 0 || s.offset < 0 {
-		return usagef("--partition and --offset are required")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, err := a.connectKafka(ctx, &k)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	recs, err := s.read(ctx, conn)
-	if err != nil {
-		return err
-	}
-	v := viewDLT(recs[0], true)
-	return a.emit(f, v, func(w io.Writer) {
-		row(w, "topic/partition/offset", fmt.Sprintf("%s/%d/%d", s.topic, v.Partition, v.Offset))
-		row(w, "id", v.ID)
-		row(w, "key", v.Key)
-		if v.KeyHex != "" {
-			row(w, "key (hex)", v.KeyHex)
+	return f.runE(func(ctx context.Context) error {
+		if err := s.check(); err != nil {
+			return err
 		}
-		row(w, "type", v.Type)
-		row(w, "cause", v.Cause)
-		row(w, "from", v.OriginalTopic+"/"+v.OriginalPartition+"/"+v.OriginalOffset)
-		row(w, "attempts", v.Attempts)
-		row(w, "group", v.Group)
-		row(w, "dead-lettered", v.DeadLetteredAt)
-		names := make([]string, 0, len(v.Headers))
-		for n := range v.Headers {
-			names = append(names, n)
+		if s.partition < 0 || s.offset < 0 {
+			return usagef("--partition and --offset are required")
 		}
-		slices.Sort(names)
-		for _, n := range names {
-			row(w, "header "+n, strconv.Quote(v.Headers[n]))
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		conn, err := a.connectKafka(ctx, &k)
+		if err != nil {
+			return err
 		}
-		row(w, "payload", v.Payload)
+		defer conn.Close()
+		recs, err := s.read(ctx, conn)
+		if err != nil {
+			return err
+		}
+		v := viewDLT(recs[0], true)
+		return a.emit(f, v, func(w io.Writer) {
+			row(w, "topic/partition/offset", fmt.Sprintf("%s/%d/%d", s.topic, v.Partition, v.Offset))
+			row(w, "id", v.ID)
+			row(w, "key", v.Key)
+			if v.KeyHex != "" {
+				row(w, "key (hex)", v.KeyHex)
+			}
+			row(w, "type", v.Type)
+			row(w, "cause", v.Cause)
+			row(w, "from", v.OriginalTopic+"/"+v.OriginalPartition+"/"+v.OriginalOffset)
+			row(w, "attempts", v.Attempts)
+			row(w, "group", v.Group)
+			row(w, "dead-lettered", v.DeadLetteredAt)
+			names := make([]string, 0, len(v.Headers))
+			for n := range v.Headers {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			for _, n := range names {
+				row(w, "header "+n, strconv.Quote(v.Headers[n]))
+			}
+			row(w, "payload", v.Payload)
+		})
 	})
 }
 
@@ -406,7 +404,7 @@ type replayMove struct {
 	NewOffset    *int64 `json:"new_offset,omitempty"`
 }
 
-func dltReplay(ctx context.Context, a *app, args []string) error {
+func dltReplay(a *app) *cobra.Command {
 	f := a.newFlags("dlt replay", "--topic TOPIC (--partition P --offset O | --id ID | --all) [--to TOPIC] [--execute] [flags]", `
 Republishes dead-lettered records to the topic they came from (their
 dlt_original_topic header, or --to), after the cause was fixed. Each record
@@ -427,73 +425,72 @@ message ID).`)
 	all := f.Bool("all", false, "replay every record of the topic (or of --partition)")
 	to := f.String("to", "", "publish to this topic instead of each record's original topic (Kafka's name)")
 	execute := f.Bool("execute", false, "republish (without it nothing is changed)")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := s.check(); err != nil {
-		return err
-	}
-	picked := 0
-	for _, b := range []bool{s.offset >= 0, s.id != "", *all} {
-		if b {
-			picked++
+	return f.runE(func(ctx context.Context) error {
+		if err := s.check(); err != nil {
+			return err
 		}
-	}
-	if picked != 1 {
-		return usagef("give exactly one of --partition/--offset, --id and --all")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, err := a.connectKafka(ctx, &k)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	recs, err := s.read(ctx, conn)
-	if err != nil {
-		return err
-	}
-	if s.id != "" && len(recs) == 0 {
-		return fmt.Errorf("no record of message %q in %s", s.id, s.topic)
-	}
-	report := replayReport{Topic: s.topic, Records: []replayMove{}}
-	for _, r := range recs {
-		v := viewDLT(r, false)
-		m := replayMove{Partition: r.Partition, Offset: r.Offset, ID: v.ID, Key: v.Key, To: *to}
-		if m.To == "" {
-			m.To = v.OriginalTopic
-		}
-		if m.To == "" {
-			return fmt.Errorf("%s/%d/%d has no %s header: give --to", s.topic, r.Partition, r.Offset, kafka.HeaderDeadLetterTopic)
-		}
-		report.Records = append(report.Records, m)
-	}
-	var execErr error
-	if *execute {
-		execErr = a.republish(ctx, &k, recs, &report)
-	}
-	err = a.emit(f, report, func(w io.Writer) {
-		row(w, "PARTITION", "OFFSET", "ID", "KEY", "TO", "WRITTEN")
-		for _, m := range report.Records {
-			written := "-"
-			if m.NewOffset != nil {
-				written = fmt.Sprintf("%d/%d", *m.NewPartition, *m.NewOffset)
+		picked := 0
+		for _, b := range []bool{s.offset >= 0, s.id != "", *all} {
+			if b {
+				picked++
 			}
-			row(w, m.Partition, m.Offset, m.ID, clip(m.Key, 40), m.To, written)
 		}
-		switch {
-		case report.Executed:
-			fmt.Fprintf(w, "\nexecuted: %d records republished\n", len(report.Records))
-		case *execute:
-			fmt.Fprintln(w, "\nstopped: the records without WRITTEN were not republished")
-		default:
-			fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to republish")
+		if picked != 1 {
+			return usagef("give exactly one of --partition/--offset, --id and --all")
 		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		conn, err := a.connectKafka(ctx, &k)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		recs, err := s.read(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if s.id != "" && len(recs) == 0 {
+			return fmt.Errorf("no record of message %q in %s", s.id, s.topic)
+		}
+		report := replayReport{Topic: s.topic, Records: []replayMove{}}
+		for _, r := range recs {
+			v := viewDLT(r, false)
+			m := replayMove{Partition: r.Partition, Offset: r.Offset, ID: v.ID, Key: v.Key, To: *to}
+			if m.To == "" {
+				m.To = v.OriginalTopic
+			}
+			if m.To == "" {
+				return fmt.Errorf("%s/%d/%d has no %s header: give --to", s.topic, r.Partition, r.Offset, kafka.HeaderDeadLetterTopic)
+			}
+			report.Records = append(report.Records, m)
+		}
+		var execErr error
+		if *execute {
+			execErr = a.republish(ctx, &k, recs, &report)
+		}
+		err = a.emit(f, report, func(w io.Writer) {
+			row(w, "PARTITION", "OFFSET", "ID", "KEY", "TO", "WRITTEN")
+			for _, m := range report.Records {
+				written := "-"
+				if m.NewOffset != nil {
+					written = fmt.Sprintf("%d/%d", *m.NewPartition, *m.NewOffset)
+				}
+				row(w, m.Partition, m.Offset, m.ID, clip(m.Key, 40), m.To, written)
+			}
+			switch {
+			case report.Executed:
+				fmt.Fprintf(w, "\nexecuted: %d records republished\n", len(report.Records))
+			case *execute:
+				fmt.Fprintln(w, "\nstopped: the records without WRITTEN were not republished")
+			default:
+				fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to republish")
+			}
+		})
+		if execErr != nil {
+			return execErr
+		}
+		return err
 	})
-	if execErr != nil {
-		return execErr
-	}
-	return err
 }
 
 // republish writes recs to their targets in report, one at a time, durably.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"strconv"
@@ -159,7 +160,7 @@ func (a *app) printAudit(f *flags, r *auditReport, strict bool) error {
 	return nil
 }
 
-func auditKafka(ctx context.Context, a *app, args []string) error {
+func auditKafka(a *app) *cobra.Command {
 	f := a.newFlags("audit kafka", "--topic NAME[,NAME...] [flags]", `
 Checks each topic's durability settings (L06) with the SDK's audit
 (adapters/kafka.Audit): replication factor, min.insync.replicas and unclean
@@ -175,105 +176,104 @@ it. Topic names are Kafka's, with the environment prefix (prod.orders).`)
 	minRF := f.Int("min-replication-factor", kafka.DefaultMinReplicationFactor, "fewest replicas a partition may have")
 	minISR := f.Int("min-insync-replicas", kafka.DefaultMinInsyncReplicas, "lowest min.insync.replicas allowed")
 	strict := f.Bool("strict", false, "exit 1 on warnings too")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if len(topics) == 0 {
-		return usagef("--topic is required")
-	}
-	if *minRF < 1 || *minISR < 1 {
-		return usagef("--min-replication-factor and --min-insync-replicas must be at least 1")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, err := a.connectKafka(ctx, &k)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-
-	findings, err := kafka.Audit(ctx, conn.admin, kafka.AuditConfig{MinReplicationFactor: *minRF, MinInsyncReplicas: *minISR}, topics...)
-	if err != nil {
-		if errors.Is(err, reliable.ErrUnknownTopic) {
-			return fmt.Errorf("%w (topic names are Kafka's, with the environment prefix)", err)
+	return f.runE(func(ctx context.Context) error {
+		if len(topics) == 0 {
+			return usagef("--topic is required")
 		}
-		return err
-	}
-	failed := make(map[[2]string]kafka.Finding)
-	for _, fd := range findings {
-		failed[[2]string{fd.Topic, fd.Setting}] = fd
-	}
-	metas, err := conn.admin.DescribeTopics(topics)
-	if err != nil {
-		return fmt.Errorf("describe topics: %w", err)
-	}
-	configs, err := topicConfigs(conn.admin, topics)
-	if err != nil {
-		return err
-	}
-	bootstrap := strings.Split(a.endpoint(k.brokers, envKafkaBrokers), ",")[0]
-	alter := func(topic, setting string) string {
-		return fmt.Sprintf("kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config %s", bootstrap, topic, setting)
-	}
+		if *minRF < 1 || *minISR < 1 {
+			return usagef("--min-replication-factor and --min-insync-replicas must be at least 1")
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		conn, err := a.connectKafka(ctx, &k)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
 
-	var r auditReport
-	for _, m := range metas {
-		rf, partitions := -1, len(m.Partitions)
-		var lagging []string
-		for _, p := range m.Partitions {
-			if rf < 0 || len(p.Replicas) < rf {
-				rf = len(p.Replicas)
+		findings, err := kafka.Audit(ctx, conn.admin, kafka.AuditConfig{MinReplicationFactor: *minRF, MinInsyncReplicas: *minISR}, topics...)
+		if err != nil {
+			if errors.Is(err, reliable.ErrUnknownTopic) {
+				return fmt.Errorf("%w (topic names are Kafka's, with the environment prefix)", err)
 			}
-			if len(p.Isr) < len(p.Replicas) {
-				lagging = append(lagging, strconv.Itoa(int(p.ID)))
+			return err
+		}
+		failed := make(map[[2]string]kafka.Finding)
+		for _, fd := range findings {
+			failed[[2]string{fd.Topic, fd.Setting}] = fd
+		}
+		metas, err := conn.admin.DescribeTopics(topics)
+		if err != nil {
+			return fmt.Errorf("describe topics: %w", err)
+		}
+		configs, err := topicConfigs(conn.admin, topics)
+		if err != nil {
+			return err
+		}
+		bootstrap := strings.Split(a.endpoint(k.brokers, envKafkaBrokers), ",")[0]
+		alter := func(topic, setting string) string {
+			return fmt.Sprintf("kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config %s", bootstrap, topic, setting)
+		}
+
+		var r auditReport
+		for _, m := range metas {
+			rf, partitions := -1, len(m.Partitions)
+			var lagging []string
+			for _, p := range m.Partitions {
+				if rf < 0 || len(p.Replicas) < rf {
+					rf = len(p.Replicas)
+				}
+				if len(p.Isr) < len(p.Replicas) {
+					lagging = append(lagging, strconv.Itoa(int(p.ID)))
+				}
 			}
-		}
-		slices.Sort(lagging)
-		t := m.Name
-		c := check{Resource: t, Check: "replication.factor", Value: strconv.Itoa(rf), Want: ">= " + strconv.Itoa(*minRF), Status: statusPass}
-		if fd, ok := failed[[2]string{t, "replication.factor"}]; ok {
-			c.Status, c.Why = statusFail, fd.Why+" (L06)"
-			c.Fix = fmt.Sprintf("add replicas with kafka-reassign-partitions.sh (a plan listing %d brokers per partition), or recreate the topic with --replication-factor %d", *minRF, *minRF)
-		}
-		r.add(c)
+			slices.Sort(lagging)
+			t := m.Name
+			c := check{Resource: t, Check: "replication.factor", Value: strconv.Itoa(rf), Want: ">= " + strconv.Itoa(*minRF), Status: statusPass}
+			if fd, ok := failed[[2]string{t, "replication.factor"}]; ok {
+				c.Status, c.Why = statusFail, fd.Why+" (L06)"
+				c.Fix = fmt.Sprintf("add replicas with kafka-reassign-partitions.sh (a plan listing %d brokers per partition), or recreate the topic with --replication-factor %d", *minRF, *minRF)
+			}
+			r.add(c)
 
-		isr := configs[t]["min.insync.replicas"]
-		c = check{Resource: t, Check: "min.insync.replicas", Value: isr, Want: fmt.Sprintf(">= %d and < replication factor", *minISR), Status: statusPass}
-		if fd, ok := failed[[2]string{t, "min.insync.replicas"}]; ok {
-			c.Status, c.Why, c.Want = statusFail, fd.Why+" (L06)", fd.Want
-			c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(wantISR(*minISR, rf)))
-		} else if n, err := strconv.Atoi(isr); err == nil && n == rf && rf > 1 {
-			c.Status = statusWarn
-			c.Why = "equal to the replication factor: with one replica down no acks=all write succeeds, and producers stall"
-			c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(rf-1))
-		}
-		r.add(c)
+			isr := configs[t]["min.insync.replicas"]
+			c = check{Resource: t, Check: "min.insync.replicas", Value: isr, Want: fmt.Sprintf(">= %d and < replication factor", *minISR), Status: statusPass}
+			if fd, ok := failed[[2]string{t, "min.insync.replicas"}]; ok {
+				c.Status, c.Why, c.Want = statusFail, fd.Why+" (L06)", fd.Want
+				c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(wantISR(*minISR, rf)))
+			} else if n, err := strconv.Atoi(isr); err == nil && n == rf && rf > 1 {
+				c.Status = statusWarn
+				c.Why = "equal to the replication factor: with one replica down no acks=all write succeeds, and producers stall"
+				c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(rf-1))
+			}
+			r.add(c)
 
-		unclean := configs[t]["unclean.leader.election.enable"]
-		c = check{Resource: t, Check: "unclean.leader.election.enable", Value: unclean, Want: "false", Status: statusPass}
-		if fd, ok := failed[[2]string{t, "unclean.leader.election.enable"}]; ok {
-			c.Status, c.Why = statusFail, fd.Why+" (L06)"
-			c.Fix = alter(t, "unclean.leader.election.enable=false")
-		}
-		r.add(c)
+			unclean := configs[t]["unclean.leader.election.enable"]
+			c = check{Resource: t, Check: "unclean.leader.election.enable", Value: unclean, Want: "false", Status: statusPass}
+			if fd, ok := failed[[2]string{t, "unclean.leader.election.enable"}]; ok {
+				c.Status, c.Why = statusFail, fd.Why+" (L06)"
+				c.Fix = alter(t, "unclean.leader.election.enable=false")
+			}
+			r.add(c)
 
-		c = check{Resource: t, Check: "in-sync replicas", Value: "all in sync", Want: "every replica in sync", Status: statusPass}
-		if len(lagging) > 0 {
-			c.Status, c.Value = statusWarn, "partitions "+strings.Join(lagging, ",")+" under-replicated"
-			c.Why = "a replica is behind or its broker is down: the topic runs with less redundancy than configured"
-			c.Fix = "check the brokers hosting those replicas (kafka-topics.sh --describe --under-replicated-partitions)"
-		}
-		r.add(c)
+			c = check{Resource: t, Check: "in-sync replicas", Value: "all in sync", Want: "every replica in sync", Status: statusPass}
+			if len(lagging) > 0 {
+				c.Status, c.Value = statusWarn, "partitions "+strings.Join(lagging, ",")+" under-replicated"
+				c.Why = "a replica is behind or its broker is down: the topic runs with less redundancy than configured"
+				c.Fix = "check the brokers hosting those replicas (kafka-topics.sh --describe --under-replicated-partitions)"
+			}
+			r.add(c)
 
-		c = check{Resource: t, Check: "partitions", Value: strconv.Itoa(partitions), Want: "> 1", Status: statusPass}
-		if partitions == 1 {
-			c.Status = statusWarn
-			c.Why = "one partition is consumed by one member of a group: adding consumers cannot drain a backlog (L15)"
-			c.Fix = "kafka-topics.sh --alter --topic " + t + " --partitions N (keys then map to other partitions: let consumers drain first)"
+			c = check{Resource: t, Check: "partitions", Value: strconv.Itoa(partitions), Want: "> 1", Status: statusPass}
+			if partitions == 1 {
+				c.Status = statusWarn
+				c.Why = "one partition is consumed by one member of a group: adding consumers cannot drain a backlog (L15)"
+				c.Fix = "kafka-topics.sh --alter --topic " + t + " --partitions N (keys then map to other partitions: let consumers drain first)"
+			}
+			r.add(c)
 		}
-		r.add(c)
-	}
-	return a.printAudit(f, &r, *strict)
+		return a.printAudit(f, &r, *strict)
+	})
 }
 
 // topicConfigs reads the two durability configs of topics: topic -> name ->

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"strconv"
@@ -40,7 +41,7 @@ type offsetMove struct {
 	Note     string `json:"note,omitempty"`
 }
 
-func offsetsReset(ctx context.Context, a *app, args []string) error {
+func offsetsReset(a *app) *cobra.Command {
 	f := a.newFlags("offsets reset", "--group GROUP --topic TOPIC (--to-time TIME | --to-offset OFFSET) [--execute] [flags]", `
 Moves a consumer group's committed offsets on one topic, for instance back to
 the time before a misconfigured consumer consumed a production topic with the
@@ -68,161 +69,160 @@ latest.`)
 	f.Var(&partFlag, "partition", "only these partitions (repeatable, or comma-separated; default all)")
 	execute := f.Bool("execute", false, "apply the reset (without it nothing is changed)")
 	allowNew := f.Bool("allow-new-group", false, "with --execute, allow a group that does not exist yet")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.required(map[string]string{"group": *group, "topic": *topic}); err != nil {
-		return err
-	}
-	if (*toTime == "") == (*toOffset == "") {
-		return usagef("give exactly one of --to-time and --to-offset")
-	}
-	var at time.Time
-	var offset int64
-	switch {
-	case *toTime != "":
-		t, err := parseTime(*toTime, time.Now())
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": *group, "topic": *topic}); err != nil {
+			return err
+		}
+		if (*toTime == "") == (*toOffset == "") {
+			return usagef("give exactly one of --to-time and --to-offset")
+		}
+		var at time.Time
+		var offset int64
+		switch {
+		case *toTime != "":
+			t, err := parseTime(*toTime, time.Now())
+			if err != nil {
+				return err
+			}
+			at = t
+		case *toOffset == "earliest":
+			offset = sarama.OffsetOldest
+		case *toOffset == "latest":
+			offset = sarama.OffsetNewest
+		default:
+			n, err := strconv.ParseInt(*toOffset, 10, 64)
+			if err != nil || n < 0 {
+				return usagef("--to-offset must be a non-negative number, earliest or latest, not %q", *toOffset)
+			}
+			offset = n
+		}
+		var only []int32
+		for _, p := range partFlag {
+			n, err := strconv.ParseInt(p, 10, 32)
+			if err != nil || n < 0 {
+				return usagef("--partition %q is not a partition number", p)
+			}
+			only = append(only, int32(n))
+		}
+
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		conn, err := a.connectKafka(ctx, &k)
 		if err != nil {
 			return err
 		}
-		at = t
-	case *toOffset == "earliest":
-		offset = sarama.OffsetOldest
-	case *toOffset == "latest":
-		offset = sarama.OffsetNewest
-	default:
-		n, err := strconv.ParseInt(*toOffset, 10, 64)
-		if err != nil || n < 0 {
-			return usagef("--to-offset must be a non-negative number, earliest or latest, not %q", *toOffset)
-		}
-		offset = n
-	}
-	var only []int32
-	for _, p := range partFlag {
-		n, err := strconv.ParseInt(p, 10, 32)
-		if err != nil || n < 0 {
-			return usagef("--partition %q is not a partition number", p)
-		}
-		only = append(only, int32(n))
-	}
+		defer conn.Close()
 
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	conn, err := a.connectKafka(ctx, &k)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-
-	parts, err := conn.client.Partitions(*topic)
-	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) || (err == nil && len(parts) == 0) {
-		return fmt.Errorf("topic %q does not exist: %w (names are Kafka's, with the environment prefix)", *topic, reliable.ErrUnknownTopic)
-	}
-	if err != nil {
-		return fmt.Errorf("partitions of %q: %w", *topic, err)
-	}
-	for _, p := range only {
-		if !slices.Contains(parts, p) {
-			return fmt.Errorf("topic %q has no partition %d (it has %d)", *topic, p, len(parts))
+		parts, err := conn.client.Partitions(*topic)
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) || (err == nil && len(parts) == 0) {
+			return fmt.Errorf("topic %q does not exist: %w (names are Kafka's, with the environment prefix)", *topic, reliable.ErrUnknownTopic)
 		}
-	}
-	if len(only) > 0 {
-		parts = only
-	}
-	slices.Sort(parts)
-
-	gl, err := observability.ReadKafkaLag(ctx, conn.client, conn.admin, *group, *topic)
-	unknownGroup := errors.Is(err, observability.ErrUnknownGroup)
-	if err != nil && !unknownGroup {
-		return err
-	}
-	current := make(map[int32]int64)
-	oldest := make(map[int32]int64)
-	newest := make(map[int32]int64)
-	if !unknownGroup {
-		for _, tl := range gl.Topics {
-			for _, p := range tl.Partitions {
-				current[p.Partition], oldest[p.Partition], newest[p.Partition] = p.Committed, p.Oldest, p.Newest
+		if err != nil {
+			return fmt.Errorf("partitions of %q: %w", *topic, err)
+		}
+		for _, p := range only {
+			if !slices.Contains(parts, p) {
+				return fmt.Errorf("topic %q has no partition %d (it has %d)", *topic, p, len(parts))
 			}
 		}
-	} else {
-		o, n, err := observability.ReadOffsets(conn.admin, map[string][]int32{*topic: parts})
-		if err != nil {
+		if len(only) > 0 {
+			parts = only
+		}
+		slices.Sort(parts)
+
+		gl, err := observability.ReadKafkaLag(ctx, conn.client, conn.admin, *group, *topic)
+		unknownGroup := errors.Is(err, observability.ErrUnknownGroup)
+		if err != nil && !unknownGroup {
 			return err
+		}
+		current := make(map[int32]int64)
+		oldest := make(map[int32]int64)
+		newest := make(map[int32]int64)
+		if !unknownGroup {
+			for _, tl := range gl.Topics {
+				for _, p := range tl.Partitions {
+					current[p.Partition], oldest[p.Partition], newest[p.Partition] = p.Committed, p.Oldest, p.Newest
+				}
+			}
+		} else {
+			o, n, err := observability.ReadOffsets(conn.admin, map[string][]int32{*topic: parts})
+			if err != nil {
+				return err
+			}
+			for _, p := range parts {
+				current[p], oldest[p], newest[p] = -1, o[*topic][p], n[*topic][p]
+			}
+		}
+
+		plan := resetPlan{Group: *group, Topic: *topic, State: gl.State, Members: gl.Members}
+		if unknownGroup {
+			plan.State = "(does not exist)"
+		}
+		var targets map[int32]int64
+		if !at.IsZero() {
+			plan.Target = "time " + at.UTC().Format(time.RFC3339Nano)
+			byTime, err := observability.OffsetsForTime(conn.admin, map[string][]int32{*topic: parts}, at.UnixMilli())
+			if err != nil {
+				return err
+			}
+			targets = byTime[*topic]
+		} else {
+			plan.Target = "offset " + *toOffset
 		}
 		for _, p := range parts {
-			current[p], oldest[p], newest[p] = -1, o[*topic][p], n[*topic][p]
-		}
-	}
-
-	plan := resetPlan{Group: *group, Topic: *topic, State: gl.State, Members: gl.Members}
-	if unknownGroup {
-		plan.State = "(does not exist)"
-	}
-	var targets map[int32]int64
-	if !at.IsZero() {
-		plan.Target = "time " + at.UTC().Format(time.RFC3339Nano)
-		byTime, err := observability.OffsetsForTime(conn.admin, map[string][]int32{*topic: parts}, at.UnixMilli())
-		if err != nil {
-			return err
-		}
-		targets = byTime[*topic]
-	} else {
-		plan.Target = "offset " + *toOffset
-	}
-	for _, p := range parts {
-		m := offsetMove{Partition: p, Current: current[p]}
-		switch {
-		case targets != nil:
-			m.New = targets[p]
-		case offset == sarama.OffsetOldest:
-			m.New = oldest[p]
-		case offset == sarama.OffsetNewest:
-			m.New = newest[p]
-		default:
-			m.New = offset
-			if m.New < oldest[p] {
-				m.New, m.Note = oldest[p], fmt.Sprintf("clamped to the oldest offset %d", oldest[p])
-			} else if m.New > newest[p] {
-				m.New, m.Note = newest[p], fmt.Sprintf("clamped to the newest offset %d", newest[p])
+			m := offsetMove{Partition: p, Current: current[p]}
+			switch {
+			case targets != nil:
+				m.New = targets[p]
+			case offset == sarama.OffsetOldest:
+				m.New = oldest[p]
+			case offset == sarama.OffsetNewest:
+				m.New = newest[p]
+			default:
+				m.New = offset
+				if m.New < oldest[p] {
+					m.New, m.Note = oldest[p], fmt.Sprintf("clamped to the oldest offset %d", oldest[p])
+				} else if m.New > newest[p] {
+					m.New, m.Note = newest[p], fmt.Sprintf("clamped to the newest offset %d", newest[p])
+				}
 			}
-		}
-		from := m.Current
-		if from < 0 {
-			from = oldest[p] // a group without commits starts at the oldest
-		}
-		if m.New < from {
-			m.Replayed = from - m.New
-		} else {
-			m.Skipped = m.New - from
-		}
-		plan.Moves = append(plan.Moves, m)
-	}
-
-	var execErr error
-	if *execute {
-		execErr = a.applyReset(conn.admin, &plan, unknownGroup, *allowNew)
-	}
-	err = a.emit(f, plan, func(w io.Writer) {
-		fmt.Fprintf(w, "group %s on %s: state %s, %d members; reset to %s\n\n", plan.Group, plan.Topic, plan.State, plan.Members, plan.Target)
-		row(w, "PARTITION", "CURRENT", "NEW", "REPLAYED", "SKIPPED", "NOTE")
-		for _, m := range plan.Moves {
-			cur := strconv.FormatInt(m.Current, 10)
-			if m.Current < 0 {
-				cur = "-"
+			from := m.Current
+			if from < 0 {
+				from = oldest[p] // a group without commits starts at the oldest
 			}
-			row(w, m.Partition, cur, m.New, m.Replayed, m.Skipped, m.Note)
+			if m.New < from {
+				m.Replayed = from - m.New
+			} else {
+				m.Skipped = m.New - from
+			}
+			plan.Moves = append(plan.Moves, m)
 		}
-		if plan.Executed {
-			fmt.Fprintln(w, "\nexecuted: the group's offsets were committed")
-		} else {
-			fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to apply")
+
+		var execErr error
+		if *execute {
+			execErr = a.applyReset(conn.admin, &plan, unknownGroup, *allowNew)
 		}
+		err = a.emit(f, plan, func(w io.Writer) {
+			fmt.Fprintf(w, "group %s on %s: state %s, %d members; reset to %s\n\n", plan.Group, plan.Topic, plan.State, plan.Members, plan.Target)
+			row(w, "PARTITION", "CURRENT", "NEW", "REPLAYED", "SKIPPED", "NOTE")
+			for _, m := range plan.Moves {
+				cur := strconv.FormatInt(m.Current, 10)
+				if m.Current < 0 {
+					cur = "-"
+				}
+				row(w, m.Partition, cur, m.New, m.Replayed, m.Skipped, m.Note)
+			}
+			if plan.Executed {
+				fmt.Fprintln(w, "\nexecuted: the group's offsets were committed")
+			} else {
+				fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to apply")
+			}
+		})
+		if execErr != nil {
+			return execErr
+		}
+		return err
 	})
-	if execErr != nil {
-		return execErr
-	}
-	return err
 }
 
 // applyReset commits the plan's offsets for the group, after checking that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 	"io"
 	"time"
 
@@ -35,7 +36,7 @@ type deadRowView struct {
 	LastError string    `json:"last_error"`
 }
 
-func outboxStatus(ctx context.Context, a *app, args []string) error {
+func outboxStatus(a *app) *cobra.Command {
 	f := a.newFlags("outbox status", "[flags]", `
 Shows the outbox's pending rows, the age of the oldest one (alert on it, L18),
 dead rows and live relays, then lists the dead rows: each blocks its key until
@@ -43,90 +44,88 @@ dead rows and live relays, then lists the dead rows: each blocks its key until
 	var p pgFlags
 	p.register(f, outboxSchemaHelp)
 	limit := f.Int("limit", defaultLimit, "list at most this many dead rows")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if *limit < 0 {
-		return usagef("--limit must not be negative")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, err := a.connectPostgres(ctx, &p)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	st, err := outbox.ReadStatus(ctx, pool)
-	if err != nil {
-		return missingTable(err, "outbox tables", p.schema)
-	}
-	r := outboxReport{Pending: st.Pending, OldestPendingSeconds: st.OldestPending.Seconds(), Dead: st.Dead,
-		LeasedKeys: st.LeasedKeys, Relays: st.Relays, DeadRows: []deadRowView{}}
-	if st.Dead > 0 && *limit > 0 {
-		rows, err := outbox.DeadRows(ctx, pool, *limit)
+	return f.runE(func(ctx context.Context) error {
+		if *limit < 0 {
+			return usagef("--limit must not be negative")
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, err := a.connectPostgres(ctx, &p)
 		if err != nil {
 			return err
 		}
-		for _, row := range rows {
-			r.DeadRows = append(r.DeadRows, deadRowView{ID: row.ID, MessageID: row.Message.ID, Topic: row.Message.Topic,
-				Key: row.Message.Key, Type: row.Message.Type, Attempts: row.Attempts, CreatedAt: row.CreatedAt,
-				DeadAt: row.DeadAt, LastError: row.LastError})
+		defer pool.Close()
+		st, err := outbox.ReadStatus(ctx, pool)
+		if err != nil {
+			return missingTable(err, "outbox tables", p.schema)
 		}
-	}
-	return a.emit(f, r, func(w io.Writer) {
-		row(w, "PENDING", "OLDEST PENDING", "DEAD", "LEASED KEYS", "RELAYS")
-		row(w, r.Pending, age(st.OldestPending), r.Dead, r.LeasedKeys, r.Relays)
-		if len(r.DeadRows) > 0 {
-			fmt.Fprintln(w)
-			row(w, "ID", "TOPIC", "KEY", "TYPE", "ATTEMPTS", "DEAD SINCE", "LAST ERROR")
-			for _, d := range r.DeadRows {
-				row(w, d.ID, d.Topic, d.Key, d.Type, d.Attempts, when(d.DeadAt), clip(d.LastError, 80))
+		r := outboxReport{Pending: st.Pending, OldestPendingSeconds: st.OldestPending.Seconds(), Dead: st.Dead,
+			LeasedKeys: st.LeasedKeys, Relays: st.Relays, DeadRows: []deadRowView{}}
+		if st.Dead > 0 && *limit > 0 {
+			rows, err := outbox.DeadRows(ctx, pool, *limit)
+			if err != nil {
+				return err
+			}
+			for _, row := range rows {
+				r.DeadRows = append(r.DeadRows, deadRowView{ID: row.ID, MessageID: row.Message.ID, Topic: row.Message.Topic,
+					Key: row.Message.Key, Type: row.Message.Type, Attempts: row.Attempts, CreatedAt: row.CreatedAt,
+					DeadAt: row.DeadAt, LastError: row.LastError})
 			}
 		}
+		return a.emit(f, r, func(w io.Writer) {
+			row(w, "PENDING", "OLDEST PENDING", "DEAD", "LEASED KEYS", "RELAYS")
+			row(w, r.Pending, age(st.OldestPending), r.Dead, r.LeasedKeys, r.Relays)
+			if len(r.DeadRows) > 0 {
+				fmt.Fprintln(w)
+				row(w, "ID", "TOPIC", "KEY", "TYPE", "ATTEMPTS", "DEAD SINCE", "LAST ERROR")
+				for _, d := range r.DeadRows {
+					row(w, d.ID, d.Topic, d.Key, d.Type, d.Attempts, when(d.DeadAt), clip(d.LastError, 80))
+				}
+			}
+		})
 	})
 }
 
-func outboxRetry(ctx context.Context, a *app, args []string) error {
-	return outboxAct(ctx, a, args, "retry", `
+func outboxRetry(a *app) *cobra.Command {
+	return outboxAct(a, "retry", `
 Makes a dead outbox row pending again with a fresh attempt count; its key
 resumes with it, in order.`, outbox.Retry, "is pending again; its key resumes with it")
 }
 
-func outboxDiscard(ctx context.Context, a *app, args []string) error {
-	return outboxAct(ctx, a, args, "discard", `
+func outboxDiscard(a *app) *cobra.Command {
+	return outboxAct(a, "discard", `
 Gives up on a dead outbox row: it is archived as discarded and never
 published, and its key resumes with the next row. Consumers never see that
 message: make sure that is right (the order may need a compensating event).`, outbox.Discard, "is discarded; its key resumes with the next row")
 }
 
-func outboxAct(ctx context.Context, a *app, args []string, name, help string, act func(context.Context, outbox.DB, int64) error, done string) error {
+func outboxAct(a *app, name, help string, act func(context.Context, outbox.DB, int64) error, done string) *cobra.Command {
 	f := a.newFlags("outbox "+name, "--id ROW [flags]", help)
 	var p pgFlags
 	p.register(f, outboxSchemaHelp)
 	id := f.Int64("id", 0, "ID of the dead row (see 'reliablectl outbox status')")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if *id <= 0 {
-		return usagef("--id is required")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, err := a.connectPostgres(ctx, &p)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	err = act(ctx, pool, *id)
-	switch {
-	case errors.Is(err, outbox.ErrNotFound):
-		return fmt.Errorf("no outbox row %d", *id)
-	case errors.Is(err, outbox.ErrNotDead):
-		return fmt.Errorf("outbox row %d is not dead: only dead rows can be retried or discarded", *id)
-	case err != nil:
-		return missingTable(err, "outbox tables", p.schema)
-	}
-	return a.emit(f, map[string]any{"id": *id, "action": name, "ok": true}, func(w io.Writer) {
-		fmt.Fprintf(w, "outbox row %d %s\n", *id, done)
+	return f.runE(func(ctx context.Context) error {
+		if *id <= 0 {
+			return usagef("--id is required")
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, err := a.connectPostgres(ctx, &p)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		err = act(ctx, pool, *id)
+		switch {
+		case errors.Is(err, outbox.ErrNotFound):
+			return fmt.Errorf("no outbox row %d", *id)
+		case errors.Is(err, outbox.ErrNotDead):
+			return fmt.Errorf("outbox row %d is not dead: only dead rows can be retried or discarded", *id)
+		case err != nil:
+			return missingTable(err, "outbox tables", p.schema)
+		}
+		return a.emit(f, map[string]any{"id": *id, "action": name, "ok": true}, func(w io.Writer) {
+			fmt.Fprintf(w, "outbox row %d %s\n", *id, done)
+		})
 	})
 }

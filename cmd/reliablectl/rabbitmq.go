@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 	"io"
 	"net/http"
 	"net/url"
@@ -118,7 +119,7 @@ func (q *queueInfo) setting(name string) (any, string) {
 	return nil, ""
 }
 
-func auditRabbitMQ(ctx context.Context, a *app, args []string) error {
+func auditRabbitMQ(a *app) *cobra.Command {
 	f := a.newFlags("audit rabbitmq", "(--queue NAME[,NAME...] | --topic TOPIC --group GROUP[,GROUP...]) [flags]", `
 Checks each queue's durability through the RabbitMQ management HTTP API:
 durable, not exclusive or auto-delete (L02); quorum rather than classic (L22);
@@ -135,54 +136,53 @@ says how to fix it. With --topic and --group the queue names are the SDK's
 	topic := f.String("topic", "", "SDK topic whose group queues to audit, with --group")
 	f.Var(&groups, "group", "consumer group of --topic (repeatable, or comma-separated)")
 	strict := f.Bool("strict", false, "exit 1 on warnings too")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if *topic != "" {
-		if len(groups) == 0 {
-			return usagef("--topic needs --group")
+	return f.runE(func(ctx context.Context) error {
+		if *topic != "" {
+			if len(groups) == 0 {
+				return usagef("--topic needs --group")
+			}
+			for _, g := range groups {
+				queues = append(queues, rabbitmq.QueueName(*topic, g))
+			}
+		} else if len(groups) > 0 {
+			return usagef("--group needs --topic")
 		}
-		for _, g := range groups {
-			queues = append(queues, rabbitmq.QueueName(*topic, g))
+		if len(queues) == 0 {
+			return usagef("--queue (or --topic and --group) is required")
 		}
-	} else if len(groups) > 0 {
-		return usagef("--group needs --topic")
-	}
-	if len(queues) == 0 {
-		return usagef("--queue (or --topic and --group) is required")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	m, vhost, err := a.connectManagement(*mgmtURL, *amqpURL, f.timeout)
-	if err != nil {
-		return err
-	}
-	if *vhostFlag != "" {
-		vhost = *vhostFlag
-	}
-	var overview struct {
-		Version string `json:"rabbitmq_version"`
-	}
-	if err := m.get(ctx, "/api/overview", &overview); err != nil {
-		return err
-	}
-	major, _ := strconv.Atoi(strings.SplitN(overview.Version, ".", 2)[0])
-
-	var r auditReport
-	for _, name := range queues {
-		var q queueInfo
-		err := m.get(ctx, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(name), &q)
-		if errors.Is(err, errNotFound) {
-			return fmt.Errorf("queue %q does not exist in vhost %q", name, vhost)
-		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		m, vhost, err := a.connectManagement(*mgmtURL, *amqpURL, f.timeout)
 		if err != nil {
 			return err
 		}
-		for _, c := range auditQueue(ctx, m, vhost, &q, major) {
-			r.add(c)
+		if *vhostFlag != "" {
+			vhost = *vhostFlag
 		}
-	}
-	return a.printAudit(f, &r, *strict)
+		var overview struct {
+			Version string `json:"rabbitmq_version"`
+		}
+		if err := m.get(ctx, "/api/overview", &overview); err != nil {
+			return err
+		}
+		major, _ := strconv.Atoi(strings.SplitN(overview.Version, ".", 2)[0])
+
+		var r auditReport
+		for _, name := range queues {
+			var q queueInfo
+			err := m.get(ctx, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(name), &q)
+			if errors.Is(err, errNotFound) {
+				return fmt.Errorf("queue %q does not exist in vhost %q", name, vhost)
+			}
+			if err != nil {
+				return err
+			}
+			for _, c := range auditQueue(ctx, m, vhost, &q, major) {
+				r.add(c)
+			}
+		}
+		return a.printAudit(f, &r, *strict)
+	})
 }
 
 // auditQueue returns the checks of one queue. major is RabbitMQ's major

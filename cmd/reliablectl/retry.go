@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"sort"
@@ -84,7 +85,7 @@ func viewEntry(e retry.Entry, values bool) entryView {
 	return v
 }
 
-func retryList(ctx context.Context, a *app, args []string) error {
+func retryList(a *app) *cobra.Command {
 	f := a.newFlags("retry list", "--group GROUP [--key KEY] [--state STATE,...] [flags]", `
 Lists a group's retry-table entries in replay order, with attempts, the next
 attempt time and the last error. Pending and dead entries block their key
@@ -96,50 +97,49 @@ attempt time and the last error. Pending and dead entries block their key
 	f.Var(&states, "state", "only entries in these states: pending, dead, released, done, discarded (repeatable, or comma-separated)")
 	limit := f.Int("limit", defaultLimit, "at most this many entries (max 1000)")
 	after := f.Int64("after", 0, "only entries with a larger ID, for paging")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.required(map[string]string{"group": r.group}); err != nil {
-		return err
-	}
-	if *limit < 1 || *limit > 1000 {
-		return usagef("--limit must be between 1 and 1000")
-	}
-	filter := retry.ListFilter{Key: *key, AfterID: *after, Limit: *limit}
-	known := []retry.State{retry.StatePending, retry.StateDead, retry.StateReleased, retry.StateDone, retry.StateDiscarded}
-	for _, s := range states {
-		if !slices.Contains(known, retry.State(s)) {
-			return usagef("--state %q is not one of pending, dead, released, done, discarded", s)
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": r.group}); err != nil {
+			return err
 		}
-		filter.States = append(filter.States, retry.State(s))
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, t, err := r.open(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	entries, err := t.List(ctx, filter)
-	if err != nil {
-		return missingTable(err, "retry table "+r.table, r.pg.schema)
-	}
-	views := make([]entryView, len(entries))
-	for i, e := range entries {
-		views[i] = viewEntry(e, false)
-	}
-	return a.emit(f, map[string]any{"group": r.group, "entries": views}, func(w io.Writer) {
-		row(w, "ID", "KEY", "TOPIC", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")
-		for _, e := range entries {
-			row(w, e.ID, e.Message.Key, e.Message.Topic, e.State, e.Attempts, when(e.NextAttemptAt), clip(e.LastError, 80))
+		if *limit < 1 || *limit > 1000 {
+			return usagef("--limit must be between 1 and 1000")
 		}
-		if len(entries) == 0 {
-			fmt.Fprintln(w, "(no entries)")
+		filter := retry.ListFilter{Key: *key, AfterID: *after, Limit: *limit}
+		known := []retry.State{retry.StatePending, retry.StateDead, retry.StateReleased, retry.StateDone, retry.StateDiscarded}
+		for _, s := range states {
+			if !slices.Contains(known, retry.State(s)) {
+				return usagef("--state %q is not one of pending, dead, released, done, discarded", s)
+			}
+			filter.States = append(filter.States, retry.State(s))
 		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, t, err := r.open(ctx, a)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		entries, err := t.List(ctx, filter)
+		if err != nil {
+			return missingTable(err, "retry table "+r.table, r.pg.schema)
+		}
+		views := make([]entryView, len(entries))
+		for i, e := range entries {
+			views[i] = viewEntry(e, false)
+		}
+		return a.emit(f, map[string]any{"group": r.group, "entries": views}, func(w io.Writer) {
+			row(w, "ID", "KEY", "TOPIC", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")
+			for _, e := range entries {
+				row(w, e.ID, e.Message.Key, e.Message.Topic, e.State, e.Attempts, when(e.NextAttemptAt), clip(e.LastError, 80))
+			}
+			if len(entries) == 0 {
+				fmt.Fprintln(w, "(no entries)")
+			}
+		})
 	})
 }
 
-func retryShow(ctx context.Context, a *app, args []string) error {
+func retryShow(a *app) *cobra.Command {
 	f := a.newFlags("retry show", "--group GROUP --id ENTRY [--values] [flags]", `
 Shows one retry-table entry. Header values and the payload may hold personal
 data: they are shown only with --values.`)
@@ -147,55 +147,54 @@ data: they are shown only with --values.`)
 	r.register(f)
 	id := f.Int64("id", 0, "entry ID (see 'reliablectl retry list')")
 	values := f.Bool("values", false, "also show header values and the payload")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.required(map[string]string{"group": r.group}); err != nil {
-		return err
-	}
-	if *id <= 0 {
-		return usagef("--id is required")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, t, err := r.open(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	e, err := t.Get(ctx, *id)
-	if errors.Is(err, retry.ErrNotFound) {
-		return fmt.Errorf("no retry entry %d in group %q", *id, r.group)
-	}
-	if err != nil {
-		return missingTable(err, "retry table "+r.table, r.pg.schema)
-	}
-	v := viewEntry(e, *values)
-	return a.emit(f, v, func(w io.Writer) {
-		row(w, "id:", v.ID)
-		row(w, "state:", v.State)
-		row(w, "key:", v.Key)
-		row(w, "topic:", v.Topic)
-		row(w, "type:", v.Type)
-		row(w, "message id:", v.MessageID)
-		row(w, "attempts:", v.Attempts)
-		row(w, "next attempt:", when(e.NextAttemptAt))
-		row(w, "last error:", v.LastError)
-		row(w, "created:", when(v.CreatedAt))
-		row(w, "updated:", when(v.UpdatedAt))
-		row(w, "finished:", when(e.FinishedAt))
-		row(w, "headers:", strings.Join(v.HeaderNames, ", "))
-		row(w, "payload:", fmt.Sprintf("%d bytes", v.PayloadBytes))
-		if *values {
-			for _, k := range v.HeaderNames {
-				row(w, "  "+k+":", v.Headers[k])
-			}
-			row(w, "payload value:", v.Payload)
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": r.group}); err != nil {
+			return err
 		}
+		if *id <= 0 {
+			return usagef("--id is required")
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, t, err := r.open(ctx, a)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		e, err := t.Get(ctx, *id)
+		if errors.Is(err, retry.ErrNotFound) {
+			return fmt.Errorf("no retry entry %d in group %q", *id, r.group)
+		}
+		if err != nil {
+			return missingTable(err, "retry table "+r.table, r.pg.schema)
+		}
+		v := viewEntry(e, *values)
+		return a.emit(f, v, func(w io.Writer) {
+			row(w, "id:", v.ID)
+			row(w, "state:", v.State)
+			row(w, "key:", v.Key)
+			row(w, "topic:", v.Topic)
+			row(w, "type:", v.Type)
+			row(w, "message id:", v.MessageID)
+			row(w, "attempts:", v.Attempts)
+			row(w, "next attempt:", when(e.NextAttemptAt))
+			row(w, "last error:", v.LastError)
+			row(w, "created:", when(v.CreatedAt))
+			row(w, "updated:", when(v.UpdatedAt))
+			row(w, "finished:", when(e.FinishedAt))
+			row(w, "headers:", strings.Join(v.HeaderNames, ", "))
+			row(w, "payload:", fmt.Sprintf("%d bytes", v.PayloadBytes))
+			if *values {
+				for _, k := range v.HeaderNames {
+					row(w, "  "+k+":", v.Headers[k])
+				}
+				row(w, "payload value:", v.Payload)
+			}
+		})
 	})
 }
 
-func retryNow(ctx context.Context, a *app, args []string) error {
+func retryNow(a *app) *cobra.Command {
 	f := a.newFlags("retry retry-now", "--group GROUP (--id ENTRY | --key KEY) [flags]", `
 Makes an entry due now; a dead or released entry becomes pending again with a
 fresh attempt budget, in its original position, so its key waits for it
@@ -204,47 +203,46 @@ again. With --key, every pending and dead entry of the key.`)
 	r.register(f)
 	id := f.Int64("id", 0, "entry ID")
 	key := f.String("key", "", "key whose pending and dead entries to retry")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.required(map[string]string{"group": r.group}); err != nil {
-		return err
-	}
-	if (*id > 0) == (*key != "") {
-		return usagef("give exactly one of --id and --key")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, t, err := r.open(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if *id > 0 {
-		err := t.RetryNow(ctx, *id)
-		if errors.Is(err, retry.ErrNotFound) {
-			return fmt.Errorf("no retry entry %d in group %q that can be retried", *id, r.group)
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": r.group}); err != nil {
+			return err
 		}
+		if (*id > 0) == (*key != "") {
+			return usagef("give exactly one of --id and --key")
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, t, err := r.open(ctx, a)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		if *id > 0 {
+			err := t.RetryNow(ctx, *id)
+			if errors.Is(err, retry.ErrNotFound) {
+				return fmt.Errorf("no retry entry %d in group %q that can be retried", *id, r.group)
+			}
+			if err != nil {
+				return missingTable(err, "retry table "+r.table, r.pg.schema)
+			}
+			return a.emit(f, map[string]any{"id": *id, "action": "retry-now", "ok": true}, func(w io.Writer) {
+				fmt.Fprintf(w, "retry entry %d is due now\n", *id)
+			})
+		}
+		n, err := t.RetryKeyNow(ctx, *key)
 		if err != nil {
 			return missingTable(err, "retry table "+r.table, r.pg.schema)
 		}
-		return a.emit(f, map[string]any{"id": *id, "action": "retry-now", "ok": true}, func(w io.Writer) {
-			fmt.Fprintf(w, "retry entry %d is due now\n", *id)
+		if n == 0 {
+			return fmt.Errorf("key %q has no pending or dead entries in group %q", *key, r.group)
+		}
+		return a.emit(f, map[string]any{"key": *key, "action": "retry-now", "entries": n}, func(w io.Writer) {
+			fmt.Fprintf(w, "%d entries of key %s are due now\n", n, *key)
 		})
-	}
-	n, err := t.RetryKeyNow(ctx, *key)
-	if err != nil {
-		return missingTable(err, "retry table "+r.table, r.pg.schema)
-	}
-	if n == 0 {
-		return fmt.Errorf("key %q has no pending or dead entries in group %q", *key, r.group)
-	}
-	return a.emit(f, map[string]any{"key": *key, "action": "retry-now", "entries": n}, func(w io.Writer) {
-		fmt.Fprintf(w, "%d entries of key %s are due now\n", n, *key)
 	})
 }
 
-func retryDiscard(ctx context.Context, a *app, args []string) error {
+func retryDiscard(a *app) *cobra.Command {
 	f := a.newFlags("retry discard", "--group GROUP --id ENTRY [flags]", `
 Drops a pending, dead or released entry: it no longer blocks its key and is
 never replayed (kept as discarded for the retention). The handler never
@@ -252,35 +250,34 @@ applies that message: make sure that is right.`)
 	var r retryFlags
 	r.register(f)
 	id := f.Int64("id", 0, "entry ID")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.required(map[string]string{"group": r.group}); err != nil {
-		return err
-	}
-	if *id <= 0 {
-		return usagef("--id is required")
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, t, err := r.open(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	err = t.Discard(ctx, *id)
-	if errors.Is(err, retry.ErrNotFound) {
-		return fmt.Errorf("no retry entry %d in group %q that can be discarded", *id, r.group)
-	}
-	if err != nil {
-		return missingTable(err, "retry table "+r.table, r.pg.schema)
-	}
-	return a.emit(f, map[string]any{"id": *id, "action": "discard", "ok": true}, func(w io.Writer) {
-		fmt.Fprintf(w, "retry entry %d is discarded\n", *id)
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": r.group}); err != nil {
+			return err
+		}
+		if *id <= 0 {
+			return usagef("--id is required")
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, t, err := r.open(ctx, a)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		err = t.Discard(ctx, *id)
+		if errors.Is(err, retry.ErrNotFound) {
+			return fmt.Errorf("no retry entry %d in group %q that can be discarded", *id, r.group)
+		}
+		if err != nil {
+			return missingTable(err, "retry table "+r.table, r.pg.schema)
+		}
+		return a.emit(f, map[string]any{"id": *id, "action": "discard", "ok": true}, func(w io.Writer) {
+			fmt.Fprintf(w, "retry entry %d is discarded\n", *id)
+		})
 	})
 }
 
-func retryRelease(ctx context.Context, a *app, args []string) error {
+func retryRelease(a *app) *cobra.Command {
 	f := a.newFlags("retry release", "--group GROUP --key KEY [flags]", `
 Unblocks a key whose head entry is dead: its dead entries become released
 (kept for inspection) and its later entries and messages flow again, so they
@@ -288,28 +285,27 @@ apply without the dead one.`)
 	var r retryFlags
 	r.register(f)
 	key := f.String("key", "", "key to release")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.required(map[string]string{"group": r.group, "key": *key}); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, t, err := r.open(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	n, err := t.Release(ctx, *key)
-	if err != nil {
-		return missingTable(err, "retry table "+r.table, r.pg.schema)
-	}
-	if n == 0 {
-		return fmt.Errorf("key %q has no dead entries in group %q", *key, r.group)
-	}
-	return a.emit(f, map[string]any{"key": *key, "action": "release", "entries": n}, func(w io.Writer) {
-		fmt.Fprintf(w, "released %d dead entries of key %s; its later entries flow again\n", n, *key)
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": r.group, "key": *key}); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, t, err := r.open(ctx, a)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		n, err := t.Release(ctx, *key)
+		if err != nil {
+			return missingTable(err, "retry table "+r.table, r.pg.schema)
+		}
+		if n == 0 {
+			return fmt.Errorf("key %q has no dead entries in group %q", *key, r.group)
+		}
+		return a.emit(f, map[string]any{"key": *key, "action": "release", "entries": n}, func(w io.Writer) {
+			fmt.Fprintf(w, "released %d dead entries of key %s; its later entries flow again\n", n, *key)
+		})
 	})
 }
 
@@ -327,45 +323,44 @@ type statsView struct {
 	OldestEntryAgeSecs float64    `json:"oldest_entry_age_seconds"`
 }
 
-func retryStats(ctx context.Context, a *app, args []string) error {
+func retryStats(a *app) *cobra.Command {
 	f := a.newFlags("retry stats", "--group GROUP [flags]", `
 Summarises a group's retry table, as its metrics do (L18): pending and dead
 entries (both block their keys), blocked keys, entries due now and how long
 the most overdue one has waited, and the oldest entry's age.`)
 	var r retryFlags
 	r.register(f)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.required(map[string]string{"group": r.group}); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	pool, t, err := r.open(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	s, err := t.Stats(ctx)
-	if err != nil {
-		return missingTable(err, "retry table "+r.table, r.pg.schema)
-	}
-	now := time.Now()
-	v := statsView{Group: r.group, Pending: s.Pending, Dead: s.Dead, Released: s.Released, BlockedKeys: s.BlockedKeys, Due: s.Due}
-	var overdue, oldest time.Duration
-	if !s.OldestDue.IsZero() {
-		v.OldestDue = &s.OldestDue
-		overdue = max(now.Sub(s.OldestDue), 0)
-		v.OldestDueOverdueS = overdue.Seconds()
-	}
-	if !s.OldestCreated.IsZero() {
-		v.OldestCreated = &s.OldestCreated
-		oldest = now.Sub(s.OldestCreated)
-		v.OldestEntryAgeSecs = oldest.Seconds()
-	}
-	return a.emit(f, v, func(w io.Writer) {
-		row(w, "PENDING", "DEAD", "RELEASED", "BLOCKED KEYS", "DUE", "OLDEST DUE OVERDUE", "OLDEST ENTRY")
-		row(w, v.Pending, v.Dead, v.Released, v.BlockedKeys, v.Due, age(overdue), age(oldest))
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": r.group}); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		pool, t, err := r.open(ctx, a)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		s, err := t.Stats(ctx)
+		if err != nil {
+			return missingTable(err, "retry table "+r.table, r.pg.schema)
+		}
+		now := time.Now()
+		v := statsView{Group: r.group, Pending: s.Pending, Dead: s.Dead, Released: s.Released, BlockedKeys: s.BlockedKeys, Due: s.Due}
+		var overdue, oldest time.Duration
+		if !s.OldestDue.IsZero() {
+			v.OldestDue = &s.OldestDue
+			overdue = max(now.Sub(s.OldestDue), 0)
+			v.OldestDueOverdueS = overdue.Seconds()
+		}
+		if !s.OldestCreated.IsZero() {
+			v.OldestCreated = &s.OldestCreated
+			oldest = now.Sub(s.OldestCreated)
+			v.OldestEntryAgeSecs = oldest.Seconds()
+		}
+		return a.emit(f, v, func(w io.Writer) {
+			row(w, "PENDING", "DEAD", "RELEASED", "BLOCKED KEYS", "DUE", "OLDEST DUE OVERDUE", "OLDEST ENTRY")
+			row(w, v.Pending, v.Dead, v.Released, v.BlockedKeys, v.Due, age(overdue), age(oldest))
+		})
 	})
 }
