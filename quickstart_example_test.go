@@ -72,7 +72,7 @@ func runKitchen(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, brok
 		// without blocking other orders, reliable.Permanent(err) to dead-letter it now
 		return apply(ctx, m)
 	})
-	c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Environment: "prod",
+	c, err := kafka.NewConsumer(kafka.Config{Brokers: brokers, Environment: "prod",
 		Consumer: kafka.ConsumerConfig{Group: "kitchen"}}, handler,
 		consumer.Config{Topic: "orders", Dedupe: dedupe, RetryTable: table, Concurrency: 32})
 	if err != nil {

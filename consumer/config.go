@@ -60,8 +60,8 @@ type Config struct {
 	// DisableRetrier stops Run from starting a retrier for RetryTable.
 	DisableRetrier bool
 	// DeadLetter receives poison and wrong-environment messages. Defaults to
-	// RetryTable; NewKafka uses the Kafka dead-letter topic when one is
-	// configured, and NewRabbitMQ the group's dead-letter queue when there is
+	// RetryTable; kafka.NewConsumer uses the Kafka dead-letter topic when one is
+	// configured, and rabbitmq.NewConsumer the group's dead-letter queue when there is
 	// no RetryTable. With none,
 	// nothing is skipped: a poison or wrong-environment message holds its
 	// key, reported by Blocked, until it succeeds or an operator acts.

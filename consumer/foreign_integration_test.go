@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/adapters/kafka"
 	"github.com/reliable-go/reliable/consumer"
 	"github.com/reliable-go/reliable/internal/testenv"
 	"github.com/reliable-go/reliable/retry"
@@ -91,7 +92,7 @@ func TestKafkaForeignBinaryKeysThroughRetryTableAndDedupe(t *testing.T) {
 				led.apply(m)
 				return nil
 			})
-			c, err := consumer.NewKafka(kafkaConfig(brokers, group), h, consumer.Config{
+			c, err := kafka.NewConsumer(kafkaConfig(brokers, group), h, consumer.Config{
 				Topic: topic, Dedupe: store, RetryTable: table, Logger: quiet,
 				Retrier: retry.RetrierConfig{PollInterval: 50 * time.Millisecond},
 			})

@@ -153,7 +153,7 @@ func TestKafkaTwoInstancesTransientFailuresExactlyOnceInOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := consumer.NewKafka(kafkaConfig(brokers, group), h, consumer.Config{
+		c, err := kafka.NewConsumer(kafkaConfig(brokers, group), h, consumer.Config{
 			Topic: topic, Dedupe: store, RetryTable: table, Concurrency: 32, Logger: quiet,
 			Retrier: retry.RetrierConfig{PollInterval: 50 * time.Millisecond, Owner: "instance-" + strconv.Itoa(i)},
 		})
@@ -239,7 +239,7 @@ func testKillAfterHandleBeforeCommit(t *testing.T, storeKind string) {
 		_, err := pool.Exec(ctx, "INSERT INTO "+ledgerTable+" VALUES ($1, 'parent')", m.ID)
 		return err
 	})
-	c, err := consumer.NewKafka(kafkaConfig(brokers, group), h, consumer.Config{Topic: topic, Dedupe: store, Logger: quiet,
+	c, err := kafka.NewConsumer(kafkaConfig(brokers, group), h, consumer.Config{Topic: topic, Dedupe: store, Logger: quiet,
 		Observe: func(e consumer.Event) {
 			if e.Outcome == consumer.OutcomeDuplicate {
 				dups.Add(1)
@@ -305,7 +305,7 @@ func TestCrashChild(t *testing.T) {
 	})
 	kcfg := kafkaConfig(brokers, group)
 	kcfg.Consumer.CommitInterval = time.Hour // the crash comes before any commit
-	c, err := consumer.NewKafka(kcfg, h, consumer.Config{Topic: os.Getenv("CHILD_TOPIC"), Dedupe: store, Logger: quiet})
+	c, err := kafka.NewConsumer(kcfg, h, consumer.Config{Topic: os.Getenv("CHILD_TOPIC"), Dedupe: store, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

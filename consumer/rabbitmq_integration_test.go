@@ -51,7 +51,7 @@ func TestRabbitMQTransientFailuresExactlyOnceInOrder(t *testing.T) {
 		led.apply(m)
 		return nil
 	})
-	c, err := consumer.NewRabbitMQ(url, group, h, consumer.Config{
+	c, err := rabbitmq.NewConsumer(url, group, h, consumer.Config{
 		Topic: topic, Dedupe: store, RetryTable: table, Concurrency: 16, Logger: quiet,
 		Retrier: retry.RetrierConfig{PollInterval: 50 * time.Millisecond},
 	}, rabbitmq.WithLogger(quiet))
@@ -119,7 +119,7 @@ func TestRabbitMQForeignMessageWithoutIDIsHandledOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var notDeduplicated atomic.Int64
-	c, err := consumer.NewRabbitMQ(url, group, h, consumer.Config{Topic: topic, Dedupe: store, Logger: quiet,
+	c, err := rabbitmq.NewConsumer(url, group, h, consumer.Config{Topic: topic, Dedupe: store, Logger: quiet,
 		Observe: func(e consumer.Event) {
 			if e.NotDeduplicated && e.Outcome == consumer.OutcomeHandled {
 				notDeduplicated.Add(1)

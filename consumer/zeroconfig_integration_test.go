@@ -88,7 +88,7 @@ func TestDownstreamOutageWithoutRetryTable(t *testing.T) {
 		msgs := publishOrders(t, brokers, topic, n, keys)
 		led := newLedger()
 		var failures atomic.Int64
-		c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Logger: quiet,
+		c, err := kafka.NewConsumer(kafka.Config{Brokers: brokers, Logger: quiet,
 			Consumer: kafka.ConsumerConfig{Group: shortName("kitchen_")}},
 			outageHandler(led, outage, &failures), consumer.Config{Topic: topic, Logger: quiet})
 		if err != nil {
@@ -109,7 +109,7 @@ func TestDownstreamOutageWithoutRetryTable(t *testing.T) {
 		msgs := publishRabbitOrders(t, ctx, url, topic, n, keys)
 		led := newLedger()
 		var failures atomic.Int64
-		c, err := consumer.NewRabbitMQ(url, group, outageHandler(led, outage, &failures),
+		c, err := rabbitmq.NewConsumer(url, group, outageHandler(led, outage, &failures),
 			consumer.Config{Topic: topic, Logger: quiet}, rabbitmq.WithLogger(quiet))
 		if err != nil {
 			t.Fatal(err)
@@ -176,7 +176,7 @@ func TestKafkaPoisonWithoutDeadLetterPath(t *testing.T) {
 		led.apply(m)
 		return nil
 	})
-	c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Logger: quiet,
+	c, err := kafka.NewConsumer(kafka.Config{Brokers: brokers, Logger: quiet,
 		Consumer: kafka.ConsumerConfig{Group: group}}, h, consumer.Config{Topic: topic, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +246,7 @@ func TestKafkaPoisonToDeadLetterTopic(t *testing.T) {
 		led.apply(m)
 		return nil
 	})
-	c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Logger: quiet,
+	c, err := kafka.NewConsumer(kafka.Config{Brokers: brokers, Logger: quiet,
 		Consumer: kafka.ConsumerConfig{Group: group, DeadLetterTopic: dlt}}, h, consumer.Config{Topic: topic, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -315,7 +315,7 @@ func readFirst(t *testing.T, brokers []string, topic string) *sarama.ConsumerMes
 }
 
 func TestRabbitMQPoisonToDeadLetterQueueOnTheDefaults(t *testing.T) {
-	// consumer.NewRabbitMQ with the zero-value config: a poison message goes
+	// rabbitmq.NewConsumer with the zero-value config: a poison message goes
 	// to the group's dead-letter queue (confirmed, with its cause) instead of
 	// being nacked, and its key's later events are applied once each, in order.
 	if testing.Short() {
@@ -341,7 +341,7 @@ func TestRabbitMQPoisonToDeadLetterQueueOnTheDefaults(t *testing.T) {
 		return nil
 	})
 	var deadLettered atomic.Int64
-	c, err := consumer.NewRabbitMQ(url, group, h, consumer.Config{Topic: topic, Logger: quiet,
+	c, err := rabbitmq.NewConsumer(url, group, h, consumer.Config{Topic: topic, Logger: quiet,
 		Observe: func(e consumer.Event) {
 			if e.Outcome == consumer.OutcomeDeadLettered {
 				deadLettered.Add(1)
@@ -407,7 +407,7 @@ func TestKafkaRebalanceDoesNotWaitForAHeldKey(t *testing.T) {
 		})
 	}
 	start := func(isB bool) (*consumer.Consumer, func()) {
-		c, err := consumer.NewKafka(kafka.Config{Brokers: brokers, Logger: quiet,
+		c, err := kafka.NewConsumer(kafka.Config{Brokers: brokers, Logger: quiet,
 			Consumer: kafka.ConsumerConfig{Group: group}}, handler(isB), consumer.Config{Topic: topic, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 )
 
 // These tests use only the public API, as a team copying the quick start
-// would: rabbitmq.Declare without options, consumer.NewRabbitMQ with a
+// would: rabbitmq.Declare without options, rabbitmq.NewConsumer with a
 // Config holding only the topic.
 
 // orderLedger records what the handlers applied. An event applied while an
@@ -115,7 +115,7 @@ func startInstance(t *testing.T, amqpURL, topic, group, name string, l *orderLed
 		time.Sleep(time.Millisecond)
 		return l.apply(name, m)
 	})
-	c, err := consumer.NewRabbitMQ(amqpURL, group, h, consumer.Config{Topic: topic},
+	c, err := rabbitmq.NewConsumer(amqpURL, group, h, consumer.Config{Topic: topic},
 		rabbitmq.WithConnectionName(name))
 	if err != nil {
 		t.Fatalf("consumer %s: %v", name, err)

@@ -115,7 +115,7 @@ func newTunedConsumer(cfg *Config, name string, index int, pool *pgxpool.Pool, d
 		Observe:     observe,
 	}
 	if cfg.Broker == brokerKafka {
-		return consumer.NewKafka(kafka.Config{
+		return kafka.NewConsumer(kafka.Config{
 			Brokers:     cfg.Kafka,
 			ClientID:    name,
 			Environment: cfg.Environment,
@@ -124,7 +124,7 @@ func newTunedConsumer(cfg *Config, name string, index int, pool *pgxpool.Pool, d
 			Tune:        dialer.tune,
 		}, a, ccfg)
 	}
-	return consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg,
+	return rabbitmq.NewConsumer(cfg.ProxiedAMQP, cfg.Group, a, ccfg,
 		rabbitmq.WithLogger(log),
 		rabbitmq.WithConnectionName(name),
 		rabbitmq.WithTopology(rabbitTopology(cfg)),
@@ -152,10 +152,10 @@ func newQuickStartConsumer(ctx context.Context, cfg *Config, pool *pgxpool.Pool,
 	ccfg := consumer.Config{Topic: cfg.Topic, Dedupe: dedupe, RetryTable: table, Concurrency: quickStartConcurrency,
 		Observe: observe}
 	if cfg.Broker == brokerKafka {
-		return consumer.NewKafka(kafka.Config{Brokers: cfg.Kafka, Environment: cfg.Environment,
+		return kafka.NewConsumer(kafka.Config{Brokers: cfg.Kafka, Environment: cfg.Environment,
 			Consumer: kafka.ConsumerConfig{Group: cfg.Group}, Tune: dialer.tune}, a, ccfg)
 	}
-	return consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg)
+	return rabbitmq.NewConsumer(cfg.ProxiedAMQP, cfg.Group, a, ccfg)
 }
 
 // newZeroConsumer leaves every optional consumer field at its zero value:
@@ -166,10 +166,10 @@ func newQuickStartConsumer(ctx context.Context, cfg *Config, pool *pgxpool.Pool,
 func newZeroConsumer(cfg *Config, dialer *cutDialer, a *applier, observe func(consumer.Event)) (*consumer.Consumer, error) {
 	ccfg := consumer.Config{Topic: cfg.Topic, Observe: observe}
 	if cfg.Broker == brokerKafka {
-		return consumer.NewKafka(kafka.Config{Brokers: cfg.Kafka, Environment: cfg.Environment,
+		return kafka.NewConsumer(kafka.Config{Brokers: cfg.Kafka, Environment: cfg.Environment,
 			Consumer: kafka.ConsumerConfig{Group: cfg.Group}, Tune: dialer.tune}, a, ccfg)
 	}
-	return consumer.NewRabbitMQ(cfg.ProxiedAMQP, cfg.Group, a, ccfg)
+	return rabbitmq.NewConsumer(cfg.ProxiedAMQP, cfg.Group, a, ccfg)
 }
 
 // primaryShards spreads the shards over the consumer processes: process i

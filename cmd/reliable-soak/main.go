@@ -7,7 +7,7 @@
 //     transaction (outbox.Add), steadily and in bursts;
 //   - relay (several): outbox.Relay publishing to Kafka or RabbitMQ through
 //     the adapters' durable producers;
-//   - consumer (several): consumer.NewKafka or consumer.NewRabbitMQ with
+//   - consumer (several): kafka.NewConsumer or rabbitmq.NewConsumer with
 //     PostgreSQL dedupe, the ordered retry table and key lanes, applying each
 //     event to soak_results and recording it done in the same transaction.
 //

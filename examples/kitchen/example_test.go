@@ -39,7 +39,7 @@ func ExampleKitchen_Handle() {
 // and key lanes, run by a service.Group that serves readiness on /readyz and
 // stops the consumer and the retrier together within Kubernetes' 30 s grace
 // on SIGTERM. Here on the in-memory test doubles; a service uses
-// consumer.NewKafka or NewRabbitMQ, idempotency.NewRedis or NewPostgres, and
+// kafka.NewConsumer or rabbitmq.NewConsumer, idempotency.NewRedis or NewPostgres, and
 // retry.NewTable (whose retrier the consumer runs).
 func Example_consumer() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
