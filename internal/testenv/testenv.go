@@ -116,23 +116,47 @@ func integration(t testing.TB) {
 	}
 }
 
-// RepoRoot returns the directory holding go.mod, found by walking up from the
-// working directory (a package directory under `go test`), or "" if none.
+// RepoRoot returns the repository's root: the nearest directory above the
+// working directory (a package directory under `go test`) whose go.mod is the
+// SDK's own (module github.com/reliable-go/reliable). The examples, the soak
+// campaign, reliablectl and the benchmarks are modules of their own in
+// subdirectories, and their tests must find the same .cache/services.env and
+// scripts. Without such a go.mod it returns the nearest directory holding any
+// go.mod, or "" if none.
 func RepoRoot() string {
 	dir, err := os.Getwd()
 	if err != nil {
 		return ""
 	}
+	nearest := ""
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			if modulePath(b) == rootModule {
+				return dir
+			}
+			if nearest == "" {
+				nearest = dir
+			}
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return ""
+			return nearest
 		}
 		dir = parent
 	}
+}
+
+// rootModule is the SDK's module path.
+const rootModule = "github.com/reliable-go/reliable"
+
+// modulePath returns the path of the module line of a go.mod file.
+func modulePath(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`)
+		}
+	}
+	return ""
 }
 
 var (

@@ -3,6 +3,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -167,5 +168,39 @@ func TestRequiredAcceptsUsualTrueValues(t *testing.T) {
 		if got := Required(); got != want {
 			t.Errorf("%s=%q: Required() = %v, want %v", EnvRequireServices, v, got, want)
 		}
+	}
+}
+
+// The examples, the soak campaign, reliablectl and bench/outbox are modules of
+// their own: their tests must find the SDK's root (its .cache/services.env and
+// scripts), not their own go.mod.
+func TestRepoRootSkipsNestedModules(t *testing.T) {
+	root := t.TempDir()
+	write := func(rel, s string) {
+		t.Helper()
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("go.mod", "module github.com/reliable-go/reliable\n\ngo 1.25.0\n")
+	write("examples/go.mod", "module github.com/reliable-go/reliable/examples\n\ngo 1.25.0\n")
+	write("examples/demo/main.go", "package main\n")
+	t.Chdir(filepath.Join(root, "examples", "demo"))
+	if got := RepoRoot(); got != root {
+		t.Fatalf("RepoRoot from examples/demo = %q, want %q", got, root)
+	}
+	// Outside the SDK's tree it still finds the nearest module.
+	other := t.TempDir()
+	write2 := filepath.Join(other, "go.mod")
+	if err := os.WriteFile(write2, []byte("module example.com/user\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(other)
+	if got := RepoRoot(); got != other {
+		t.Fatalf("RepoRoot in another module = %q, want %q", got, other)
 	}
 }
