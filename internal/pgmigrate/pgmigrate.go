@@ -10,6 +10,10 @@
 // advisory lock so that several service instances starting at once do not
 // race on CREATE TABLE IF NOT EXISTS (which is not concurrency-safe in
 // PostgreSQL).
+//
+// [Render] returns the same migrations as plain SQL, so that the exported
+// Migrations functions of outbox, retry and idempotency (and the committed
+// files of schema/postgres) can hand them to goose, tern, atlas or flyway.
 package pgmigrate
 
 import (
@@ -40,6 +44,22 @@ type Target struct {
 	Table string
 	// Data holds extra template values, reachable as {{.Data.name}}.
 	Data map[string]string
+	// LockSQL, when set, is the SQL expression of the bigint advisory lock
+	// key that serialises migrators of this target; empty means a hash of
+	// the table identifier. It lets a package keep the key its older
+	// releases took, so old and new instances migrating at once still take
+	// turns.
+	LockSQL string
+}
+
+// Migration is one rendered migration file: plain SQL for one target.
+type Migration struct {
+	// Version is the number the file name starts with.
+	Version int
+	// Name is the file name, e.g. "001_create.sql".
+	Name string
+	// SQL is the file rendered for the target: no template actions left.
+	SQL string
 }
 
 // Ident returns the sanitized identifier of Table+suffix in Target's schema.
@@ -53,7 +73,7 @@ func (t Target) Ident(suffix string) string {
 // Apply runs, in version order, every file NNN_name.sql of dir in fsys whose
 // version is not yet recorded for target, all in one transaction.
 func Apply(ctx context.Context, db Beginner, fsys fs.FS, dir string, target Target) error {
-	migs, err := load(fsys, dir, target)
+	migs, err := Render(fsys, dir, target)
 	if err != nil {
 		return err
 	}
@@ -63,9 +83,14 @@ func Apply(ctx context.Context, db Beginner, fsys fs.FS, dir string, target Targ
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
 
-	h := fnv.New64a()
-	h.Write([]byte("reliable-migrate:" + target.Ident("")))
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
+	if target.LockSQL != "" {
+		_, err = tx.Exec(ctx, "SELECT pg_advisory_xact_lock("+target.LockSQL+")")
+	} else {
+		h := fnv.New64a()
+		h.Write([]byte("reliable-migrate:" + target.Ident("")))
+		_, err = tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64()))
+	}
+	if err != nil {
 		return fmt.Errorf("pgmigrate: lock: %w", err)
 	}
 	history := target.Ident("_migrations")
@@ -86,14 +111,14 @@ func Apply(ctx context.Context, db Beginner, fsys fs.FS, dir string, target Targ
 		applied[int(v)] = true
 	}
 	for _, m := range migs {
-		if applied[m.version] {
+		if applied[m.Version] {
 			continue
 		}
-		if _, err := tx.Exec(ctx, m.sql); err != nil {
-			return fmt.Errorf("pgmigrate: apply %s to %s: %w", m.name, target.Ident(""), err)
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			return fmt.Errorf("pgmigrate: apply %s to %s: %w", m.Name, target.Ident(""), err)
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO "+history+" (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
-			return fmt.Errorf("pgmigrate: record %s: %w", m.name, err)
+		if _, err := tx.Exec(ctx, "INSERT INTO "+history+" (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			return fmt.Errorf("pgmigrate: record %s: %w", m.Name, err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -102,13 +127,9 @@ func Apply(ctx context.Context, db Beginner, fsys fs.FS, dir string, target Targ
 	return nil
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func load(fsys fs.FS, dir string, target Target) ([]migration, error) {
+// Render returns every file NNN_name.sql of dir in fsys, rendered for target,
+// in version order. Other files are ignored.
+func Render(fsys fs.FS, dir string, target Target) ([]Migration, error) {
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
 		return nil, fmt.Errorf("pgmigrate: %w", err)
@@ -118,7 +139,7 @@ func load(fsys fs.FS, dir string, target Target) ([]migration, error) {
 		"qual":  target.Ident,
 	}
 	data := map[string]any{"Table": target.Ident(""), "Data": target.Data}
-	var migs []migration
+	var migs []Migration
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || !strings.HasSuffix(name, ".sql") {
@@ -141,12 +162,12 @@ func load(fsys fs.FS, dir string, target Target) ([]migration, error) {
 		if err := tmpl.Execute(&buf, data); err != nil {
 			return nil, fmt.Errorf("pgmigrate: %s: %w", name, err)
 		}
-		migs = append(migs, migration{version: v, name: name, sql: buf.String()})
+		migs = append(migs, Migration{Version: v, Name: name, SQL: buf.String()})
 	}
-	sort.Slice(migs, func(i, j int) bool { return migs[i].version < migs[j].version })
+	sort.Slice(migs, func(i, j int) bool { return migs[i].Version < migs[j].Version })
 	for i := 1; i < len(migs); i++ {
-		if migs[i].version == migs[i-1].version {
-			return nil, fmt.Errorf("pgmigrate: two migrations with version %d", migs[i].version)
+		if migs[i].Version == migs[i-1].Version {
+			return nil, fmt.Errorf("pgmigrate: two migrations with version %d", migs[i].Version)
 		}
 	}
 	return migs, nil
