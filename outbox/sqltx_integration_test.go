@@ -1,0 +1,274 @@
+package outbox_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/testenv"
+	"github.com/reliable-go/reliable/outbox"
+)
+
+// Issue 17 item 3: a database/sql transaction (pgx's stdlib driver) writes
+// a business row and its outbox message with AddSQL. Rolled back, neither
+// exists and nothing reaches the real broker; committed, the relay publishes
+// exactly the committed messages, in order per key.
+func TestRealBrokersAddSQLRollbackPublishesNothingCommitExactlyTheTx(t *testing.T) {
+	eachBroker(t, func(t *testing.T, k *brokerKit) {
+		db := newTestDB(t, 8)
+		sdb := db.sqlDB(t, false)
+		ctx := testenv.Context(t, 60*time.Second)
+		if _, err := sdb.ExecContext(ctx, `CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		c := k.consume(t)
+		startRelay(t, db.pool, k.publisher(t), testConfig())
+
+		write := func(tx *sql.Tx, m *reliable.Message) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO orders (id, status) VALUES ($1, $2)
+				ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status`, m.Key, string(m.Payload)); err != nil {
+				return err
+			}
+			return outbox.AddSQL(ctx, tx, m)
+		}
+		tx, err := sdb.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rolledBack := msg(k.topic, "o-1", "placed")
+		if err := write(tx, rolledBack); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+		if n := db.count(t, `SELECT count(*) FROM orders`) + db.count(t, `SELECT count(*) FROM reliable_outbox`); n != 0 {
+			t.Fatalf("rollback left %d order and outbox rows", n)
+		}
+
+		committed := []*reliable.Message{msg(k.topic, "o-2", "placed"), msg(k.topic, "o-2", "paid"), msg(k.topic, "o-3", "placed")}
+		tx, err = sdb.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range committed {
+			if err := write(tx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "3 messages consumed", func() bool { return c.distinct() >= 3 })
+		time.Sleep(time.Second) // nothing else may arrive
+		c.check(t, map[string][]string{"o-2": {committed[0].ID, committed[1].ID}, "o-3": {committed[2].ID}})
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, m := range c.all {
+			if m.ID == rolledBack.ID {
+				t.Fatal("rolled-back message reached the broker")
+			}
+		}
+		if len(c.all) != 3 {
+			t.Fatalf("%d deliveries, want 3", len(c.all))
+		}
+		if n := db.count(t, `SELECT count(*) FROM orders WHERE id = 'o-2' AND status = 'paid'`); n != 1 {
+			t.Fatal("the committed business row is missing")
+		}
+		t.Logf("%s: rolled back: 0 rows, 0 published; committed: 3 published once each, o-2 in order", k.kind)
+	})
+}
+
+// sqlWriter commits, from several goroutines, database/sql transactions
+// that each add two messages of one key with AddSQL and number them in a
+// ledger table (key, n) in the same transaction: AddSQL holds the key's
+// lock until commit, so the ledger order of a key is its commit order, the
+// order consumers must see (L08, L12).
+type sqlWriter struct {
+	commits atomic.Int64
+	stop    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+	errs    chan error
+}
+
+func startSQLWriter(t *testing.T, ctx context.Context, sdb *sql.DB, topic string, writers, txsEach, keys int) *sqlWriter {
+	t.Helper()
+	if _, err := sdb.ExecContext(ctx, `CREATE TABLE ledger (key text, n int, msg_id text, PRIMARY KEY (key, n))`); err != nil {
+		t.Fatal(err)
+	}
+	w := &sqlWriter{stop: make(chan struct{}), errs: make(chan error, writers)}
+	for i := range writers {
+		w.wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(i), 17))
+			tick := time.NewTicker(15 * time.Millisecond)
+			defer tick.Stop()
+			for range txsEach {
+				select {
+				case <-w.stop:
+					return
+				case <-tick.C:
+				}
+				key := fmt.Sprintf("order-%d", rng.IntN(keys))
+				if err := w.commit(ctx, sdb, topic, key); err != nil {
+					w.errs <- err
+					return
+				}
+				w.commits.Add(1)
+			}
+		})
+	}
+	t.Cleanup(w.Stop)
+	return w
+}
+
+func (w *sqlWriter) commit(ctx context.Context, sdb *sql.DB, topic, key string) error {
+	tx, err := sdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	msgs := []*reliable.Message{msg(topic, key, "a"), msg(topic, key, "b")}
+	if err := outbox.AddSQL(ctx, tx, msgs...); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ledger
+			SELECT $1, coalesce(max(n), 0) + 1, $2 FROM ledger WHERE key = $1`, key, m.ID); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Stop ends the writers and waits for their last commits.
+func (w *sqlWriter) Stop() { w.once.Do(func() { close(w.stop); w.wg.Wait() }) }
+
+// Wait waits for the writers to finish and fails on a writer's error.
+func (w *sqlWriter) Wait(t *testing.T) {
+	t.Helper()
+	w.wg.Wait()
+	close(w.errs)
+	for err := range w.errs {
+		t.Fatal(err)
+	}
+}
+
+// ledger returns each key's message IDs in commit order.
+func (db *testDB) ledger(t *testing.T) (map[string][]string, int) {
+	t.Helper()
+	rows, err := db.pool.Query(context.Background(), `SELECT key, msg_id FROM ledger ORDER BY key, n`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	want, n := map[string][]string{}, 0
+	for rows.Next() {
+		var key, id string
+		if err := rows.Scan(&key, &id); err != nil {
+			t.Fatal(err)
+		}
+		want[key] = append(want[key], id)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return want, n
+}
+
+// Issue 17 item 3 (L03, L08, L20): database/sql writers commit messages
+// with AddSQL before, during and after a kill -9 of the relay process
+// mid-stream (right after the broker confirmed its first publish, before
+// any row was marked). A new relay takes over; the consumer, deduplicating
+// by message ID, applies every committed message exactly once, per key in
+// commit order (the ledger), and the only repeats are the messages the
+// killed relay had published.
+func TestRealBrokersRelayKilledMidStreamAfterAddSQL(t *testing.T) {
+	eachBroker(t, func(t *testing.T, k *brokerKit) {
+		db := newTestDB(t, 8)
+		sdb := db.sqlDB(t, false)
+		ctx := testenv.Context(t, 150*time.Second)
+		w := startSQLWriter(t, ctx, sdb, k.topic, 4, 60, 8)
+		waitFor(t, 20*time.Second, "writes before the relay starts", func() bool { return w.commits.Load() >= 20 })
+
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), childEnv+"=kill-after-confirm", childDSNEnv+"="+db.dsn,
+			childSchemaEnv+"="+db.schema, childBrokerEnv+"="+k.kind, childFileEnv+"="+k.endpoint)
+		out, err := cmd.CombinedOutput()
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) || exitErr.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("child relay did not die by SIGKILL: %v\n%s", err, out)
+		}
+		atKill := w.commits.Load()
+		if n := db.count(t, `SELECT count(*) FROM reliable_outbox_leases WHERE owner = 'relay-that-dies'`); n == 0 {
+			t.Fatal("the dead relay left no lease: the test did not kill it mid-work")
+		}
+
+		// What the killed relay got onto the broker, read before the new
+		// relay starts: the only messages allowed to arrive twice.
+		c := k.consume(t)
+		waitFor(t, 30*time.Second, "the killed relay's messages on the broker", func() bool { return c.distinct() > 0 })
+		last, stable := c.distinct(), time.Now()
+		waitFor(t, 20*time.Second, "the killed relay's messages all arrived", func() bool {
+			if n := c.distinct(); n != last {
+				last, stable = n, time.Now()
+			}
+			return time.Since(stable) > 2*time.Second
+		})
+		c.mu.Lock()
+		before := map[string]bool{}
+		for _, m := range c.all {
+			before[m.ID] = true
+		}
+		dupsBefore := c.dups
+		c.mu.Unlock()
+		if dupsBefore != 0 {
+			t.Fatalf("%d repeats before the new relay started, want 0", dupsBefore)
+		}
+
+		startRelay(t, db.pool, k.publisher(t), testConfig())
+		w.Wait(t)
+		if w.commits.Load() <= atKill {
+			t.Fatalf("no commits after the kill (%d at the kill, %d in all): not mid-stream", atKill, w.commits.Load())
+		}
+		want, total := db.ledger(t)
+		waitFor(t, 90*time.Second, fmt.Sprintf("all %d applied", total), func() bool { return c.distinct() >= total })
+		waitFor(t, 30*time.Second, "the killed relay's messages repeated", func() bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.dups >= len(before)
+		})
+		time.Sleep(time.Second) // nothing else may arrive
+		c.check(t, want)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		seen := map[string]int{}
+		for _, m := range c.all {
+			seen[m.ID]++
+		}
+		for id, n := range seen {
+			if n > 1 && !before[id] {
+				t.Fatalf("message %s delivered %d times but the killed relay never published it", id, n)
+			}
+			if n > 2 {
+				t.Fatalf("message %s delivered %d times", id, n)
+			}
+		}
+		if c.dups != len(before) {
+			t.Fatalf("%d repeats, want %d (each message the killed relay published, once)", c.dups, len(before))
+		}
+		t.Logf("%s: %d transactions (%d before the kill ended), %d messages over %d keys: 0 lost, per key in commit order; the killed relay published %d, those and only those repeated once",
+			k.kind, w.commits.Load(), atKill, total, len(want), len(before))
+	})
+}
