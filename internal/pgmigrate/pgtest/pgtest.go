@@ -71,14 +71,14 @@ type Querier interface {
 // "" skips none.
 func Describe(ctx context.Context, db Querier, schema, skip string) (string, error) {
 	const q = `
-SELECT 'table ' || c.relname || ' ' || c.relpersistence
+SELECT 'table ' || c.relname || ' ' || c.relpersistence::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relkind = 'r' AND ($2::text = '' OR c.relname !~ $2::text)
 UNION ALL
 SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
        || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
        || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
-       || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity ELSE '' END
+       || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END
   FROM pg_attribute a
   JOIN pg_class c ON c.oid = a.attrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
