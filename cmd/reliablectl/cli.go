@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +46,9 @@ type app struct {
 	stdout  io.Writer
 	stderr  io.Writer
 	secrets []string // passwords seen in endpoints, redacted from any output
+	// credentials (SASL passwords) are redacted wherever they appear, even
+	// as a bare word.
+	credentials []string
 }
 
 // group describes a command that only holds subcommands.
@@ -194,6 +198,11 @@ func (a *app) redact(s string) string {
 		}
 		if len(pw) >= 12 {
 			s = strings.ReplaceAll(s, pw, "xxxxx")
+		}
+	}
+	for _, c := range a.credentials {
+		for _, form := range []string{c, url.QueryEscape(c), url.PathEscape(c), strconv.Quote(c)[1 : len(strconv.Quote(c))-1]} {
+			s = strings.ReplaceAll(s, form, "xxxxx")
 		}
 	}
 	return s

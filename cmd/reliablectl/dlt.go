@@ -495,16 +495,10 @@ message ID).`)
 
 // republish writes recs to their targets in report, one at a time, durably.
 func (a *app) republish(ctx context.Context, k *kafkaFlags, recs []*sarama.ConsumerMessage, report *replayReport) error {
-	brokers := a.endpoint(k.brokers, envKafkaBrokers)
-	version, err := sarama.ParseKafkaVersion(k.version)
+	addrs, cfg, err := a.saramaConfig(k)
 	if err != nil {
-		return usagef("--kafka-version: %v", err)
+		return err
 	}
-	cfg := sarama.NewConfig()
-	cfg.ClientID = "reliablectl"
-	cfg.Version = version
-	cfg.Net.DialTimeout = k.dialTimeout
-	cfg.Metadata.AllowAutoTopicCreation = false
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Idempotent = true
 	cfg.Net.MaxOpenRequests = 1
@@ -514,15 +508,9 @@ func (a *app) republish(ctx context.Context, k *kafkaFlags, recs []*sarama.Consu
 	cfg.Producer.Return.Errors = true
 	// The partition the Java client and the SDK's producer pick for the key.
 	cfg.Producer.Partitioner = sarama.NewMurmur2Partitioner
-	var addrs []string
-	for _, b := range strings.Split(brokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			addrs = append(addrs, b)
-		}
-	}
 	prod, err := sarama.NewSyncProducer(addrs, cfg)
 	if err != nil {
-		return fmt.Errorf("replay producer: %w", err)
+		return fmt.Errorf("replay producer: %w", kafkaError(err))
 	}
 	defer prod.Close()
 	for i, r := range recs {

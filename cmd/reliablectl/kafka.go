@@ -22,12 +22,16 @@ type kafkaFlags struct {
 	brokers     string
 	version     string
 	dialTimeout time.Duration
+	tls         tlsFlags
+	sasl        saslFlags
 }
 
 func (k *kafkaFlags) register(f *flags) {
 	f.StringVar(&k.brokers, "brokers", "", "Kafka bootstrap addresses, host:port,... (default $"+envKafkaBrokers+")")
 	f.StringVar(&k.version, "kafka-version", kafka.DefaultVersion.String(), "oldest Kafka version of the cluster")
 	f.DurationVar(&k.dialTimeout, "dial-timeout", 5*time.Second, "timeout of each connection attempt to a broker")
+	k.tls.register(f.FlagSet, "kafka", "Kafka", envKafkaCAFile, envKafkaCertFile, envKafkaKeyFile)
+	k.sasl.register(f.FlagSet)
 }
 
 // kafkaConn is an open client and cluster admin, closed together.
@@ -38,16 +42,16 @@ type kafkaConn struct {
 
 func (c *kafkaConn) Close() { _ = c.admin.Close() } // closes the client too
 
-// connect opens a client on the brokers of k (or the environment). An
-// unreachable cluster fails within about the dial timeout, or ctx's end.
-func (a *app) connectKafka(ctx context.Context, k *kafkaFlags) (*kafkaConn, error) {
+// saramaConfig returns the brokers' addresses and a client configuration
+// with k's version, timeouts, TLS and SASL.
+func (a *app) saramaConfig(k *kafkaFlags) ([]string, *sarama.Config, error) {
 	brokers := a.endpoint(k.brokers, envKafkaBrokers)
 	if brokers == "" {
-		return nil, usagef("no Kafka brokers: set --brokers or $%s", envKafkaBrokers)
+		return nil, nil, usagef("no Kafka brokers: set --brokers or $%s", envKafkaBrokers)
 	}
 	version, err := sarama.ParseKafkaVersion(k.version)
 	if err != nil {
-		return nil, usagef("--kafka-version: %v", err)
+		return nil, nil, usagef("--kafka-version: %v", err)
 	}
 	var addrs []string
 	for _, b := range strings.Split(brokers, ",") {
@@ -59,11 +63,50 @@ func (a *app) connectKafka(ctx context.Context, k *kafkaFlags) (*kafkaConn, erro
 	cfg.ClientID = "reliablectl"
 	cfg.Version = version
 	cfg.Net.DialTimeout = k.dialTimeout
+	cfg.Metadata.AllowAutoTopicCreation = false
+	forceTLS := false
+	switch strings.ToLower(strings.TrimSpace(a.getenv(envKafkaTLS))) {
+	case "", "0", "false", "no":
+	default:
+		forceTLS = true
+	}
+	tc, err := k.tls.config(a, envKafkaCAFile, envKafkaCertFile, envKafkaKeyFile, forceTLS)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tc != nil {
+		cfg.Net.TLS.Enable = true
+		cfg.Net.TLS.Config = tc
+	}
+	if err := k.sasl.apply(a, cfg); err != nil {
+		return nil, nil, err
+	}
+	return addrs, cfg, nil
+}
+
+// kafkaError adds what to check to the errors of an unreachable or refusing
+// cluster.
+func kafkaError(err error) error {
+	switch {
+	case errors.Is(err, sarama.ErrSASLAuthenticationFailed):
+		return fmt.Errorf("%w (check the SASL user, password and mechanism)", err)
+	case errors.Is(err, sarama.ErrUnsupportedSASLMechanism):
+		return fmt.Errorf("%w (the listener does not offer this --kafka-sasl-mechanism)", err)
+	}
+	return err
+}
+
+// connect opens a client on the brokers of k (or the environment). An
+// unreachable cluster fails within about the dial timeout, or ctx's end.
+func (a *app) connectKafka(ctx context.Context, k *kafkaFlags) (*kafkaConn, error) {
+	addrs, cfg, err := a.saramaConfig(k)
+	if err != nil {
+		return nil, err
+	}
 	cfg.Net.ReadTimeout = 15 * time.Second
 	cfg.Net.WriteTimeout = 15 * time.Second
 	cfg.Metadata.Retry.Max = 1
 	cfg.Metadata.Retry.Backoff = 100 * time.Millisecond
-	cfg.Metadata.AllowAutoTopicCreation = false
 	cfg.Admin.Retry.Max = 3
 	cfg.Admin.Timeout = 15 * time.Second
 
@@ -75,7 +118,7 @@ func (a *app) connectKafka(ctx context.Context, k *kafkaFlags) (*kafkaConn, erro
 	go func() {
 		client, err := sarama.NewClient(addrs, cfg)
 		if err != nil {
-			done <- result{err: fmt.Errorf("cannot reach Kafka at %s: %w", strings.Join(addrs, ","), err)}
+			done <- result{err: fmt.Errorf("cannot reach Kafka at %s: %w", strings.Join(addrs, ","), kafkaError(err))}
 			return
 		}
 		admin, err := sarama.NewClusterAdminFromClient(client)
