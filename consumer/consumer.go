@@ -29,6 +29,15 @@ type Consumer struct {
 	keyless     atomic.Int64 // spreads keyless messages over lanes
 	retrier     atomic.Pointer[retry.Retrier]
 
+	// keys caches the retry table's blocked keys (see keys.go); nil when
+	// the table or the subscriber cannot support it, and then every
+	// message asks the table.
+	keys        *retry.KeyCache
+	loadReq     chan struct{}
+	loadStarted atomic.Uint64                 // loads of keys started
+	loadDone    atomic.Uint64                 // the latest load of keys that succeeded
+	loaded      atomic.Pointer[chan struct{}] // closed when a load succeeds
+
 	blockedMu sync.Mutex
 	blocked   map[*job]*BlockedKey
 }
@@ -52,6 +61,10 @@ func New(sub reliable.Subscriber, h reliable.Handler, cfg Config) (*Consumer, er
 	}
 	c := &Consumer{sub: sub, handler: h, cfg: cfg.withDefaults(), blocked: make(map[*job]*BlockedKey)}
 	c.concurrency.Store(int64(c.cfg.Concurrency))
+	c.keys = keyCache(sub, c.cfg.RetryTable)
+	c.loadReq = make(chan struct{}, 1)
+	loaded := make(chan struct{})
+	c.loaded.Store(&loaded)
 	return c, nil
 }
 
@@ -83,10 +96,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		_ = c.sub.Close()
 		return err
 	}
+	keysDone := c.startKeyCache(workCtx)
 	c.cfg.Logger.InfoContext(ctx, "consumer started", slog.String("topic", c.cfg.Topic),
 		slog.Int("concurrency", int(c.concurrency.Load())))
 
 	var runErr error
+	owned := make(map[string]anchor)
 loop:
 	for {
 		select {
@@ -99,7 +114,7 @@ loop:
 				}
 				break loop
 			}
-			j := &job{d: d, start: time.Now()}
+			j := &job{d: d, start: time.Now(), keysLoad: c.ownership(owned, d)}
 			if err := lanes.Submit(ctx, c.laneOf(d.Message), func(taskCtx context.Context) time.Duration { return c.process(taskCtx, j) }); err != nil {
 				break loop // ctx ended while waiting for room; d stays unsettled
 			}
@@ -118,6 +133,7 @@ loop:
 		runErr = fmt.Errorf("consumer: close subscriber: %w", err)
 	}
 	<-retrierDone
+	<-keysDone
 	return runErr
 }
 
@@ -188,6 +204,17 @@ func (c *Consumer) SetRate(perSecond float64) {
 	}
 }
 
+// stepHook, when set (by the benchmarks), is told how long each store step
+// of a delivery took: "begin", "check" and "done".
+var stepHook atomic.Pointer[func(step string, d time.Duration)]
+
+// timeStep reports the time since start of step to stepHook, if set.
+func timeStep(step string, start time.Time) {
+	if f := stepHook.Load(); f != nil {
+		(*f)(step, time.Since(start))
+	}
+}
+
 // settleTimeout bounds the steps that record an outcome after the handler
 // ran (done, park, dead-letter, ack). They run on a context that shutdown
 // does not cut: a handled message left without its done record would be
@@ -208,6 +235,9 @@ type job struct {
 	held    bool      // holds its key, waiting to be tried again
 	nextTry time.Time // when a held job is tried again
 	blocked bool      // reported as a blocked key
+	// keysLoad is the load of the blocked-key cache that must have
+	// succeeded before the cache may answer for this delivery's key.
+	keysLoad uint64
 }
 
 // process runs the pipeline for one delivery and settles it. It returns a
@@ -293,10 +323,13 @@ func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, time.Duration,
 		log.Warn("consumer: message without an ID handled without deduplication")
 	} else if c.cfg.Dedupe != nil {
 		var status idempotency.Status
-		if err := c.until(ctx, log, "dedupe begin", func() (err error) {
+		began := time.Now()
+		err := c.until(ctx, log, "dedupe begin", func() (err error) {
 			status, err = c.cfg.Dedupe.Begin(ctx, msg.ID)
 			return err
-		}); err != nil {
+		})
+		timeStep("begin", began)
+		if err != nil {
 			if ctx.Err() != nil {
 				return OutcomeUnsettled, 0, nil
 			}
@@ -323,10 +356,13 @@ func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, time.Duration,
 
 	if c.cfg.RetryTable != nil {
 		var blocked bool
-		if err := c.until(ctx, log, "retry table check", func() (err error) {
-			blocked, err = c.cfg.RetryTable.Blocked(ctx, msg.Key)
+		checked := time.Now()
+		err := c.until(ctx, log, "retry table check", func() (err error) {
+			blocked, err = c.isBlocked(ctx, j)
 			return err
-		}); err != nil {
+		})
+		timeStep("check", checked)
+		if err != nil {
 			release()
 			if ctx.Err() != nil {
 				return OutcomeUnsettled, 0, nil
@@ -352,7 +388,10 @@ func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, time.Duration,
 		if claimed {
 			settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 			defer cancel()
-			if err := c.until(settle, log, "dedupe done", func() error { return c.cfg.Dedupe.Done(settle, msg.ID) }); err != nil {
+			doneAt := time.Now()
+			err := c.until(settle, log, "dedupe done", func() error { return c.cfg.Dedupe.Done(settle, msg.ID) })
+			timeStep("done", doneAt)
+			if err != nil {
 				log.Error("consumer: handled, but not recorded as done; a redelivery will be handled again", slog.String("error", err.Error()))
 				return OutcomeUnsettled, 0, nil
 			}
@@ -426,7 +465,11 @@ func (c *Consumer) handle(ctx context.Context, msg *reliable.Message) (err error
 func (c *Consumer) park(ctx context.Context, log *slog.Logger, j *job, cause error) (Outcome, time.Duration, error) {
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	if err := c.until(settle, log, "retry table park", func() error { return c.cfg.RetryTable.Park(settle, j.d.Message, cause) }); err != nil {
+	parkIn := c.cfg.RetryTable.Park
+	if c.keys != nil {
+		parkIn = c.keys.Park
+	}
+	if err := c.until(settle, log, "retry table park", func() error { return parkIn(settle, j.d.Message, cause) }); err != nil {
 		if reliable.IsPermanent(err) {
 			return c.hold(log, j, fmt.Errorf("consumer: the retry table refuses the message: %w", err), true)
 		}
@@ -455,7 +498,11 @@ func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, j *job, cau
 	}
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	if err := c.until(settle, log, "dead letter", func() error { return c.cfg.DeadLetter.DeadLetter(settle, j.d.Message, cause) }); err != nil {
+	deadLetterIn := c.cfg.DeadLetter.DeadLetter
+	if t, ok := c.cfg.DeadLetter.(*retry.Table); ok && c.keys != nil && t == c.keys.Table() {
+		deadLetterIn = c.keys.DeadLetter
+	}
+	if err := c.until(settle, log, "dead letter", func() error { return deadLetterIn(settle, j.d.Message, cause) }); err != nil {
 		if reliable.IsPermanent(err) {
 			return c.hold(log, j, fmt.Errorf("consumer: the dead-letter path refuses the message: %w (cause: %w)", err, cause), true)
 		}

@@ -65,13 +65,17 @@ func (t *Table) Get(ctx context.Context, id int64) (Entry, error) {
 // released entry therefore replays an old message after newer ones of its
 // key may have been applied; that is the operator's call.
 func (t *Table) RetryNow(ctx context.Context, id int64) error {
-	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
+	// A released entry blocks its key again: announce it (KeyCache), in the
+	// same statement, so listeners hear of it when it commits.
+	var n int64
+	err := t.pool.QueryRow(ctx, `WITH u AS (UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
   attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
-WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released')`, t.cfg.Group, id)
+WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released') RETURNING lane)
+SELECT count(*) FROM (SELECT pg_notify($3, $4 || lane) FROM u) n`, t.cfg.Group, id, KeyNotifyChannel, t.notifyPayload("")).Scan(&n)
 	if err != nil {
 		return fmt.Errorf("retry: retry now %d: %w", id, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if n == 0 {
 		return fmt.Errorf("retry: retry now: entry %d is not pending, dead or released: %w", id, ErrNotFound)
 	}
 	t.log.InfoContext(ctx, "operator: entry retried now", "entry", id)

@@ -356,7 +356,7 @@ func (r *Retrier) succeed(ctx context.Context, e Entry, owner string) error {
     ORDER BY id LIMIT 1)
   AND state = 'pending' AND next_attempt_at IS NULL AND EXISTS (SELECT 1 FROM fin)`
 	var held bool
-	err := r.t.withLaneLock(ctx, lane(e.Message), `WITH `+r.leaseCTE()+`, fin AS (`+fin+` RETURNING 1), promote AS (`+promote+` RETURNING 1)
+	err := r.t.withLaneLock(ctx, lane(e.Message), false, `WITH `+r.leaseCTE()+`, fin AS (`+fin+` RETURNING 1), promote AS (`+promote+` RETURNING 1)
 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM promote)`,
 		[]any{r.t.cfg.Group, lane(e.Message), owner, e.ID, r.cfg.LeaseTTL.Microseconds()},
 		func(row pgx.Row) error { return row.Scan(&held, new(int64)) })

@@ -163,7 +163,7 @@ func (t *Table) insert(ctx context.Context, msg *reliable.Message, state State, 
 	// makes that check and the insert atomic with respect to the retrier
 	// moving the lane's head.
 	var e Entry
-	err := t.withLaneLock(ctx, lane(msg), `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
+	err := t.withLaneLock(ctx, lane(msg), state.Blocking() && msg.Key != "", `INSERT INTO `+t.table+` (grp, lane, message_id, msg_key, topic, msg_type, headers, payload, msg_time,
   src_partition, src_offset, src_queue, state, attempts, next_attempt_at, last_error, finished_at, message_id_full)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
   CASE WHEN behind THEN 0 ELSE $14 END,
@@ -210,16 +210,25 @@ func (t *Table) lockLane(ctx context.Context, tx pgx.Tx, lane string) error {
 // batch is one implicit transaction, so the lock is held until the query's
 // effects commit, and the query, a statement of its own, sees (READ
 // COMMITTED) everything committed before the lock was granted.
-func (t *Table) withLaneLock(ctx context.Context, lane, query string, args []any, scan func(pgx.Row) error) error {
+//
+// With announce, the batch also announces on KeyNotifyChannel that the lane
+// is blocked, delivered to listeners when the batch commits.
+func (t *Table) withLaneLock(ctx context.Context, lane string, announce bool, query string, args []any, scan func(pgx.Row) error) error {
 	var b pgx.Batch
 	b.Queue(lockSQL, t.lockKey(lane))
 	b.Queue(query, args...)
+	if announce {
+		b.Queue(notifySQL, KeyNotifyChannel, t.notifyPayload(lane))
+	}
 	br := t.pool.SendBatch(ctx, &b)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
 		return err
 	}
 	serr := scan(br.QueryRow())
+	if serr == nil && announce {
+		_, serr = br.Exec()
+	}
 	cerr := br.Close()
 	if serr != nil {
 		return serr

@@ -1,0 +1,232 @@
+package retry
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/reliable-go/reliable"
+)
+
+// KeyNotifyChannel is the LISTEN/NOTIFY channel on which the table announces
+// a key that became blocked: Park and DeadLetter (in the transaction that
+// stores the entry) and RetryNow of a released entry. The payload is the
+// table, the group and the key's lane, separated by "\x1f". A [KeyCache]
+// listens on it.
+const KeyNotifyChannel = "reliable_retry_keys"
+
+// KeyCache is a consumer's knowledge of which keys have blocking entries
+// (pending or dead) in the table, so that the check before each message
+// costs no round trip when the key is not blocked, the common case.
+//
+// The cache holds a superset of the blocked keys the consumer needs to
+// know about: a key it holds may no longer be blocked (the retrier drained
+// it, an operator released or discarded its entries), and [KeyCache.Blocked]
+// then asks the table, and forgets the key if the table says it is free. A
+// key it does not hold is not blocked, as long as the caller keeps to the
+// rule stated in the package documentation ("Blocked keys without a round
+// trip"): it loads the cache ([KeyCache.Load]) after it took ownership of a
+// partition or queue and before it trusts the cache for that partition's
+// keys, and it parks and dead-letters through the cache.
+//
+// Keys blocked by other processes (an operator's RetryNow of a released
+// entry, another consumer group member that still handles a revoked
+// partition) reach the cache through [KeyNotifyChannel] while
+// [KeyCache.Run] listens; a new connection of the listener reloads the
+// cache, since notifications may have been missed while it was down.
+type KeyCache struct {
+	t *Table
+
+	mu      sync.Mutex
+	lanes   map[string]uint64 // lane -> version at which it was marked
+	version uint64            // bumped by every mark
+}
+
+// NewKeyCache returns an empty cache of the table's blocked keys. Load it
+// before use.
+func (t *Table) NewKeyCache() *KeyCache {
+	return &KeyCache{t: t, lanes: make(map[string]uint64)}
+}
+
+// Table returns the table the cache knows about.
+func (c *KeyCache) Table() *Table { return c.t }
+
+func (c *KeyCache) mark(lane string) {
+	c.mu.Lock()
+	c.version++
+	c.lanes[lane] = c.version
+	c.mu.Unlock()
+}
+
+// MaybeBlocked reports, without a round trip, whether key may have blocking
+// entries: false means it has none that the cache's owner must wait for (see
+// KeyCache), true that Blocked must ask the table. The empty key is never
+// blocked.
+func (c *KeyCache) MaybeBlocked(key string) bool {
+	if key == "" {
+		return false
+	}
+	c.mu.Lock()
+	_, ok := c.lanes[keyLane(key)]
+	c.mu.Unlock()
+	return ok
+}
+
+// Blocked asks the table whether key has blocking entries, as Table.Blocked
+// does, and keeps the answer: a key found free is forgotten, one found
+// blocked is kept.
+func (c *KeyCache) Blocked(ctx context.Context, key string) (bool, error) {
+	if key == "" {
+		return false, nil
+	}
+	l := keyLane(key)
+	c.mu.Lock()
+	v := c.version
+	c.mu.Unlock()
+	blocked, err := c.t.Blocked(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if blocked {
+		if _, ok := c.lanes[l]; !ok {
+			c.version++
+			c.lanes[l] = c.version
+		}
+		return true, nil
+	}
+	// A mark made after the question was asked (a park of the key, a
+	// notification) is newer than the answer: keep it.
+	if mv, ok := c.lanes[l]; ok && mv <= v {
+		delete(c.lanes, l)
+	}
+	return false, nil
+}
+
+// Load reads the group's blocked keys from the table, one query, and makes
+// them the cache's content, keeping the keys marked while it ran. A caller
+// that took ownership of a partition or queue trusts the cache for its keys
+// only after a Load that started after it took ownership returned nil.
+func (c *KeyCache) Load(ctx context.Context) error {
+	c.mu.Lock()
+	v0 := c.version
+	c.mu.Unlock()
+	rows, err := c.t.pool.Query(ctx, `SELECT DISTINCT lane FROM `+c.t.table+`
+WHERE grp = $1 AND state IN ('pending', 'dead') AND lane LIKE 'k:%'`, c.t.cfg.Group)
+	if err != nil {
+		return fmt.Errorf("retry: load blocked keys: %w", err)
+	}
+	lanes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("retry: load blocked keys: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := make(map[string]uint64, len(lanes)+len(c.lanes)/4)
+	for _, l := range lanes {
+		next[l] = v0
+	}
+	for l, v := range c.lanes {
+		if v > v0 {
+			next[l] = v
+		}
+	}
+	c.lanes = next
+	return nil
+}
+
+// Len returns how many keys the cache holds as maybe blocked.
+func (c *KeyCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.lanes)
+}
+
+// Park marks the message's key as blocked, then parks it ([Table.Park]).
+func (c *KeyCache) Park(ctx context.Context, msg *reliable.Message, cause error) error {
+	if msg.Key != "" {
+		c.mark(keyLane(msg.Key))
+	}
+	return c.t.Park(ctx, msg, cause)
+}
+
+// DeadLetter marks the message's key as blocked, then stores it dead
+// ([Table.DeadLetter]).
+func (c *KeyCache) DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error {
+	if msg.Key != "" {
+		c.mark(keyLane(msg.Key))
+	}
+	return c.t.DeadLetter(ctx, msg, cause)
+}
+
+// Run listens on KeyNotifyChannel until ctx ends and marks the keys the
+// table announces for this table and group. Each time the listening
+// connection is (re)established it reloads the cache, since announcements
+// made while it was down are lost. It holds one connection of the table's
+// pool. Errors are logged on logger (the table's when nil) and retried;
+// Run returns nil when ctx ends.
+func (c *KeyCache) Run(ctx context.Context, logger *slog.Logger) error {
+	if logger == nil {
+		logger = c.t.log
+	}
+	prefix := c.t.table + "\x1f" + c.t.cfg.Group + "\x1f"
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		err := c.listen(ctx, prefix, func() { attempt = 0 })
+		if ctx.Err() != nil {
+			return nil
+		}
+		delay := min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)
+		logger.WarnContext(ctx, "retry: blocked-key notifications lost; listening again", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+	return nil
+}
+
+func (c *KeyCache) listen(ctx context.Context, prefix string, connected func()) error {
+	pooled, err := c.t.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection leaves the pool: one that stopped listening midway must
+	// not go back still subscribed.
+	conn := pooled.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{KeyNotifyChannel}.Sanitize()); err != nil {
+		return err
+	}
+	if err := c.Load(ctx); err != nil {
+		return err
+	}
+	connected()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if l, ok := strings.CutPrefix(n.Payload, prefix); ok {
+			c.mark(l)
+		}
+	}
+}
+
+// notifySQL announces that a lane became blocked; it runs inside the
+// transaction that blocked it, so listeners hear of it when it commits.
+const notifySQL = `SELECT pg_notify($1, $2)`
+
+func (t *Table) notifyPayload(lane string) string {
+	return t.table + "\x1f" + t.cfg.Group + "\x1f" + lane
+}
