@@ -49,6 +49,7 @@ type app struct {
 	// credentials (SASL passwords) are redacted wherever they appear, even
 	// as a bare word.
 	credentials []string
+	keyFormat   string // --key-format
 }
 
 // group describes a command that only holds subcommands.
@@ -223,6 +224,7 @@ type flags struct {
 	a       *app
 	output  string
 	timeout time.Duration
+	checks  []func() error // more checks of the flags, before the work
 }
 
 // newFlags returns the command "reliablectl <path>"; synopsis is the usage
@@ -255,6 +257,11 @@ func (f *flags) runE(run func(ctx context.Context) error) *cobra.Command {
 		}
 		if f.timeout <= 0 {
 			return usagef("--timeout must be positive")
+		}
+		for _, check := range f.checks {
+			if err := check(); err != nil {
+				return err
+			}
 		}
 		return run(c.Context())
 	}

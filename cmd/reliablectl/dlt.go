@@ -44,7 +44,17 @@ type dltRecord struct {
 	rec *sarama.ConsumerMessage
 }
 
-func viewDLT(r *sarama.ConsumerMessage, full bool) dltRecord {
+// recordID returns the message ID of a record (its ce_id header).
+func recordID(r *sarama.ConsumerMessage) string {
+	for _, h := range r.Headers {
+		if h != nil && string(h.Key) == reliable.HeaderID {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func (a *app) viewDLT(r *sarama.ConsumerMessage, full bool) dltRecord {
 	hs := map[string]string{}
 	for _, h := range r.Headers {
 		if h != nil {
@@ -53,7 +63,7 @@ func viewDLT(r *sarama.ConsumerMessage, full bool) dltRecord {
 	}
 	v := dltRecord{
 		Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp,
-		ID: hs[reliable.HeaderID], Key: string(r.Key), Type: hs[reliable.HeaderType],
+		ID: hs[reliable.HeaderID], Key: a.showKey(string(r.Key)), KeyHex: keyHexOf(string(r.Key)), Type: hs[reliable.HeaderType],
 		Cause:             hs[kafka.HeaderDeadLetterCause],
 		OriginalTopic:     hs[kafka.HeaderDeadLetterTopic],
 		OriginalPartition: hs[kafka.HeaderDeadLetterPartition],
@@ -64,10 +74,6 @@ func viewDLT(r *sarama.ConsumerMessage, full bool) dltRecord {
 		PayloadBytes:      len(r.Value),
 		rec:               r,
 	}
-	if !printable(v.Key) {
-		v.KeyHex = fmt.Sprintf("%x", r.Key)
-		v.Key = strconv.Quote(v.Key)
-	}
 	if full {
 		v.Headers = hs
 		v.Payload = string(r.Value)
@@ -76,18 +82,6 @@ func viewDLT(r *sarama.ConsumerMessage, full bool) dltRecord {
 		}
 	}
 	return v
-}
-
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // dltTopicInfo is a row of dlt topics.
@@ -243,7 +237,7 @@ func (s *dltSelect) read(ctx context.Context, conn *kafkaConn) ([]*sarama.Consum
 			if s.offset >= 0 && r.Offset != s.offset {
 				continue
 			}
-			if s.id != "" && viewDLT(r, false).ID != s.id {
+			if s.id != "" && recordID(r) != s.id {
 				continue
 			}
 			out = append(out, r)
@@ -300,6 +294,7 @@ that are not printable (a Java long, say) are shown quoted, and in hex in the
 JSON output. Nothing is consumed or committed.`)
 	var k kafkaFlags
 	k.register(f)
+	f.keyFormatFlag()
 	var s dltSelect
 	s.register(f, true)
 	return f.runE(func(ctx context.Context) error {
@@ -319,7 +314,7 @@ JSON output. Nothing is consumed or committed.`)
 		}
 		out := make([]dltRecord, len(recs))
 		for i, r := range recs {
-			out[i] = viewDLT(r, false)
+			out[i] = a.viewDLT(r, false)
 		}
 		return a.emit(f, out, func(w io.Writer) {
 			row(w, "PARTITION", "OFFSET", "ID", "KEY", "TYPE", "FROM", "ATTEMPTS", "DEAD-LETTERED", "CAUSE")
@@ -338,6 +333,7 @@ origin, attempts, every header and the payload (in hex when it is not
 UTF-8).`)
 	var k kafkaFlags
 	k.register(f)
+	f.keyFormatFlag()
 	var s dltSelect
 	s.register(f, false)
 	return f.runE(func(ctx context.Context) error {
@@ -358,7 +354,7 @@ UTF-8).`)
 		if err != nil {
 			return err
 		}
-		v := viewDLT(recs[0], true)
+		v := a.viewDLT(recs[0], true)
 		return a.emit(f, v, func(w io.Writer) {
 			row(w, "topic/partition/offset", fmt.Sprintf("%s/%d/%d", s.topic, v.Partition, v.Offset))
 			row(w, "id", v.ID)
@@ -420,6 +416,7 @@ twice publishes it twice, which the consumers' deduplication absorbs (same
 message ID).`)
 	var k kafkaFlags
 	k.register(f)
+	f.keyFormatFlag()
 	var s dltSelect
 	s.register(f, false)
 	all := f.Bool("all", false, "replay every record of the topic (or of --partition)")
@@ -454,7 +451,7 @@ message ID).`)
 		}
 		report := replayReport{Topic: s.topic, Records: []replayMove{}}
 		for _, r := range recs {
-			v := viewDLT(r, false)
+			v := a.viewDLT(r, false)
 			m := replayMove{Partition: r.Partition, Offset: r.Offset, ID: v.ID, Key: v.Key, To: *to}
 			if m.To == "" {
 				m.To = v.OriginalTopic

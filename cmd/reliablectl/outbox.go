@@ -29,6 +29,7 @@ type deadRowView struct {
 	MessageID string    `json:"message_id"`
 	Topic     string    `json:"topic"`
 	Key       string    `json:"key"`
+	KeyHex    string    `json:"key_hex,omitempty"` // when the key is not printable UTF-8
 	Type      string    `json:"type"`
 	Attempts  int       `json:"attempts"`
 	CreatedAt time.Time `json:"created_at"`
@@ -43,6 +44,7 @@ dead rows and live relays, then lists the dead rows: each blocks its key until
 'reliablectl outbox retry' or 'discard'.`)
 	var p pgFlags
 	p.register(f, outboxSchemaHelp)
+	f.keyFormatFlag()
 	limit := f.Int("limit", defaultLimit, "list at most this many dead rows")
 	return f.runE(func(ctx context.Context) error {
 		if *limit < 0 {
@@ -68,7 +70,7 @@ dead rows and live relays, then lists the dead rows: each blocks its key until
 			}
 			for _, row := range rows {
 				r.DeadRows = append(r.DeadRows, deadRowView{ID: row.ID, MessageID: row.Message.ID, Topic: row.Message.Topic,
-					Key: row.Message.Key, Type: row.Message.Type, Attempts: row.Attempts, CreatedAt: row.CreatedAt,
+					Key: a.showKey(row.Message.Key), KeyHex: keyHexOf(row.Message.Key), Type: row.Message.Type, Attempts: row.Attempts, CreatedAt: row.CreatedAt,
 					DeadAt: row.DeadAt, LastError: row.LastError})
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/spf13/cobra"
@@ -47,6 +48,7 @@ func (r *retryFlags) open(ctx context.Context, a *app) (*pgxpool.Pool, *retry.Ta
 type entryView struct {
 	ID            int64             `json:"id"`
 	Key           string            `json:"key"`
+	KeyHex        string            `json:"key_hex,omitempty"` // when the key is not printable UTF-8
 	Topic         string            `json:"topic"`
 	Type          string            `json:"type,omitempty"`
 	MessageID     string            `json:"message_id"`
@@ -63,7 +65,7 @@ type entryView struct {
 	Payload       string            `json:"payload,omitempty"`
 }
 
-func viewEntry(e retry.Entry, values bool) entryView {
+func (a *app) viewEntry(e retry.Entry, values bool) entryView {
 	v := entryView{ID: e.ID, State: e.State, Attempts: e.Attempts, LastError: e.LastError,
 		CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
 	if !e.NextAttemptAt.IsZero() {
@@ -73,7 +75,8 @@ func viewEntry(e retry.Entry, values bool) entryView {
 		v.FinishedAt = &e.FinishedAt
 	}
 	if m := e.Message; m != nil {
-		v.Key, v.Topic, v.Type, v.MessageID, v.PayloadBytes = m.Key, m.Topic, m.Type, m.ID, len(m.Payload)
+		v.Key, v.Topic, v.Type, v.MessageID, v.PayloadBytes = a.showKey(m.Key), m.Topic, m.Type, m.ID, len(m.Payload)
+		v.KeyHex = keyHexOf(m.Key)
 		for k := range m.Headers {
 			v.HeaderNames = append(v.HeaderNames, k)
 		}
@@ -92,7 +95,8 @@ attempt time and the last error. Pending and dead entries block their key
 (L11).`)
 	var r retryFlags
 	r.register(f)
-	key := f.String("key", "", "only this key's entries")
+	f.keyFormatFlag()
+	key := f.keyFlag("only this key's entries")
 	var states listFlag
 	f.Var(&states, "state", "only entries in these states: pending, dead, released, done, discarded (repeatable, or comma-separated)")
 	limit := f.Int("limit", defaultLimit, "at most this many entries (max 1000)")
@@ -125,12 +129,12 @@ attempt time and the last error. Pending and dead entries block their key
 		}
 		views := make([]entryView, len(entries))
 		for i, e := range entries {
-			views[i] = viewEntry(e, false)
+			views[i] = a.viewEntry(e, false)
 		}
 		return a.emit(f, map[string]any{"group": r.group, "entries": views}, func(w io.Writer) {
 			row(w, "ID", "KEY", "TOPIC", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")
-			for _, e := range entries {
-				row(w, e.ID, e.Message.Key, e.Message.Topic, e.State, e.Attempts, when(e.NextAttemptAt), clip(e.LastError, 80))
+			for i, e := range entries {
+				row(w, e.ID, views[i].Key, e.Message.Topic, e.State, e.Attempts, when(e.NextAttemptAt), clip(e.LastError, 80))
 			}
 			if len(entries) == 0 {
 				fmt.Fprintln(w, "(no entries)")
@@ -145,6 +149,7 @@ Shows one retry-table entry. Header values and the payload may hold personal
 data: they are shown only with --values.`)
 	var r retryFlags
 	r.register(f)
+	f.keyFormatFlag()
 	id := f.Int64("id", 0, "entry ID (see 'reliablectl retry list')")
 	values := f.Bool("values", false, "also show header values and the payload")
 	return f.runE(func(ctx context.Context) error {
@@ -168,7 +173,7 @@ data: they are shown only with --values.`)
 		if err != nil {
 			return missingTable(err, "retry table "+r.table, r.pg.schema)
 		}
-		v := viewEntry(e, *values)
+		v := a.viewEntry(e, *values)
 		return a.emit(f, v, func(w io.Writer) {
 			row(w, "id:", v.ID)
 			row(w, "state:", v.State)
@@ -201,8 +206,9 @@ fresh attempt budget, in its original position, so its key waits for it
 again. With --key, every pending and dead entry of the key.`)
 	var r retryFlags
 	r.register(f)
+	f.keyFormatFlag()
 	id := f.Int64("id", 0, "entry ID")
-	key := f.String("key", "", "key whose pending and dead entries to retry")
+	key := f.keyFlag("key whose pending and dead entries to retry")
 	return f.runE(func(ctx context.Context) error {
 		if err := f.required(map[string]string{"group": r.group}); err != nil {
 			return err
@@ -236,8 +242,8 @@ again. With --key, every pending and dead entry of the key.`)
 		if n == 0 {
 			return fmt.Errorf("key %q has no pending or dead entries in group %q", *key, r.group)
 		}
-		return a.emit(f, map[string]any{"key": *key, "action": "retry-now", "entries": n}, func(w io.Writer) {
-			fmt.Fprintf(w, "%d entries of key %s are due now\n", n, *key)
+		return a.emit(f, map[string]any{"key": a.showKey(*key), "key_hex": hex.EncodeToString([]byte(*key)), "action": "retry-now", "entries": n}, func(w io.Writer) {
+			fmt.Fprintf(w, "%d entries of key %s are due now\n", n, a.showKey(*key))
 		})
 	})
 }
@@ -284,7 +290,8 @@ Unblocks a key whose head entry is dead: its dead entries become released
 apply without the dead one.`)
 	var r retryFlags
 	r.register(f)
-	key := f.String("key", "", "key to release")
+	f.keyFormatFlag()
+	key := f.keyFlag("key to release")
 	return f.runE(func(ctx context.Context) error {
 		if err := f.required(map[string]string{"group": r.group, "key": *key}); err != nil {
 			return err
@@ -303,8 +310,8 @@ apply without the dead one.`)
 		if n == 0 {
 			return fmt.Errorf("key %q has no dead entries in group %q", *key, r.group)
 		}
-		return a.emit(f, map[string]any{"key": *key, "action": "release", "entries": n}, func(w io.Writer) {
-			fmt.Fprintf(w, "released %d dead entries of key %s; its later entries flow again\n", n, *key)
+		return a.emit(f, map[string]any{"key": a.showKey(*key), "key_hex": hex.EncodeToString([]byte(*key)), "action": "release", "entries": n}, func(w io.Writer) {
+			fmt.Fprintf(w, "released %d dead entries of key %s; its later entries flow again\n", n, a.showKey(*key))
 		})
 	})
 }
