@@ -14,7 +14,7 @@ type source int
 
 const (
 	viaLocal  source = iota // environment variable or env file (scripts/services.sh)
-	viaDocker               // testcontainers
+	viaDocker               // a container (internal/testenv/containers)
 )
 
 // find returns the configured value of key (environment, env file, or a container)

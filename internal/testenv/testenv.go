@@ -8,7 +8,8 @@
 //  2. the env file that `scripts/services.sh up` writes, <repo>/.cache/services.env
 //     (the repository root is found by walking up to go.mod), or the file named by
 //     RELIABLE_ENV_FILE;
-//  3. a container started with testcontainers-go, when a Docker engine answers;
+//  3. a container, when a Docker engine answers (started by the helper module
+//     internal/testenv/containers, run as a subprocess: see docker.go);
 //  4. otherwise the test is skipped with a message that says how to get the
 //     services, except when RELIABLE_REQUIRE_SERVICES is true (1, true, yes, on;
 //     see Required), as in CI, where it fails.
