@@ -284,14 +284,20 @@ func (f *flags) required(values map[string]string) error {
 }
 
 // endpoint returns the flag's value or else the environment variable's,
-// registering the URL's password (if any) as a secret.
-func (a *app) endpoint(flagValue, env string) string {
+// registering the URL's password (if any) as a secret. A password in the
+// flag is refused: argv is visible to every user of the machine (ps,
+// /proc) and lands in shell history.
+func (a *app) endpoint(flagName, flagValue, env string) (string, error) {
+	if pw := passwordOf(flagValue); pw != "" {
+		a.secrets = append(a.secrets, pw)
+		return "", usagef("no password on the command line (other users see it in ps): put the URL or DSN with its password in $%s, or leave the password out of --%s and set it in the environment", env, flagName)
+	}
 	v := flagValue
 	if v == "" {
 		v = strings.TrimSpace(a.getenv(env))
 	}
 	a.secrets = append(a.secrets, passwordOf(v))
-	return v
+	return v, nil
 }
 
 // listFlag is a repeatable, comma-separated string flag.

@@ -97,28 +97,48 @@ func TestMissingEndpoint(t *testing.T) {
 }
 
 // An unreachable service fails fast with one line, and the password in its
-// URL is never printed.
+// URL (given in the environment) is never printed.
 func TestUnreachable(t *testing.T) {
 	const pw = "s3cret-Pa55"
 	for _, c := range []struct {
+		env  map[string]string
 		args []string
 		want string
 	}{
-		{[]string{"lag", "--group", "g", "--brokers", "127.0.0.1:1"}, "cannot reach Kafka at 127.0.0.1:1"},
-		{[]string{"audit", "kafka", "--topic", "t", "--brokers", "127.0.0.1:1"}, "cannot reach Kafka"},
-		{[]string{"offsets", "reset", "--group", "g", "--topic", "t", "--to-offset", "0", "--brokers", "127.0.0.1:1"}, "cannot reach Kafka"},
-		{[]string{"outbox", "status", "--postgres-dsn", "postgres://app:" + pw + "@127.0.0.1:1/db"}, "cannot connect to PostgreSQL at 127.0.0.1:1"},
-		{[]string{"retry", "list", "--group", "g", "--postgres-dsn", "host=127.0.0.1 port=1 user=app password=" + pw}, "cannot connect to PostgreSQL"},
-		{[]string{"audit", "rabbitmq", "--queue", "q", "--management-url", "http://app:" + pw + "@127.0.0.1:1"}, "cannot reach the RabbitMQ management API at http://127.0.0.1:1"},
+		{nil, []string{"lag", "--group", "g", "--brokers", "127.0.0.1:1"}, "cannot reach Kafka at 127.0.0.1:1"},
+		{nil, []string{"audit", "kafka", "--topic", "t", "--brokers", "127.0.0.1:1"}, "cannot reach Kafka"},
+		{nil, []string{"offsets", "reset", "--group", "g", "--topic", "t", "--to-offset", "0", "--brokers", "127.0.0.1:1"}, "cannot reach Kafka"},
+		{map[string]string{envPostgresDSN: "postgres://app:" + pw + "@127.0.0.1:1/db"}, []string{"outbox", "status"}, "cannot connect to PostgreSQL at 127.0.0.1:1"},
+		{map[string]string{envPostgresDSN: "host=127.0.0.1 port=1 user=app password=" + pw}, []string{"retry", "list", "--group", "g"}, "cannot connect to PostgreSQL"},
+		{map[string]string{envManagementURL: "http://app:" + pw + "@127.0.0.1:1"}, []string{"audit", "rabbitmq", "--queue", "q"}, "cannot reach the RabbitMQ management API at http://127.0.0.1:1"},
 	} {
 		start := time.Now()
-		r := cli(t, nil, c.args...)
+		r := cli(t, c.env, c.args...)
 		r.expect(t, exitFailure, c.want)
 		if strings.Contains(r.stdout+r.stderr, pw) {
 			t.Errorf("%v printed the password: %q", c.args, r.stderr)
 		}
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("%v took %s to fail", c.args, d)
+		}
+	}
+}
+
+// A password on the command line is refused before anything connects, and
+// the refusal does not repeat it.
+func TestPasswordInArgvRefused(t *testing.T) {
+	const pw = "s3cret-Pa55"
+	for _, args := range [][]string{
+		{"outbox", "status", "--postgres-dsn", "postgres://app:" + pw + "@127.0.0.1:1/db"},
+		{"retry", "list", "--group", "g", "--postgres-dsn", "host=127.0.0.1 port=1 user=app password=" + pw},
+		{"audit", "rabbitmq", "--queue", "q", "--management-url", "http://app:" + pw + "@127.0.0.1:1"},
+		{"audit", "rabbitmq", "--queue", "q", "--amqp-url", "amqp://app:" + pw + "@127.0.0.1:1/"},
+		{"lag", "--group", "g", "--brokers", "127.0.0.1:1", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-password", pw},
+	} {
+		r := cli(t, nil, args...)
+		r.expect(t, exitUsage, "no password on the command line")
+		if strings.Contains(r.stdout+r.stderr, pw) {
+			t.Errorf("%v printed the password: %q", args, r.stderr)
 		}
 	}
 }
@@ -136,10 +156,10 @@ func TestEndpointsFromEnvironment(t *testing.T) {
 	if m.base.String() != "http://rabbit.internal:15672" || m.user != "app" || m.pass != "pw" || vhost != "orders" {
 		t.Fatalf("derived %s user %q vhost %q", m.base, m.user, vhost)
 	}
-	if got := a.endpoint("", envKafkaBrokers); got != "" {
+	if got, _ := a.endpoint("brokers", "", envKafkaBrokers); got != "" {
 		t.Fatalf("brokers %q from an empty environment", got)
 	}
-	if got := a.endpoint("flag:9092", envKafkaBrokers); got != "flag:9092" {
+	if got, _ := a.endpoint("brokers", "flag:9092", envKafkaBrokers); got != "flag:9092" {
 		t.Fatalf("the flag must win: %q", got)
 	}
 }

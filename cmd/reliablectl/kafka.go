@@ -45,7 +45,10 @@ func (c *kafkaConn) Close() { _ = c.admin.Close() } // closes the client too
 // saramaConfig returns the brokers' addresses and a client configuration
 // with k's version, timeouts, TLS and SASL.
 func (a *app) saramaConfig(k *kafkaFlags) ([]string, *sarama.Config, error) {
-	brokers := a.endpoint(k.brokers, envKafkaBrokers)
+	brokers, err := a.endpoint("brokers", k.brokers, envKafkaBrokers)
+	if err != nil {
+		return nil, nil, err
+	}
 	if brokers == "" {
 		return nil, nil, usagef("no Kafka brokers: set --brokers or $%s", envKafkaBrokers)
 	}
@@ -253,7 +256,8 @@ it. Topic names are Kafka's, with the environment prefix (prod.orders).`)
 		if err != nil {
 			return err
 		}
-		bootstrap := strings.Split(a.endpoint(k.brokers, envKafkaBrokers), ",")[0]
+		brokers, _ := a.endpoint("brokers", k.brokers, envKafkaBrokers)
+		bootstrap := strings.Split(brokers, ",")[0]
 		alter := func(topic, setting string) string {
 			return fmt.Sprintf("kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config %s", bootstrap, topic, setting)
 		}

@@ -23,7 +23,10 @@ func (p *pgFlags) register(f *flags, schemaHelp string) {
 // connectPostgres opens a small pool and checks that it connects, so an
 // unreachable database fails here with one clear line.
 func (a *app) connectPostgres(ctx context.Context, p *pgFlags) (*pgxpool.Pool, error) {
-	dsn := a.endpoint(p.dsn, envPostgresDSN)
+	dsn, err := a.endpoint("postgres-dsn", p.dsn, envPostgresDSN)
+	if err != nil {
+		return nil, err
+	}
 	if dsn == "" {
 		return nil, usagef("no PostgreSQL DSN: set --postgres-dsn or $%s", envPostgresDSN)
 	}

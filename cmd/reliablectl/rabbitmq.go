@@ -28,8 +28,14 @@ type mgmt struct {
 var errNotFound = errors.New("not found")
 
 func (a *app) connectManagement(mgmtURL, amqpURL string, timeout time.Duration) (*mgmt, string, error) {
-	raw := a.endpoint(mgmtURL, envManagementURL)
-	amqpRaw := a.endpoint(amqpURL, envAMQPURL)
+	raw, err := a.endpoint("management-url", mgmtURL, envManagementURL)
+	if err != nil {
+		return nil, "", err
+	}
+	amqpRaw, err := a.endpoint("amqp-url", amqpURL, envAMQPURL)
+	if err != nil {
+		return nil, "", err
+	}
 	vhost := "/"
 	if amqpRaw != "" {
 		if u, err := url.Parse(amqpRaw); err == nil {
