@@ -29,7 +29,13 @@ func (r *Relay) claimLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		more, err := r.refill(ctx)
 		claimed := 0
-		if r.newRows.Swap(false) || time.Since(lastClaim) >= fast {
+		// While the log reader streams it finds new rows; polling only
+		// catches what it skipped, every PollInterval.
+		every, log := fast, r.logActive.Load()
+		if log {
+			every = r.cfg.PollInterval
+		}
+		if r.newRows.Swap(false) && !log || time.Since(lastClaim) >= every {
 			claimDue = true
 		}
 		if err == nil && claimDue {
@@ -291,6 +297,14 @@ func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 	defer func() {
 		r.log.Debug("read", slog.Int("lanes", len(lanes)), slog.Duration("took", time.Since(start)))
 	}()
+	if r.cfg.Mode == ModeLog {
+		// The snapshot lets log rows join the lanes (see feed).
+		got, snap, err := r.readSnapshot(ctx, names, after, window)
+		if err != nil {
+			return err
+		}
+		return r.placeSnap(ctx, lanes, got, window, snap, true)
+	}
 	rows, err := r.pool.Query(ctx, fetchSQL, names, after, window)
 	if err != nil {
 		return err
@@ -327,17 +341,42 @@ func scanRows(rows pgx.Rows) (map[string][]*row, error) {
 // place hands rows read with the given window to their lanes and releases
 // the lanes that turned out empty.
 func (r *Relay) place(ctx context.Context, lanes []*lane, got map[string][]*row, window int) error {
+	return r.placeSnap(ctx, lanes, got, window, nil, true)
+}
+
+// placeSnap is place for a read with the given snapshot (nil: unknown);
+// release says whether lanes that read nothing are released (a key the
+// log reader just leased stays, for the log rows that follow).
+func (r *Relay) placeSnap(ctx context.Context, lanes []*lane, got map[string][]*row, window int, snap *snapshot, release bool) error {
 	var empty []string
+	now := time.Now()
 	r.mu.Lock()
 	for _, l := range lanes {
 		l.refilling = false
 		rs := got[l.name]
+		if snap != nil {
+			l.snap = snap
+		}
+		if len(rs) > 0 {
+			l.lastID = rs[len(rs)-1].id
+		}
+		more := l.unread()
 		if l.lost {
 			r.dropLaneLocked(l)
 			continue
 		}
 		if len(rs) == 0 {
-			empty = append(empty, l.name)
+			switch {
+			case more:
+				// The log showed rows during the read: read again.
+				l.refilling = true
+				r.refills = append(r.refills, l)
+			case !release || r.logActive.Load():
+				l.full = false
+				l.idleSince = now
+			default:
+				empty = append(empty, l.name)
+			}
 			continue
 		}
 		for _, rw := range rs {
@@ -345,8 +384,8 @@ func (r *Relay) place(ctx context.Context, lanes []*lane, got map[string][]*row,
 		}
 		l.rows = append(l.rows, rs...)
 		r.buffered += len(rs)
-		l.lastID = rs[len(rs)-1].id
-		l.full = len(rs) == window
+		l.full = len(rs) == window || more
+		l.idleSince = now
 		r.enqueueLocked(l)
 	}
 	r.mu.Unlock()

@@ -23,6 +23,41 @@ const (
 	Archive
 )
 
+// Mode is how a relay finds committed rows.
+type Mode int
+
+const (
+	// ModePoll finds rows with LISTEN/NOTIFY and polling. It is the default.
+	ModePoll Mode = iota
+	// ModeLog reads committed inserts of the outbox table from a logical
+	// replication slot (pgoutput) and polls only as a safety net, falling
+	// back to ModePoll by itself while the slot is missing, invalidated or
+	// over Config.SlotWALBudget. See the package documentation.
+	ModeLog
+)
+
+// String names the mode.
+func (m Mode) String() string {
+	switch m {
+	case ModePoll:
+		return "poll"
+	case ModeLog:
+		return "log"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// ParseMode parses "poll" or "log".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "poll", "":
+		return ModePoll, nil
+	case "log":
+		return ModeLog, nil
+	}
+	return ModePoll, fmt.Errorf("outbox: unknown relay mode %q (poll or log)", s)
+}
+
 // Config configures a Relay. The zero value is valid: every field documents
 // its default.
 type Config struct {
@@ -116,6 +151,28 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// Mode chooses how committed rows are found: ModePoll (default) or
+	// ModeLog. The rest of this block applies to ModeLog only.
+	Mode Mode
+	// Slot names the logical replication slot and the publication of the
+	// outbox table's inserts. Run creates both when the slot is missing at
+	// start (see CreateSlot); afterwards a missing slot means polling until
+	// an operator creates it again. Defaults to DefaultSlot.
+	Slot string
+	// SlotWALBudget is the WAL, in bytes, the slot may retain behind the
+	// relay. Past it the relay falls back to polling and moves the slot to
+	// the current WAL position, so a stuck relay cannot fill the database's
+	// disk (the outbox table still holds every pending row). Keep it below
+	// max_slot_wal_keep_size. Defaults to 512 MiB.
+	SlotWALBudget int64
+	// SlotCheckInterval is how often the relay checks the slot's health
+	// and, while polling or standing by, whether it can read the log again.
+	// Defaults to 5s.
+	SlotCheckInterval time.Duration
+	// SlotRetry is how long the relay polls after a fallback for the
+	// budget before it reads the log again. Defaults to 1m.
+	SlotRetry time.Duration
 }
 
 // Validate returns every problem of c at once, or nil.
@@ -139,6 +196,11 @@ func (c Config) Validate() error {
 	negD("Retention", c.Retention)
 	negD("CleanupInterval", c.CleanupInterval)
 	negD("ShutdownTimeout", c.ShutdownTimeout)
+	negD("SlotCheckInterval", c.SlotCheckInterval)
+	negD("SlotRetry", c.SlotRetry)
+	p.Addf(c.SlotWALBudget < 0, "SlotWALBudget is %d, must be 0 (default) or positive", c.SlotWALBudget)
+	p.Addf(c.Mode != ModePoll && c.Mode != ModeLog, "Mode is %d, must be ModePoll or ModeLog", c.Mode)
+	p.Addf(c.Slot != "" && !slotName.MatchString(c.Slot), "Slot %q must be 1-63 lower-case letters, digits or underscores", c.Slot)
 	p.Addf(c.Sent != Delete && c.Sent != Archive, "Sent is %d, must be Delete or Archive", c.Sent)
 	d := c.withDefaults()
 	p.Addf(d.PublishTimeout*2 >= d.LeaseTTL, "PublishTimeout %s must be below LeaseTTL/2 (LeaseTTL is %s), so a publish ends before a lease renewed during it could lapse",
@@ -174,6 +236,14 @@ func (c Config) withDefaults() Config {
 	defD(&c.Retention, 7*24*time.Hour)
 	defD(&c.CleanupInterval, time.Minute)
 	defD(&c.ShutdownTimeout, 10*time.Second)
+	defD(&c.SlotCheckInterval, 5*time.Second)
+	defD(&c.SlotRetry, time.Minute)
+	if c.SlotWALBudget == 0 {
+		c.SlotWALBudget = 512 << 20
+	}
+	if c.Slot == "" {
+		c.Slot = DefaultSlot
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

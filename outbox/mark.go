@@ -101,7 +101,9 @@ func (r *Relay) planMark(items []markItem) markPlan {
 				continue
 			}
 		}
-		if len(l.rows) <= 1 && !l.full {
+		// While the log reader streams, an emptied key stays leased for a
+		// moment, for the rows the log brings next (see releaseIdle).
+		if len(l.rows) <= 1 && !l.full && !r.logActive.Load() {
 			p.release = append(p.release, l.name)
 		}
 	}
@@ -171,6 +173,9 @@ func (r *Relay) applyMark(p markPlan) {
 	r.stats.Dead += uint64(len(p.dead))
 	r.stats.Released += uint64(len(p.release))
 	refill := false
+	r.tracker.done(p.sent)
+	r.tracker.done(p.deadIDs)
+	now := time.Now()
 	for _, it := range p.items {
 		l := it.row.l
 		l.inflight = false
@@ -179,6 +184,7 @@ func (r *Relay) applyMark(p markPlan) {
 			r.dropLaneLocked(l)
 			continue
 		}
+		l.idleSince = now
 		l.rows[0] = nil // the backing array must not keep it alive
 		l.rows = l.rows[1:]
 		r.buffered--

@@ -92,4 +92,26 @@ type Stats struct {
 	LastError string
 	// LastErrorAt is when LastError happened.
 	LastErrorAt time.Time
+
+	// LogState is what the log reader does (ModeLog): "reading",
+	// "standby" (another relay reads the slot), "slot missing", "slot
+	// lost", "over WAL budget", "error" (all three poll), "starting", or
+	// "off" in ModePoll.
+	LogState string
+	// LogFallbacks counts switches from reading the log to polling for a
+	// missing or lost slot, the WAL budget, or an error.
+	LogFallbacks uint64
+	// LogRows counts rows that joined a lane straight from the log.
+	LogRows uint64
+	// LogVisibilityWaits counts waits for a transaction the log showed to
+	// become visible to new snapshots (PostgreSQL sends a commit a moment
+	// before it makes it visible).
+	LogVisibilityWaits uint64
+	// LogConfirmed is the last WAL position (an LSN as a number) confirmed
+	// to the slot; LogPending the rows of the log not yet known done.
+	LogConfirmed uint64
+	LogPending   int
+	// SlotRetainedBytes is the WAL the slot retains, SlotLagBytes the WAL
+	// past its confirmed position, as of the last slot check.
+	SlotRetainedBytes, SlotLagBytes int64
 }

@@ -58,6 +58,13 @@ type Relay struct {
 	// last claim: one is due.
 	newRows atomic.Bool
 
+	// logActive says the log reader streams (ModeLog): polling slows to
+	// PollInterval and keys fed by the log stay leased while idle briefly.
+	logActive atomic.Bool
+	// tracker follows the log's transactions until their rows are done;
+	// nil unless the log reader streams.
+	tracker *logTracker
+
 	kickWork  chan struct{}
 	kickClaim chan struct{}
 	marks     chan []markItem
@@ -76,6 +83,28 @@ type lane struct {
 	lost       bool      // the lease is no longer ours: drop when not in flight
 	validUntil time.Time // publish only while the lease surely holds
 	claimedAt  time.Time
+	// snap is the snapshot of the lane's last read from the table (ModeLog
+	// reads), nil when unknown; seen holds rows the log showed while a read
+	// was under way or while the lane was full, so the lane reads until it
+	// has them (see unread); idleSince is when the lane last
+	// gained or finished a row.
+	snap      *snapshot
+	seen      []seenRow
+	idleSince time.Time
+}
+
+// unread drops the rows the log showed that the lane has read or that are
+// gone (visible to its last read, yet not read), and says whether some
+// remain, to be read.
+func (l *lane) unread() bool {
+	keep := l.seen[:0]
+	for _, s := range l.seen {
+		if s.id > l.lastID && (l.snap == nil || !l.snap.visible(s.xid)) {
+			keep = append(keep, s)
+		}
+	}
+	l.seen = keep
+	return len(keep) > 0
 }
 
 type row struct {
@@ -196,6 +225,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	bg.Go(func() { r.claimLoop(ctx) })
 	bg.Go(func() { r.renewLoop(ctx) })
 	bg.Go(func() { r.cleanupLoop(ctx) })
+	if r.cfg.Mode == ModeLog {
+		r.ensureSlot(ctx)
+		bg.Go(func() { r.logLoop(ctx) })
+	} else {
+		r.mu.Lock()
+		r.stats.LogState = logStateOff
+		r.mu.Unlock()
+	}
 	marker.Go(func() { r.markLoop(workCtx) })
 	for range r.cfg.Publishers {
 		workers.Go(func() { r.workLoop(ctx, workCtx) })
