@@ -6,7 +6,7 @@ import (
 	"testing/fstest"
 )
 
-func TestLoadRendersInVersionOrder(t *testing.T) {
+func TestRenderInVersionOrder(t *testing.T) {
 	t.Parallel()
 	fsys := fstest.MapFS{
 		"m/002_index.sql":  {Data: []byte(`CREATE INDEX {{ident "_idx"}} ON {{.Table}} (a); -- {{.Data.x}}`)},
@@ -28,7 +28,7 @@ func TestLoadRendersInVersionOrder(t *testing.T) {
 	}
 }
 
-func TestLoadRejectsBadFiles(t *testing.T) {
+func TestRenderRejectsBadFiles(t *testing.T) {
 	t.Parallel()
 	for name, fsys := range map[string]fstest.MapFS{
 		"no version":   {"m/create.sql": {Data: []byte("x")}},
