@@ -96,7 +96,8 @@ func BenchmarkKeyLanesVsSerial(b *testing.B) {
 // step it ran, per message: dedupe Begin ("begin-p99-ms"), the retry-table
 // check ("check-p99-ms") and dedupe Done ("done-p99-ms"); dedupe-postgres-tx
 // runs the handler inside idempotency.PostgresStore.ProcessTx, one
-// transaction per message.
+// transaction per message; dedupe-redis-unbatched sends each Begin and Done
+// alone (RedisConfig.MaxBatch 1), as the store did before it batched.
 //
 //	make services && go test -run '^$' -bench PipelineOverhead -benchtime 1x ./consumer/
 func BenchmarkPipelineOverhead(b *testing.B) {
@@ -108,6 +109,13 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 		{"bare", func(*testing.B, *consumer.Config, *reliable.Handler) {}},
 		{"dedupe-redis", func(b *testing.B, cfg *consumer.Config, _ *reliable.Handler) {
 			cfg.Dedupe = dedupeStore(b, "redis", nil, shortName("bench_"), "")
+		}},
+		{"dedupe-redis-unbatched", func(b *testing.B, cfg *consumer.Config, _ *reliable.Handler) {
+			s, err := idempotency.NewRedis(redisClient(b), idempotency.RedisConfig{Namespace: shortName("bench_"), MaxBatch: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg.Dedupe = s
 		}},
 		{"dedupe-postgres", func(b *testing.B, cfg *consumer.Config, _ *reliable.Handler) {
 			cfg.Dedupe = dedupeStore(b, "postgres", pgPool(b), shortName("bench_"), shortName("idem_"))
@@ -178,7 +186,10 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 					consumer.SetStepHook(nil)
 					b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
 					for _, s := range []string{"begin", "check", "done"} {
-						if p, ok := steps.p99(s); ok {
+						if p, ok := steps.quantile(s, 50); ok {
+							b.ReportMetric(float64(p)/float64(time.Millisecond), s+"-p50-ms")
+						}
+						if p, ok := steps.quantile(s, 99); ok {
 							b.ReportMetric(float64(p)/float64(time.Millisecond), s+"-p99-ms")
 						}
 					}
@@ -202,7 +213,7 @@ func (s *stepTimes) add(step string, d time.Duration) {
 	s.mu.Unlock()
 }
 
-func (s *stepTimes) p99(step string) (time.Duration, bool) {
+func (s *stepTimes) quantile(step string, q int) (time.Duration, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ds := s.d[step]
@@ -210,5 +221,5 @@ func (s *stepTimes) p99(step string) (time.Duration, bool) {
 		return 0, false
 	}
 	slices.Sort(ds)
-	return ds[len(ds)*99/100], true
+	return ds[len(ds)*q/100], true
 }

@@ -48,6 +48,13 @@ type PostgresConfig struct {
 	// Logger receives the background cleanup's outcome. Defaults to
 	// slog.Default().
 	Logger *slog.Logger
+	// MaxBatch is how many concurrent Begin (or Done) calls one statement
+	// carries: calls that arrive while earlier ones are in flight go
+	// together in the next statement, each with its own result, as if sent
+	// alone. Defaults to DefaultMaxBatch; 1 sends every call alone.
+	// ProcessTx and DoneTx are never batched: each is the caller's own
+	// transaction.
+	MaxBatch int
 }
 
 // DefaultCleanupInterval is how often a PostgresStore deletes expired
@@ -67,6 +74,9 @@ func (c PostgresConfig) withDefaults() PostgresConfig {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
 	return c
 }
 
@@ -79,6 +89,7 @@ func (c PostgresConfig) Validate() error {
 	p.Addf(c.ClaimTTL > 0 && c.ClaimTTL < time.Millisecond, "ClaimTTL %s is below 1ms", c.ClaimTTL)
 	p.Addf(c.Retention < 0, "Retention is negative (%s)", c.Retention)
 	p.Addf(c.CleanupBatchSize < 0, "CleanupBatchSize is negative (%d)", c.CleanupBatchSize)
+	p.Addf(c.MaxBatch < 0, "MaxBatch is negative (%d)", c.MaxBatch)
 	return p.Err("idempotency postgres store")
 }
 
@@ -98,6 +109,9 @@ type PostgresStore struct {
 
 	cleaning    atomic.Bool  // a background cleanup runs
 	lastCleanup atomic.Int64 // unix nanoseconds the last one started
+
+	begins *batcher[Status]
+	dones  *batcher[struct{}]
 }
 
 // NewPostgres returns a store on pool. It does not touch the database: call
@@ -113,7 +127,10 @@ func NewPostgres(pool *pgxpool.Pool, cfg PostgresConfig) (*PostgresStore, error)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	t := pgmigrate.Target{Schema: cfg.Schema, Table: cfg.Table}
-	return &PostgresStore{pool: pool, cfg: cfg, target: t, table: t.Ident(""), owner: hex.EncodeToString(b[:])}, nil
+	s := &PostgresStore{pool: pool, cfg: cfg, target: t, table: t.Ident(""), owner: hex.EncodeToString(b[:])}
+	s.begins = &batcher[Status]{max: cfg.MaxBatch, flush: s.beginMany, abandoned: s.abandonedClaim}
+	s.dones = &batcher[struct{}]{max: cfg.MaxBatch, flush: s.doneMany}
+	return s, nil
 }
 
 // ClaimDuration returns how long a claim made by Begin lives. A handler that runs
@@ -134,6 +151,14 @@ func (s *PostgresStore) Begin(ctx context.Context, id string) (Status, error) {
 		return 0, ErrEmptyID
 	}
 	s.maybeCleanup()
+	if s.cfg.MaxBatch > 1 {
+		return s.begins.do(ctx, id)
+	}
+	return s.beginOne(ctx, id)
+}
+
+// beginOne is Begin for one ID, in a statement of its own.
+func (s *PostgresStore) beginOne(ctx context.Context, id string) (Status, error) {
 	q := `WITH claim AS (
   INSERT INTO ` + s.table + ` AS r (namespace, id, done, owner, expires_at)
   VALUES ($1, $2, false, $3, now() + $4 * interval '1 millisecond')
@@ -170,10 +195,133 @@ func (s *PostgresStore) Done(ctx context.Context, id string) error {
 	if id == "" {
 		return ErrEmptyID
 	}
+	if s.cfg.MaxBatch > 1 {
+		_, err := s.dones.do(ctx, id)
+		return err
+	}
+	return s.doneOne(ctx, id)
+}
+
+// doneOne is Done for one ID, in a statement of its own.
+func (s *PostgresStore) doneOne(ctx context.Context, id string) error {
 	if _, err := s.pool.Exec(ctx, s.doneSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds()); err != nil {
 		return storeError(fmt.Errorf("idempotency: postgres done %s: %w", quoteShort(id), err))
 	}
 	return nil
+}
+
+// beginMany claims the IDs in one statement; each gets the status a lone
+// Begin would have returned. The IDs are locked in sorted order, so
+// concurrent batches cannot deadlock on each other. An ID that occurs twice
+// is claimed once: its first call gets the status, the others see the claim
+// (StatusInProgress) or the done record, as a second Begin would.
+func (s *PostgresStore) beginMany(ctx context.Context, ids []string) ([]Status, []error) {
+	out, errs := make([]Status, len(ids)), make([]error, len(ids))
+	first := make(map[string]int, len(ids)) // record ID -> index of its first call
+	var recs []string
+	for i, id := range ids {
+		r := recordID(id)
+		if _, ok := first[r]; !ok {
+			first[r] = i
+			recs = append(recs, r)
+		}
+	}
+	q := `WITH ids AS (SELECT DISTINCT unnest($2::text[]) AS id),
+claim AS (
+  INSERT INTO ` + s.table + ` AS r (namespace, id, done, owner, expires_at)
+  SELECT $1, id, false, $3, now() + $4 * interval '1 millisecond' FROM ids ORDER BY id
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = false, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at, updated_at = now()
+    WHERE r.expires_at <= now()
+  RETURNING r.id)
+SELECT ids.id, CASE WHEN c.id IS NOT NULL THEN 1
+  ELSE (SELECT CASE WHEN x.done THEN 2 ELSE 3 END FROM ` + s.table + ` x WHERE x.namespace = $1 AND x.id = ids.id) END
+FROM ids LEFT JOIN claim c ON c.id = ids.id`
+	status := make(map[string]Status, len(recs))
+	// As in Begin, a row committed concurrently while the statement waited
+	// on its key is missed by the fallback read: NULL, and one more round.
+	for round := 0; round < 3 && len(recs) > 0; round++ {
+		rows, err := s.pool.Query(ctx, q, s.cfg.Namespace, recs, s.owner, s.cfg.ClaimTTL.Milliseconds())
+		if err == nil {
+			var again []string
+			var rec string
+			var st *int
+			_, err = pgx.ForEachRow(rows, []any{&rec, &st}, func() error {
+				if st == nil {
+					again = append(again, rec)
+				} else {
+					status[rec] = Status(*st)
+				}
+				return nil
+			})
+			if err == nil {
+				recs = again
+				continue
+			}
+		}
+		if len(ids) > 1 && reliable.IsPermanent(storeError(err)) {
+			// One ID the database refuses must not fail its neighbours:
+			// each goes alone and gets its own answer.
+			for i, id := range ids {
+				out[i], errs[i] = s.beginOne(ctx, id)
+			}
+			return out, errs
+		}
+		for i, id := range ids {
+			errs[i] = storeError(fmt.Errorf("idempotency: postgres begin %s: %w", quoteShort(id), err))
+		}
+		return out, errs
+	}
+	for _, r := range recs {
+		status[r] = StatusInProgress
+	}
+	for i, id := range ids {
+		r := recordID(id)
+		st := status[r]
+		if first[r] != i && st == StatusNew {
+			st = StatusInProgress // the first call of the ID holds the claim
+		}
+		out[i] = st
+	}
+	return out, errs
+}
+
+// abandonedClaim releases a claim that a batch made for a caller that had
+// stopped waiting: nobody will handle the message under it.
+func (s *PostgresStore) abandonedClaim(id string, st Status, err error) {
+	if err != nil || st != StatusNew {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), abandonTimeout)
+	defer cancel()
+	_ = s.Abort(ctx, id)
+}
+
+// doneMany records the IDs as done in one statement, locking them in
+// sorted order. Every ID was handled successfully by its own caller before
+// it was queued here.
+func (s *PostgresStore) doneMany(ctx context.Context, ids []string) ([]struct{}, []error) {
+	errs := make([]error, len(ids))
+	recs := make([]string, len(ids))
+	for i, id := range ids {
+		recs[i] = recordID(id)
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
+  SELECT $1, id, true, '', now() + $3 * interval '1 millisecond' FROM (SELECT DISTINCT unnest($2::text[]) AS id) i ORDER BY id
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()`,
+		s.cfg.Namespace, recs, s.cfg.Retention.Milliseconds())
+	if err != nil {
+		permanent := len(ids) > 1 && reliable.IsPermanent(storeError(err))
+		for i, id := range ids {
+			if permanent {
+				errs[i] = s.doneOne(ctx, id) // each ID gets its own answer
+			} else {
+				errs[i] = storeError(fmt.Errorf("idempotency: postgres done %s: %w", quoteShort(id), err))
+			}
+		}
+	}
+	return make([]struct{}, len(ids)), errs
 }
 
 // DoneTx records id as done inside tx, the handler's own transaction: the

@@ -29,6 +29,11 @@ type RedisConfig struct {
 	// Logger receives the warning of the server check the store runs on
 	// its first Begin (see RedisStore.Verify). Defaults to slog.Default().
 	Logger *slog.Logger
+	// MaxBatch is how many concurrent Begin (or Done) calls one pipeline
+	// carries: calls that arrive while earlier ones are on the wire go
+	// together in the next round trip, each with its own result, as if
+	// sent alone. Defaults to DefaultMaxBatch; 1 sends every call alone.
+	MaxBatch int
 }
 
 func (c RedisConfig) withDefaults() RedisConfig {
@@ -39,6 +44,9 @@ func (c RedisConfig) withDefaults() RedisConfig {
 	c.Retention = orDefault(c.Retention, DefaultRetention)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
 	}
 	return c
 }
@@ -51,6 +59,7 @@ func (c RedisConfig) Validate() error {
 	p.Addf(c.ClaimTTL > 0 && c.ClaimTTL < time.Millisecond, "ClaimTTL %s is below Redis' 1ms resolution", c.ClaimTTL)
 	p.Addf(c.Retention < 0, "Retention is negative (%s)", c.Retention)
 	p.Addf(c.Retention > 0 && c.Retention < time.Millisecond, "Retention %s is below Redis' 1ms resolution", c.Retention)
+	p.Addf(c.MaxBatch < 0, "MaxBatch is negative (%d)", c.MaxBatch)
 	return p.Err("idempotency redis store")
 }
 
@@ -77,6 +86,9 @@ type RedisStore struct {
 	// verified is set once Verify ran against a reachable server;
 	// verifying while a check runs.
 	verified, verifying atomic.Bool
+
+	begins *batcher[Status]
+	dones  *batcher[struct{}]
 }
 
 var (
@@ -111,7 +123,10 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) (*RedisStore, error
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &RedisStore{client: client, cfg: cfg, owner: "c:" + hex.EncodeToString(b[:])}, nil
+	s := &RedisStore{client: client, cfg: cfg, owner: "c:" + hex.EncodeToString(b[:])}
+	s.begins = &batcher[Status]{max: cfg.MaxBatch, flush: s.beginMany, abandoned: s.abandonedClaim}
+	s.dones = &batcher[struct{}]{max: cfg.MaxBatch, flush: s.doneMany}
+	return s, nil
 }
 
 // ClaimDuration returns how long a claim made by Begin lives. A handler that runs
@@ -129,6 +144,9 @@ func (s *RedisStore) Begin(ctx context.Context, id string) (Status, error) {
 		return 0, ErrEmptyID
 	}
 	s.verifyOnce()
+	if s.cfg.MaxBatch > 1 {
+		return s.begins.do(ctx, id)
+	}
 	n, err := redisBegin.Run(ctx, s.client, []string{s.key(id)}, s.owner, s.cfg.ClaimTTL.Milliseconds()).Int()
 	if err != nil {
 		return 0, fmt.Errorf("idempotency: redis begin %s: %w", quoteShort(id), err)
@@ -136,10 +154,84 @@ func (s *RedisStore) Begin(ctx context.Context, id string) (Status, error) {
 	return Status(n), nil
 }
 
+// beginMany runs the Begin script for each ID in one pipeline. The script
+// is sent by its digest; IDs the server answers NOSCRIPT for (a restarted
+// or flushed server) go again with the script's text.
+func (s *RedisStore) beginMany(ctx context.Context, ids []string) ([]Status, []error) {
+	out, errs := make([]Status, len(ids)), make([]error, len(ids))
+	run := func(idx []int, send func(redis.Pipeliner, string) *redis.Cmd) []int {
+		pipe := s.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(idx))
+		for k, i := range idx {
+			cmds[k] = send(pipe, ids[i])
+		}
+		_, _ = pipe.Exec(ctx)
+		var again []int
+		for k, i := range idx {
+			n, err := cmds[k].Int()
+			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				again = append(again, i)
+				continue
+			}
+			out[i], errs[i] = Status(n), err
+			if err != nil {
+				errs[i] = fmt.Errorf("idempotency: redis begin %s: %w", quoteShort(ids[i]), err)
+			}
+		}
+		return again
+	}
+	all := make([]int, len(ids))
+	for i := range all {
+		all[i] = i
+	}
+	ttl := s.cfg.ClaimTTL.Milliseconds()
+	again := run(all, func(p redis.Pipeliner, id string) *redis.Cmd {
+		return redisBegin.EvalSha(ctx, p, []string{s.key(id)}, s.owner, ttl)
+	})
+	if len(again) > 0 {
+		run(again, func(p redis.Pipeliner, id string) *redis.Cmd {
+			return redisBegin.Eval(ctx, p, []string{s.key(id)}, s.owner, ttl)
+		})
+	}
+	return out, errs
+}
+
+// abandonedClaim releases a claim that a batch made for a caller that had
+// stopped waiting: nobody will handle the message under it.
+func (s *RedisStore) abandonedClaim(id string, st Status, err error) {
+	if err != nil || st != StatusNew {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), abandonTimeout)
+	defer cancel()
+	_ = s.Abort(ctx, id)
+}
+
+// doneMany records the IDs as done in one pipeline.
+func (s *RedisStore) doneMany(ctx context.Context, ids []string) ([]struct{}, []error) {
+	errs := make([]error, len(ids))
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Set(ctx, s.key(id), "d", s.cfg.Retention)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range cmds {
+		if err := c.Err(); err != nil {
+			errs[i] = fmt.Errorf("idempotency: redis done %s: %w", quoteShort(ids[i]), err)
+		}
+	}
+	return make([]struct{}, len(ids)), errs
+}
+
 // Done implements [Store].
 func (s *RedisStore) Done(ctx context.Context, id string) error {
 	if id == "" {
 		return ErrEmptyID
+	}
+	if s.cfg.MaxBatch > 1 {
+		_, err := s.dones.do(ctx, id)
+		return err
 	}
 	if err := s.client.Set(ctx, s.key(id), "d", s.cfg.Retention).Err(); err != nil {
 		return fmt.Errorf("idempotency: redis done %s: %w", quoteShort(id), err)
