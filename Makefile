@@ -4,6 +4,14 @@
 # PostgreSQL, Redis, RabbitMQ and a 3-broker Kafka (scripts/services.sh up) and writes
 # their endpoints to .cache/services.env, which `make test` loads. Without services,
 # integration tests skip (or fail with RELIABLE_REQUIRE_SERVICES=1, as in CI).
+#
+# The repository holds several modules (issue 16): the SDK (the root), and, so
+# that their dependencies stay out of every user's module graph, examples/,
+# cmd/reliable-soak, cmd/reliablectl, bench/outbox and internal/testenv/containers
+# (the testcontainers helper). The committed go.work ties them together: the
+# default package pattern, `work`, is every package of every module, and
+# `go run ./examples/demo` works from the root. test-go-min checks the SDK
+# module alone (GOWORK=off) with the Go release its go directive names.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -11,14 +19,14 @@ SHELL := /bin/bash
 
 GO        ?= go
 ENV_FILE  ?= .cache/services.env
-PKGS      ?= ./...
+PKGS      ?= work
 TESTFLAGS ?=
 BENCH     ?= .
 
 # Loads the endpoints written by scripts/services.sh into the recipe's environment.
 LOAD_ENV = if [[ -f $(ENV_FILE) ]]; then set -a; . ./$(ENV_FILE); set +a; fi
 
-.PHONY: help demo soak soak-short services services-down services-status test test-unit test-memory lint fmt fuzz bench ci
+.PHONY: help demo soak soak-short services services-down services-status test test-unit test-go-min test-memory lint fmt fuzz bench ci
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PKGS=./producer/...] [TESTFLAGS='-run X -v']"
@@ -65,12 +73,23 @@ test: ## Run all tests (unit and integration) with -race; starts the local servi
 		pkgs=$$(grep -vx '$(SMOKE_PKG)' <<<"$$pkgs" || true); \
 	fi; \
 	if [[ -n $$pkgs ]]; then \
-		echo "go test -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $(PKGS) (without ./internal/smoke)"; \
+		echo "go test -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $(PKGS) (without ./internal/smoke; work = every module of go.work)"; \
 		$(GOTEST) -race -count=1 -p 1 -timeout 20m $(TESTFLAGS) $$pkgs; \
 	fi
 
 test-unit: ## Run unit tests only (-short: integration tests skip), fast, no services
 	$(GO) test -short -race -count=1 -timeout 5m $(TESTFLAGS) $(PKGS)
+
+# The lowest Go release the SDK supports: the go directive of its go.mod
+# (GOTOOLCHAIN=go1.25.0 makes the go command fetch that release from the module
+# proxy on first use).
+GO_MIN ?= go$(shell awk '$$1 == "go" {print $$2; exit}' go.mod)
+
+test-go-min: ## Build and unit-test (-short) the SDK module alone with its minimum Go release (GO_MIN)
+	GOWORK=off GOTOOLCHAIN=$(GO_MIN) $(GO) version
+	GOWORK=off GOTOOLCHAIN=$(GO_MIN) $(GO) build ./...
+	GOWORK=off GOTOOLCHAIN=$(GO_MIN) $(GO) vet ./...
+	GOWORK=off GOTOOLCHAIN=$(GO_MIN) $(GO) test -short -count=1 -timeout 10m $(TESTFLAGS) ./...
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
