@@ -85,7 +85,8 @@ func (s *Subscriber) DeadLetter(ctx context.Context, msg *reliable.Message, caus
 	if err != nil {
 		return fmt.Errorf("rabbitmq: dead-letter message %q: %w", msg.ID, err)
 	}
-	exchange, routing := deadLetterExchangeName(dl.Topic), QueueName(dl.Topic, s.group)
+	name := s.cfg.prefix() + dl.Topic // the broker's name of the topic (L07)
+	exchange, routing := deadLetterExchangeName(name), QueueName(name, s.group)
 	// The socket write cannot be interrupted: run it aside so that ctx
 	// bounds the call even on a stalled connection.
 	done := make(chan error, 1)
@@ -107,7 +108,7 @@ func (s *Subscriber) DeadLetter(ctx context.Context, msg *reliable.Message, caus
 		}
 	}()
 	if err != nil {
-		return fmt.Errorf("rabbitmq: dead-letter message %q to %s: %w", msg.ID, DeadLetterQueueName(dl.Topic, s.group), err)
+		return fmt.Errorf("rabbitmq: dead-letter message %q to %s: %w", msg.ID, DeadLetterQueueName(name, s.group), err)
 	}
 	return nil
 }

@@ -428,7 +428,7 @@ func TestWrongEnvironmentRejected(t *testing.T) {
 	if err := prod.Publish(ctx, right); err != nil {
 		t.Fatal(err)
 	}
-	sub, err := NewSubscriber(url, group, WithEnvironment("prod"), WithLogger(discardLogger()))
+	sub, err := NewSubscriber(url, group, WithEnvironment("prod"), WithoutEnvironmentPrefix(), WithLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}

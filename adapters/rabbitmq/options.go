@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"crypto/tls"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/reliable-go/reliable"
@@ -56,12 +57,25 @@ type common struct {
 	dialTimeout time.Duration
 	heartbeat   time.Duration
 	connName    string
+	// environment names the environment (L07); noEnvPrefix keeps broker
+	// names unprefixed.
+	environment string
+	noEnvPrefix bool
+}
+
+// prefix returns what is prepended to a topic to name its broker objects.
+func (c *common) prefix() string {
+	if c.noEnvPrefix {
+		return ""
+	}
+	return EnvironmentName(c.environment, "")
 }
 
 func (c *common) validate(p *reliable.Problems) {
 	c.topology.validate(p)
 	p.Addf(c.dialTimeout < 0, "DialTimeout is negative")
 	p.Addf(c.heartbeat < 0, "Heartbeat is negative")
+	p.Addf(strings.ContainsAny(c.environment, " /\\\x00"), "Environment %q contains a space, slash or NUL", c.environment)
 	p.Addf(c.backoff.Initial < 0 || c.backoff.Max < 0, "reconnect Backoff has a negative duration")
 }
 
@@ -91,10 +105,9 @@ type publisherConfig struct {
 
 type subscriberConfig struct {
 	common
-	prefetch    int
-	shards      []int
-	standby     time.Duration
-	environment string
+	prefetch int
+	shards   []int
+	standby  time.Duration
 }
 
 type commonOption func(*common)
@@ -213,12 +226,31 @@ func WithShardStandby(d time.Duration) SubscriberOption {
 	return subscriberOption(func(c *subscriberConfig) { c.standby = d })
 }
 
-// WithEnvironment makes a Subscriber refuse messages whose environment
-// header (reliable.HeaderEnvironment) is not env (L07): such a message is
-// never handed to the application; it is rejected to the dead-letter queue
-// and logged with the reason. Empty disables the check (the default).
-func WithEnvironment(env string) SubscriberOption {
-	return subscriberOption(func(c *subscriberConfig) { c.environment = env })
+// WithEnvironment sets the environment ("prod", "staging") of a Publisher,
+// a Subscriber or Declare, as kafka.Config.Environment does (L07):
+//
+//   - every broker object of a topic is named in the environment's
+//     namespace, EnvironmentName(env, topic): topic "orders" is the exchange
+//     "prod.orders", group "kitchen" its queue "prod.orders.kitchen" (see
+//     WithoutEnvironmentPrefix). Messages are published and delivered with
+//     the application's topic, "orders";
+//   - a Publisher (and so NewProducer) stamps env on every message as
+//     reliable.HeaderEnvironment;
+//   - a Subscriber refuses messages whose environment header is not env:
+//     such a message is never handed to the application; it is rejected to
+//     the dead-letter queue and logged with the reason.
+//
+// Empty (the default) prefixes, stamps and checks nothing.
+func WithEnvironment(env string) Option {
+	return commonOption(func(c *common) { c.environment = env })
+}
+
+// WithoutEnvironmentPrefix keeps exchange and queue names as the topic and
+// group give them, e.g. when every environment has its own broker or
+// virtual host, like kafka.Config.DisableEnvironmentPrefix. The environment
+// is still stamped and checked.
+func WithoutEnvironmentPrefix() Option {
+	return commonOption(func(c *common) { c.noEnvPrefix = true })
 }
 
 func newPublisherConfig(opts []PublisherOption) (publisherConfig, error) {

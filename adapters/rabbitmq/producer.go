@@ -16,7 +16,11 @@ func NewProducer(url string, opts ...PublisherOption) (reliable.Publisher, error
 	if err != nil {
 		return nil, err
 	}
-	p, err := producer.New(pub, pub.cfg.producer)
+	pc := pub.cfg.producer
+	if pc.Environment == "" {
+		pc.Environment = pub.cfg.environment
+	}
+	p, err := producer.New(pub, pc)
 	if err != nil {
 		_ = pub.Close()
 		return nil, err

@@ -215,7 +215,7 @@ func (p *Publisher) checkExchanges(ctx context.Context, msgs []*reliable.Message
 			return nil, err
 		}
 		err = withChannel(ctx, conn, func(ch *amqp.Channel) error {
-			return ch.ExchangeDeclarePassive(ExchangeName(m.Topic), amqp.ExchangeTopic, true, false, false, false, nil)
+			return ch.ExchangeDeclarePassive(ExchangeName(p.cfg.prefix()+m.Topic), amqp.ExchangeTopic, true, false, false, false, nil)
 		})
 		switch {
 		case err == nil:
@@ -446,7 +446,11 @@ func (cc *confirmChannel) send(ctx context.Context, msgs []*reliable.Message) se
 			fail(i, fmt.Errorf("rabbitmq: waiting for the confirm window: %w", ctx.Err()))
 			return r
 		}
-		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, ExchangeName(m.Topic), routingKey(m), true, false, toPublishing(m))
+		pub := toPublishing(m)
+		if env := cc.p.cfg.environment; env != "" {
+			pub.Headers[reliable.HeaderEnvironment] = env
+		}
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, ExchangeName(cc.p.cfg.prefix()+m.Topic), routingKey(m), true, false, pub)
 		if err != nil || dc == nil {
 			<-cc.window
 			if ctx.Err() != nil {

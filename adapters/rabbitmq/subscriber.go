@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,7 +100,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 	s.mu.Unlock()
 	var p reliable.Problems
 	p.Addf(topic == "", "topic is empty")
-	s.cfg.topology.checkNames(&p, topic, s.group)
+	name := s.cfg.prefix() + topic // the broker's name of topic (L07)
+	s.cfg.topology.checkNames(&p, name, s.group)
 	if err := p.Err("rabbitmq subscribe"); err != nil {
 		s.wg.Done()
 		return nil, err
@@ -107,10 +109,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 	sub := &subscription{
 		s:     s,
 		topic: topic,
+		name:  name,
 		out:   make(chan *reliable.Delivery),
 		log:   s.cm.log.With(slog.String("topic", topic), slog.String("group", s.group)),
 	}
-	sub.queues, sub.standby = s.cfg.topology.queues(topic, s.group, s.cfg.shards)
+	sub.queues, sub.standby = s.cfg.topology.queues(name, s.group, s.cfg.shards)
 	if s.cfg.standby < 0 {
 		sub.standby = nil
 	}
@@ -127,7 +130,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *relia
 			return err
 		}
 		return withChannel(dctx, conn, func(ch *amqp.Channel) error {
-			return s.cfg.topology.declareGroup(ch, topic, s.group)
+			return s.cfg.topology.declareGroup(ch, name, s.group)
 		})
 	})
 	unhook()
@@ -175,7 +178,8 @@ func (s *Subscriber) Close() error {
 // at a time, replacing the channel whenever it breaks.
 type subscription struct {
 	s       *Subscriber
-	topic   string
+	topic   string   // the application's name
+	name    string   // the broker's: topic with the environment prefix
 	queues  []string // consumed at once
 	standby []string // consumed after the standby delay
 	out     chan *reliable.Delivery
@@ -268,7 +272,7 @@ func (sub *subscription) consume(ctx context.Context, redeclare bool) (healthy b
 	}
 	if redeclare {
 		err := withChannel(ctx, conn, func(ch *amqp.Channel) error {
-			return s.cfg.topology.declareGroup(ch, sub.topic, s.group)
+			return s.cfg.topology.declareGroup(ch, sub.name, s.group)
 		})
 		if err != nil {
 			return false, err
@@ -392,6 +396,11 @@ func (sub *subscription) consume(ctx context.Context, redeclare bool) (healthy b
 func (sub *subscription) forward(ctx context.Context, cc *consumeChan, d amqp.Delivery, queue string) error {
 	s := sub.s
 	msg := fromDelivery(&d, sub.topic, queue)
+	if p := s.cfg.prefix(); p != "" {
+		// The exchange's name carries the environment; the application's
+		// topic does not.
+		msg.Topic = strings.TrimPrefix(msg.Topic, p)
+	}
 	if err := reliable.CheckEnvironment(msg, s.cfg.environment); err != nil {
 		// L07: never hand a message of another environment to the
 		// application. Rejecting without requeue dead-letters it.

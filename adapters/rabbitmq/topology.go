@@ -269,8 +269,9 @@ func Declare(ctx context.Context, url, topic string, groups []string, opts ...Op
 		p.Addf(g == "", "a group name is empty")
 	}
 	c.validate(&p)
+	name := c.prefix() + topic // the broker's name of topic (L07)
 	for _, g := range append([]string{""}, groups...) {
-		c.topology.withDefaults().checkNames(&p, topic, g)
+		c.topology.withDefaults().checkNames(&p, name, g)
 	}
 	if err := p.Err("rabbitmq declare"); err != nil {
 		return err
@@ -283,11 +284,11 @@ func Declare(ctx context.Context, url, topic string, groups []string, opts ...Op
 		}
 		defer conn.Close()
 		return withChannel(ctx, conn, func(ch *amqp.Channel) error {
-			if err := declareExchange(ch, topic); err != nil {
+			if err := declareExchange(ch, name); err != nil {
 				return err
 			}
 			for _, g := range groups {
-				if err := c.topology.declareGroup(ch, topic, g); err != nil {
+				if err := c.topology.declareGroup(ch, name, g); err != nil {
 					return err
 				}
 			}

@@ -218,7 +218,7 @@ func realKafka(ctx context.Context, cfg config, runID string, log *slog.Logger) 
 // queue of its own, deleted at the end.
 func realRabbitMQ(ctx context.Context, cfg config, runID string, log *slog.Logger) (*broker, error) {
 	topic := "reliable-demo-orders-" + runID
-	if err := rabbitmq.Declare(ctx, cfg.AMQPURL, topic, []string{group}, rabbitmq.WithLogger(log)); err != nil {
+	if err := rabbitmq.Declare(ctx, cfg.AMQPURL, topic, []string{group}, rabbitmq.WithLogger(log), rabbitmq.WithEnvironment(environment)); err != nil {
 		return nil, fmt.Errorf("rabbitmq: declare: %w", err)
 	}
 	drop := func() {
@@ -236,7 +236,7 @@ func realRabbitMQ(ctx context.Context, cfg config, runID string, log *slog.Logge
 		_ = ch.ExchangeDelete(rabbitmq.ExchangeName(topic), false, false)
 		_ = ch.ExchangeDelete(topic+".dlx", false, false)
 	}
-	pub, err := rabbitmq.NewProducer(cfg.AMQPURL, rabbitmq.WithLogger(log),
+	pub, err := rabbitmq.NewProducer(cfg.AMQPURL, rabbitmq.WithLogger(log), rabbitmq.WithEnvironment(environment),
 		rabbitmq.WithProducerConfig(producer.Config{Environment: environment, Source: source, Logger: log}))
 	if err != nil {
 		drop()
