@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -103,7 +105,7 @@ func parityBatches() [][]*reliable.Message {
 	for i, tm := range times {
 		timed = append(timed, &reliable.Message{ID: "time-" + string(rune('a'+i)), Topic: "orders", Key: "t", Time: tm})
 	}
-	batches := [][]*reliable.Message{foreign, {keyless}, odd, timed}
+	batches := [][]*reliable.Message{foreign, {keyless}, odd, timed, randomMessages(200)}
 	for _, b := range batches {
 		for _, m := range b {
 			if m.Time.IsZero() {
@@ -121,6 +123,37 @@ func aroundDiff(a, b string) string {
 		i++
 	}
 	return "..." + a[max(0, i-30):min(len(a), i+20)] + "..."
+}
+
+// randomMessages are n messages of random bytes in every field (a quarter
+// of them keyless) and random times between 4000 BC and AD 100000, from a
+// fixed seed.
+func randomMessages(n int) []*reliable.Message {
+	rng := rand.New(rand.NewPCG(17, 3))
+	str := func(max int) string {
+		b := make([]byte, rng.IntN(max+1))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		return string(b)
+	}
+	msgs := make([]*reliable.Message, n)
+	for i := range msgs {
+		m := &reliable.Message{ID: fmt.Sprint(i, str(20)), Topic: "t" + str(8), Type: str(8), Payload: []byte(str(64))}
+		if rng.IntN(4) > 0 {
+			m.Key = "k" + str(12)
+		}
+		for range rng.IntN(3) {
+			if m.Headers == nil {
+				m.Headers = map[string]string{}
+			}
+			m.Headers["h"+str(6)] = str(10)
+		}
+		sec := rng.Int64N(int64(104000*365.25*86400)) - int64(5970*365.25*86400) // seconds since 1970
+		m.Time = time.Unix(sec, rng.Int64N(1e9)).UTC()
+		msgs[i] = m
+	}
+	return msgs
 }
 
 func cloneAll(msgs []*reliable.Message) []*reliable.Message {
