@@ -72,6 +72,11 @@ func (a *app) commands() *cobra.Command {
 			leaf(dltShow(a), "one record with its headers and payload"),
 			leaf(dltReplay(a), "republish records to their original topic (dry run unless --execute)"),
 		}}),
+		a.group(group{name: "dlq", summary: "list, inspect and requeue RabbitMQ dead-letter queues", subs: []*cobra.Command{
+			leaf(dlqList(a), "messages of a group's dead-letter queue: ID, key, cause, origin, attempts"),
+			leaf(dlqShow(a), "one message with its headers and payload"),
+			leaf(dlqRequeue(a), "move messages back to their queue (dry run unless --execute)"),
+		}}),
 		leaf(lagCmd(a), "Kafka consumer-group lag per partition, with a hot-partition warning"),
 		a.group(group{name: "offsets", summary: "move a Kafka consumer group's committed offsets", subs: []*cobra.Command{
 			leaf(offsetsReset(a), "reset a group's offsets to a time or an offset (dry run unless --execute)"),
