@@ -67,8 +67,11 @@ type Config struct {
 	// key, reported by Blocked, until it succeeds or an operator acts.
 	DeadLetter DeadLetterer
 
-	// Concurrency is how many keys are handled at once. Defaults to 16;
-	// change it while running with SetConcurrency (L16).
+	// Concurrency is how many keys are handled at once: how many handler
+	// calls run at the same time. Defaults to 16; change it while running
+	// with SetConcurrency (L16). A key's steps around its handler call
+	// (dedupe, the retry-table check, settling) do not count: while they
+	// wait for their store, other keys are handled.
 	Concurrency int
 	// MaxInFlight bounds deliveries received and not settled. Defaults to
 	// 1024 (L23).

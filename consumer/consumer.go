@@ -23,7 +23,8 @@ type Consumer struct {
 	handler     reliable.Handler
 	cfg         Config
 	lanes       atomic.Pointer[ordering.Lanes]
-	concurrency atomic.Int64 // the latest SetConcurrency, or cfg.Concurrency
+	slots       *ordering.Slots // handler calls at once: Concurrency
+	concurrency atomic.Int64    // the latest SetConcurrency, or cfg.Concurrency
 	running     atomic.Bool
 	stopping    atomic.Bool  // Run's context ended: held keys give up
 	keyless     atomic.Int64 // spreads keyless messages over lanes
@@ -61,6 +62,7 @@ func New(sub reliable.Subscriber, h reliable.Handler, cfg Config) (*Consumer, er
 	}
 	c := &Consumer{sub: sub, handler: h, cfg: cfg.withDefaults(), blocked: make(map[*job]*BlockedKey)}
 	c.concurrency.Store(int64(c.cfg.Concurrency))
+	c.slots = ordering.NewSlots(c.cfg.Concurrency)
 	c.keys = keyCache(sub, c.cfg.RetryTable)
 	c.loadReq = make(chan struct{}, 1)
 	loaded := make(chan struct{})
@@ -84,8 +86,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer: subscribe to %s: %w", c.cfg.Topic, err)
 	}
+	// Lanes keep each key in sequence; the slots bound the handler calls.
+	// A key's store steps (dedupe, retry table, ack) run outside the slots,
+	// in its lane, so a key waiting for a round trip keeps its order
+	// without taking handler concurrency from the others.
 	lanes := ordering.NewLanes(workCtx, ordering.LanesConfig{
-		Concurrency: int(c.concurrency.Load()),
+		Concurrency: c.cfg.MaxInFlight,
 		MaxInFlight: c.cfg.MaxInFlight,
 		Rate:        c.cfg.Rate,
 	})
@@ -192,9 +198,7 @@ func (c *Consumer) SetConcurrency(n int) {
 		n = 1
 	}
 	c.concurrency.Store(int64(n))
-	if l := c.lanes.Load(); l != nil {
-		l.SetConcurrency(n)
-	}
+	c.slots.SetLimit(n)
 }
 
 // SetRate changes the handler start rate limit per second; 0 removes it.
@@ -383,7 +387,12 @@ func (c *Consumer) outcome(ctx context.Context, j *job) (Outcome, time.Duration,
 	if msg.Delivery.Attempt < j.attempt {
 		msg.Delivery.Attempt = j.attempt
 	}
+	if err := c.slots.Acquire(ctx); err != nil {
+		release()
+		return OutcomeUnsettled, 0, nil
+	}
 	herr := c.handle(ctx, msg)
+	c.slots.Release()
 	if herr == nil {
 		if claimed {
 			settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)

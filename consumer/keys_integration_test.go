@@ -38,7 +38,9 @@ type events struct {
 	ch  chan struct{}
 }
 
-func newEvents() *events { return &events{got: map[string][]consumer.Outcome{}, ch: make(chan struct{}, 1)} }
+func newEvents() *events {
+	return &events{got: map[string][]consumer.Outcome{}, ch: make(chan struct{}, 1)}
+}
 
 func (e *events) observe(ev consumer.Event) {
 	e.mu.Lock()
