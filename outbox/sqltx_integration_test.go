@@ -23,71 +23,86 @@ import (
 // Issue 17 item 3: a database/sql transaction (pgx's stdlib driver) writes
 // a business row and its outbox message with AddSQL. Rolled back, neither
 // exists and nothing reaches the real broker; committed, the relay publishes
-// exactly the committed messages, in order per key.
+// exactly the committed messages, in order per key. Both relay modes: rows
+// found by polling, and rows read from the log (ModeLog).
 func TestRealBrokersAddSQLRollbackPublishesNothingCommitExactlyTheTx(t *testing.T) {
-	eachBroker(t, func(t *testing.T, k *brokerKit) {
-		db := newTestDB(t, 8)
-		sdb := db.sqlDB(t, false)
-		ctx := testenv.Context(t, 60*time.Second)
-		if _, err := sdb.ExecContext(ctx, `CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)`); err != nil {
-			t.Fatal(err)
-		}
-		c := k.consume(t)
-		startRelay(t, db.pool, k.publisher(t), testConfig())
+	for _, mode := range []outbox.Mode{outbox.ModePoll, outbox.ModeLog} {
+		t.Run(mode.String(), func(t *testing.T) {
+			eachBroker(t, func(t *testing.T, k *brokerKit) { addSQLRollbackCommit(t, k, mode) })
+		})
+	}
+}
 
-		write := func(tx *sql.Tx, m *reliable.Message) error {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO orders (id, status) VALUES ($1, $2)
+func addSQLRollbackCommit(t *testing.T, k *brokerKit, mode outbox.Mode) {
+	db := newTestDB(t, 8)
+	sdb := db.sqlDB(t, false)
+	ctx := testenv.Context(t, 60*time.Second)
+	if _, err := sdb.ExecContext(ctx, `CREATE TABLE orders (id text PRIMARY KEY, status text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	if mode == outbox.ModeLog {
+		cfg = logConfig(logSlot(t, db))
+	}
+	c := k.consume(t)
+	r := startRelay(t, db.pool, k.publisher(t), cfg)
+	if mode == outbox.ModeLog {
+		waitState(t, r, "reading")
+	}
+
+	write := func(tx *sql.Tx, m *reliable.Message) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO orders (id, status) VALUES ($1, $2)
 				ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status`, m.Key, string(m.Payload)); err != nil {
-				return err
-			}
-			return outbox.AddSQL(ctx, tx, m)
+			return err
 		}
-		tx, err := sdb.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rolledBack := msg(k.topic, "o-1", "placed")
-		if err := write(tx, rolledBack); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Rollback(); err != nil {
-			t.Fatal(err)
-		}
-		if n := db.count(t, `SELECT count(*) FROM orders`) + db.count(t, `SELECT count(*) FROM reliable_outbox`); n != 0 {
-			t.Fatalf("rollback left %d order and outbox rows", n)
-		}
+		return outbox.AddSQL(ctx, tx, m)
+	}
+	tx, err := sdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rolledBack := msg(k.topic, "o-1", "placed")
+	if err := write(tx, rolledBack); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.count(t, `SELECT count(*) FROM orders`) + db.count(t, `SELECT count(*) FROM reliable_outbox`); n != 0 {
+		t.Fatalf("rollback left %d order and outbox rows", n)
+	}
 
-		committed := []*reliable.Message{msg(k.topic, "o-2", "placed"), msg(k.topic, "o-2", "paid"), msg(k.topic, "o-3", "placed")}
-		tx, err = sdb.BeginTx(ctx, nil)
-		if err != nil {
+	committed := []*reliable.Message{msg(k.topic, "o-2", "placed"), msg(k.topic, "o-2", "paid"), msg(k.topic, "o-3", "placed")}
+	tx, err = sdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range committed {
+		if err := write(tx, m); err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range committed {
-			if err := write(tx, m); err != nil {
-				t.Fatal(err)
-			}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "3 messages consumed", func() bool { return c.distinct() >= 3 })
+	time.Sleep(time.Second) // nothing else may arrive
+	c.check(t, map[string][]string{"o-2": {committed[0].ID, committed[1].ID}, "o-3": {committed[2].ID}})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.all {
+		if m.ID == rolledBack.ID {
+			t.Fatal("rolled-back message reached the broker")
 		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, 30*time.Second, "3 messages consumed", func() bool { return c.distinct() >= 3 })
-		time.Sleep(time.Second) // nothing else may arrive
-		c.check(t, map[string][]string{"o-2": {committed[0].ID, committed[1].ID}, "o-3": {committed[2].ID}})
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, m := range c.all {
-			if m.ID == rolledBack.ID {
-				t.Fatal("rolled-back message reached the broker")
-			}
-		}
-		if len(c.all) != 3 {
-			t.Fatalf("%d deliveries, want 3", len(c.all))
-		}
-		if n := db.count(t, `SELECT count(*) FROM orders WHERE id = 'o-2' AND status = 'paid'`); n != 1 {
-			t.Fatal("the committed business row is missing")
-		}
-		t.Logf("%s: rolled back: 0 rows, 0 published; committed: 3 published once each, o-2 in order", k.kind)
-	})
+	}
+	if len(c.all) != 3 {
+		t.Fatalf("%d deliveries, want 3", len(c.all))
+	}
+	if n := db.count(t, `SELECT count(*) FROM orders WHERE id = 'o-2' AND status = 'paid'`); n != 1 {
+		t.Fatal("the committed business row is missing")
+	}
+	t.Logf("%s, %s relay: rolled back: 0 rows, 0 published; committed: 3 published once each, o-2 in order (%d rows joined from the log)",
+		k.kind, mode, r.Stats().LogRows)
 }
 
 // sqlWriter commits, from several goroutines, database/sql transactions
