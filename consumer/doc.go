@@ -13,6 +13,18 @@
 //     and a retryable failure parks it there, without blocking other keys
 //     (L10). A permanent failure is dead-lettered.
 //
+// Config.Concurrency bounds the handler calls running at once. The steps
+// around a handler call (dedupe Begin and Done, the retry-table check,
+// parking, the ack) run in the key's lane but outside that bound: a key
+// waiting for a round trip keeps its own order while other keys are
+// handled. The dedupe store batches the concurrent Begin and Done calls of
+// all lanes (see package idempotency), and the retry-table check asks the
+// table only for keys the consumer's retry.KeyCache holds as blocked: the
+// cache is loaded when the consumer takes over a partition or queue and
+// marked before every park (the argument is in package retry, "Blocked
+// keys without a round trip"). A subscriber that cannot report stale
+// deliveries (see StaleReporting) gets a table query per message instead.
+//
 // Without a retry table, a failed message holds its key: it is tried again
 // after a backoff, ahead of its key's later messages, which wait; other keys
 // go on, and the held key takes no concurrency slot while it waits (L09).

@@ -26,6 +26,24 @@
 // check-then-insert race, L19), [PostgresStore] (an upsert on a primary key),
 // and [MemoryStore], a test double for unit tests.
 //
+// # Batching
+//
+// Concurrent Begin calls of one store, and concurrent Done calls, share a
+// round trip: the Redis store sends them in one pipeline (the Begin script
+// per ID), the PostgreSQL store in one statement over unnest($2::text[])
+// that locks the IDs in sorted order, so concurrent batches cannot deadlock.
+// Nothing waits for a batch to fill: a call goes at once when fewer than
+// four round trips of its kind are in flight, else with the calls that
+// queued meanwhile (up to MaxBatch). Each call gets the result it would have
+// got alone: of concurrent Begins of one ID exactly one gets StatusNew, a
+// failure of one ID's command is that call's alone (an ID PostgreSQL
+// refuses makes its batch go again one by one, so its neighbours are not
+// refused with it), and an ID is recorded done only by its own Done call,
+// made after its own handler succeeded (L20). A caller whose context ends
+// stops waiting at once; a claim its batch then made for it is released.
+// ProcessTx and DoneTx are never batched: each is the caller's own
+// transaction. Set MaxBatch to 1 to send every call alone.
+//
 // # Any message ID
 //
 // Message IDs are arbitrary bytes on the wire: foreign producers send NUL

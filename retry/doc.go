@@ -7,8 +7,9 @@
 //
 // For each delivery, inside the message's key lane:
 //
-//  1. If [Table.Blocked] reports the key has entries waiting, [Table.Park]
-//     the message behind them (cause nil) and complete the delivery.
+//  1. If [Table.Blocked] (or a [KeyCache], see below) reports the key has
+//     entries waiting, [Table.Park] the message behind them (cause nil) and
+//     complete the delivery.
 //  2. Otherwise call the handler. On a retryable error, Park the message
 //     with the error; on a permanent one, [Table.DeadLetter] it. Complete the
 //     delivery once Park or DeadLetter returned nil: the entry is committed.
@@ -62,6 +63,78 @@
 //   - Replica lag (L21): a handler that reads an incomplete order from a
 //     lagging replica returns reliable.RetryAfter(d, err); the message waits
 //     in the table at least d, and its key's later messages wait behind it.
+//
+// # Blocked keys without a round trip
+//
+// Asking the table before every message ([Table.Blocked]) costs a round
+// trip per message although almost every key is free. A consumer that owns
+// the partition (Kafka) or the single-active queue (RabbitMQ) a key comes
+// from knows instead: a [KeyCache] holds the group's blocked keys in memory,
+// and the check reads the table only for a key the cache holds (which may
+// have been drained, released or discarded since: the table's answer then
+// makes the cache forget the key). package consumer uses it when the retry
+// table is a *Table and the subscriber reports stale deliveries (the SDK's
+// Kafka and RabbitMQ subscribers, the reliabletest broker); with any other
+// subscriber every message asks the table, as before.
+//
+// The rules the consumer keeps:
+//
+//   - Ownership changes reload. The consumer tracks, per partition or queue,
+//     its latest delivery. While that delivery is unsettled and not stale
+//     (reliable.Delivery.Stale), the partition has stayed this consumer's
+//     since it arrived: a Kafka claim ends, and its deliveries go stale,
+//     before the partition is given to another member; a RabbitMQ queue's
+//     single active consumer changes when its channel closes (its
+//     deliveries go stale) or, with consumer priorities, once it has no
+//     unacked delivery. Otherwise, when a delivery arrives, ownership may
+//     have changed meanwhile: the cache answers for that delivery's key only
+//     after a [KeyCache.Load] (one query) that started after the delivery
+//     arrived has returned (deliveries wait up to a second for it, then ask
+//     the table themselves).
+//   - Parks mark first. The consumer marks the key in the cache before it
+//     parks or dead-letters a message, in the key's lane, so no later
+//     message of the key is checked before the mark.
+//   - Only parks block. An entry that blocks a key is created only by Park or
+//     DeadLetter, and made blocking again only by RetryNow of a released
+//     entry. The retrier never creates one: it marks entries done, dead
+//     (still blocking) or released. Release, Discard, a retry's success and
+//     RetryNow of a pending or dead entry never block a free key.
+//
+// Why a key the cache does not hold is free for its owner C, when C handles
+// the key's message m (C owns m's partition, the cache answers for m):
+//
+//   - An entry C parked itself: marked before it was parked; the mark goes
+//     only when the table, asked after the mark, said the key was free.
+//   - An entry another instance D parked (two instances, a rebalance): a key
+//     maps to one partition or queue, so D parked a message m' of it while
+//     D owned that partition. If D's park committed before C's ownership
+//     began, the load that answers for m started after that and saw it.
+//     D parks before it acks, and the offset past m' is committed (Kafka) or
+//     m' acked (RabbitMQ) only after that, before the partition or queue
+//     can pass to C; so a park that commits later is of a message m' that
+//     D had not settled when C took over, which the broker therefore
+//     delivers to C again, ahead of the key's later messages. C then parks
+//     m' itself (with dedupe: D's live claim makes Begin report it in
+//     progress) or, if D gave its claim up, handles it; D's late entry of m'
+//     is then a duplicate the retrier skips through the dedupe store.
+//     Without a dedupe store, a stale owner that is still handling a revoked
+//     message is at-least-once already; its late park is announced (see
+//     below) and C marks the key when the announcement arrives.
+//   - The retrier, in this or another process, only unblocks.
+//   - An operator's Release or Discard only unblocks; the cache learns it
+//     lazily, at the key's next message, for one round trip. RetryNow of a
+//     released entry blocks the key again: the statement announces it on
+//     [KeyNotifyChannel] and C marks the key as the announcement arrives
+//     (milliseconds). Messages of the key handled before that go ahead of
+//     the retried entry, as those handled between its release and the
+//     RetryNow already did: replaying a released entry behind its key's
+//     newer messages is the operator's call (see Table.RetryNow).
+//
+// Park, DeadLetter and RetryNow announce the key on [KeyNotifyChannel] in
+// their own transaction; [KeyCache.Run] listens (one connection of the
+// pool) and reloads whenever it (re)connects, since announcements made
+// while it was away are lost. The argument above needs the announcements
+// only for a stale owner's late park and for RetryNow of a released entry.
 //
 // # Operations
 //
