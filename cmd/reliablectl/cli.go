@@ -72,6 +72,10 @@ func (a *app) commands() *cobra.Command {
 			leaf(dltShow(a), "one record with its headers and payload"),
 			leaf(dltReplay(a), "republish records to their original topic (dry run unless --execute)"),
 		}}),
+		a.group(group{name: "dedupe", summary: "look up message IDs in the PostgreSQL and Redis dedupe stores", subs: []*cobra.Command{
+			leaf(dedupeShow(a), "whether a message ID is claimed, done, expired or absent, and since when"),
+			leaf(dedupeList(a), "a namespace's records, by state"),
+		}}),
 		a.group(group{name: "dlq", summary: "list, inspect and requeue RabbitMQ dead-letter queues", subs: []*cobra.Command{
 			leaf(dlqList(a), "messages of a group's dead-letter queue: ID, key, cause, origin, attempts"),
 			leaf(dlqShow(a), "one message with its headers and payload"),
