@@ -12,7 +12,9 @@
 //     confirms, and against publishing one message at a time.
 //   - consumer: consumer BenchmarkKeyLanesVsSerial (key lanes against
 //     partition-serial consumption) and BenchmarkPipelineOverhead (what dedupe
-//     and the retry-table check add against the bare pipeline).
+//     and the retry-table check add against the bare pipeline, with a 5 ms
+//     and a 1 ms handler; a second table lists each store step's p50 and
+//     p99 per message).
 //   - outbox: bench/outbox (its own module, with watermill): the outbox relay
 //     against watermill's SQL forwarder, throughput and latency.
 //

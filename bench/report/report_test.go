@@ -83,3 +83,30 @@ func TestParseFlagsRejectsUnknownSuite(t *testing.T) {
 		t.Errorf("defaults: %+v, %v", o, err)
 	}
 }
+
+// TestStepsTable: the consumer's store-step figures (p50 / p99 per message)
+// and each setup's rate against the bare pipeline of the same handler.
+func TestStepsTable(t *testing.T) {
+	r := results{}
+	parseGoBench([]byte(`BenchmarkPipelineOverhead/bare-2   1   470000000 ns/op   10000 msgs/s
+BenchmarkPipelineOverhead/dedupe-redis-2   1   480000000 ns/op   0.4419 begin-p50-ms   8.324 begin-p99-ms   0.5555 done-p50-ms   4.733 done-p99-ms   9500 msgs/s
+BenchmarkPipelineOverhead/handler-1ms/bare-2   1   470000000 ns/op   40000 msgs/s
+BenchmarkPipelineOverhead/handler-1ms/retry-table-check-2   1   470000000 ns/op   0.01 check-p50-ms   1.5 check-p99-ms   38000 msgs/s
+`), r)
+	var out bytes.Buffer
+	writeSteps(&out, options{suites: []string{"consumer"}}, r)
+	s := out.String()
+	for _, want := range []string{
+		"| dedupe-redis | 5 ms | 0.44 / 8.32 | - | 0.56 / 4.73 | 9500 | 0.95x |",
+		"| retry-table-check | 1 ms | - | 0.01 / 1.50 | - | 38000 | 0.95x |",
+	} {
+		if !strings.Contains(strings.Join(strings.Fields(s), " "), want) {
+			t.Errorf("steps table lacks %q:\n%s", want, s)
+		}
+	}
+	out.Reset()
+	writeSteps(&out, options{suites: []string{"kafka"}}, r)
+	if out.Len() != 0 {
+		t.Errorf("steps table printed without the consumer suite:\n%s", out.String())
+	}
+}

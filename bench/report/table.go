@@ -142,6 +142,20 @@ var suiteRows = map[string][]row{
 			base: "BenchmarkPipelineOverhead/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
 		{what: "pipeline + Redis dedupe + retry table", sdk: "BenchmarkPipelineOverhead/redis-dedupe+retry-table", sdkLabel: "consumer, both",
 			base: "BenchmarkPipelineOverhead/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "pipeline + PostgreSQL dedupe in the handler's tx", sdk: "BenchmarkPipelineOverhead/dedupe-postgres-tx", sdkLabel: "consumer, ProcessTx per message",
+			base: "BenchmarkPipelineOverhead/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "Redis dedupe batched vs one call per round trip", sdk: "BenchmarkPipelineOverhead/dedupe-redis", sdkLabel: "consumer, Redis dedupe",
+			base: "BenchmarkPipelineOverhead/dedupe-redis-unbatched", baseLabel: "consumer, Redis dedupe, MaxBatch 1", unit: "msgs/s"},
+		{what: "1 ms handler: pipeline + dedupe (Redis)", sdk: "BenchmarkPipelineOverhead/handler-1ms/dedupe-redis", sdkLabel: "consumer, Redis dedupe",
+			base: "BenchmarkPipelineOverhead/handler-1ms/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "1 ms handler: pipeline + dedupe (PostgreSQL)", sdk: "BenchmarkPipelineOverhead/handler-1ms/dedupe-postgres", sdkLabel: "consumer, PostgreSQL dedupe",
+			base: "BenchmarkPipelineOverhead/handler-1ms/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "1 ms handler: pipeline + retry-table check", sdk: "BenchmarkPipelineOverhead/handler-1ms/retry-table-check", sdkLabel: "consumer, retry table",
+			base: "BenchmarkPipelineOverhead/handler-1ms/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "1 ms handler: pipeline + Redis dedupe + retry table", sdk: "BenchmarkPipelineOverhead/handler-1ms/redis-dedupe+retry-table", sdkLabel: "consumer, both",
+			base: "BenchmarkPipelineOverhead/handler-1ms/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
+		{what: "1 ms handler: PostgreSQL dedupe in the handler's tx", sdk: "BenchmarkPipelineOverhead/handler-1ms/dedupe-postgres-tx", sdkLabel: "consumer, ProcessTx per message",
+			base: "BenchmarkPipelineOverhead/handler-1ms/bare", baseLabel: "consumer, no stores", unit: "msgs/s"},
 	},
 	"outbox": {
 		{what: "outbox backlog to Kafka, throughput", sdk: "outbox/reliable", sdkLabel: "outbox.Relay",
@@ -206,6 +220,7 @@ func writeTable(w io.Writer, o options, r results, failed map[string]string, too
 		}
 	}
 	tw.Flush()
+	writeSteps(w, o, r)
 	fmt.Fprintf(w, "\nSuites: %s; took %s. Kafka and RabbitMQ: %d and %d messages per variant; consumer: the benchmarks' defaults (10000 and 5000 messages); outbox: %d-row backlog (watermill %d), latency at %d msgs/s for %s.\n",
 		strings.Join(o.suites, ", "), took.Round(time.Second), o.kafkaN, o.rabbitN, o.outboxN, o.outboxWMN, o.outboxRate, o.outboxDuration)
 	for _, s := range o.suites {
@@ -213,4 +228,49 @@ func writeTable(w io.Writer, o options, r results, failed map[string]string, too
 			fmt.Fprintf(w, "\nFAILED %s: %s\n", s, err)
 		}
 	}
+}
+
+// stepVariants are the BenchmarkPipelineOverhead setups whose store steps
+// writeSteps lists.
+var stepVariants = []string{"dedupe-redis", "dedupe-redis-unbatched", "dedupe-postgres", "retry-table-check", "redis-dedupe+retry-table"}
+
+// writeSteps prints what each store step of the consumer costs per message
+// (p50 / p99 in ms), for the 5 ms and the 1 ms handler, when the consumer
+// suite ran.
+func writeSteps(w io.Writer, o options, r results) {
+	ran := false
+	for _, s := range o.suites {
+		ran = ran || s == "consumer"
+	}
+	if !ran {
+		return
+	}
+	fmt.Fprintf(w, "\n### consumer store steps per message, p50 / p99 (ms)\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	fmt.Fprintln(tw, "| setup\t| handler\t| dedupe Begin\t| retry-table check\t| dedupe Done\t| msgs/s\t| vs bare\t|")
+	fmt.Fprintln(tw, "|---\t|---\t|--:\t|--:\t|--:\t|--:\t|--:\t|")
+	for _, h := range []struct{ label, prefix string }{{"5 ms", ""}, {"1 ms", "handler-1ms/"}} {
+		base, baseOK := r.get("BenchmarkPipelineOverhead/"+h.prefix+"bare", "msgs/s")
+		for _, v := range stepVariants {
+			name := "BenchmarkPipelineOverhead/" + h.prefix + v
+			rate, ok := r.get(name, "msgs/s")
+			if !ok {
+				continue
+			}
+			step := func(s string) string {
+				p50, ok50 := r.get(name, s+"-p50-ms")
+				p99, ok99 := r.get(name, s+"-p99-ms")
+				if !ok50 || !ok99 {
+					return "-"
+				}
+				return fmt.Sprintf("%.2f / %.2f", p50, p99)
+			}
+			ratio := "n/a"
+			if baseOK && base > 0 {
+				ratio = fmt.Sprintf("%.2fx", rate/base)
+			}
+			fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %s\t| %s\t| %.0f\t| %s\t|\n", v, h.label, step("begin"), step("check"), step("done"), rate, ratio)
+		}
+	}
+	tw.Flush()
 }
