@@ -151,7 +151,7 @@ func TestSQLTxConsumerKilledMidStreamAppliesEachMessageOnce(t *testing.T) {
 	table := uniqueName("idem_")
 	dropTable(t, pool, table, table+"_migrations")
 	newPostgresStore(t, pool, idempotency.PostgresConfig{Table: table}) // migrates
-	fx := newEffects(t, pool)
+	fx := newSQLEffects(t, pool)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 

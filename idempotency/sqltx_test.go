@@ -36,14 +36,14 @@ func testSQLDB(t testing.TB) *sql.DB {
 
 // effects is a handler's side-effect table: one row per applied delivery,
 // no unique key, so a message applied twice shows as two rows.
-type effects struct {
+type sqlEffects struct {
 	pool  *pgxpool.Pool
 	table string
 }
 
-func newEffects(t *testing.T, pool *pgxpool.Pool) *effects {
+func newSQLEffects(t *testing.T, pool *pgxpool.Pool) *sqlEffects {
 	t.Helper()
-	e := &effects{pool: pool, table: uniqueName("fx_")}
+	e := &sqlEffects{pool: pool, table: uniqueName("fx_")}
 	dropTable(t, pool, e.table)
 	_, err := pool.Exec(context.Background(), `CREATE TABLE `+e.table+` (msg text NOT NULL, who text NOT NULL DEFAULT '')`)
 	must(t, err)
@@ -51,20 +51,20 @@ func newEffects(t *testing.T, pool *pgxpool.Pool) *effects {
 }
 
 // apply is the handler's effect, written in the handler's transaction.
-func (e *effects) apply(ctx context.Context, tx *sql.Tx, msg, who string) error {
+func (e *sqlEffects) apply(ctx context.Context, tx *sql.Tx, msg, who string) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO `+e.table+` (msg, who) VALUES ($1, $2)`, msg, who)
 	return err
 }
 
-func (e *effects) count(t *testing.T, msg string) int {
+func (e *sqlEffects) count(t *testing.T, msg string) int {
 	t.Helper()
 	var n int
 	must(t, e.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+e.table+` WHERE msg = $1`, msg).Scan(&n))
 	return n
 }
 
-// records counts the store's rows for id (done or claimed).
-func records(t *testing.T, pool *pgxpool.Pool, table, id string) int {
+// sqlRecords counts the store's rows for id (done or claimed).
+func sqlRecords(t *testing.T, pool *pgxpool.Pool, table, id string) int {
 	t.Helper()
 	var n int
 	must(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM `+table+` WHERE id = $1`, id).Scan(&n))
@@ -78,7 +78,7 @@ func TestDoneTxSQLFollowsTheTransaction(t *testing.T) {
 	t.Parallel()
 	pool, db := testPool(t), testSQLDB(t)
 	s := newPostgresStore(t, pool, idempotency.PostgresConfig{})
-	fx := newEffects(t, pool)
+	fx := newSQLEffects(t, pool)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -122,7 +122,7 @@ func TestDoneTxSQLAfterTheClaimWasTakenOverFails(t *testing.T) {
 	a := newPostgresStore(t, pool, cfg)
 	b, err := idempotency.NewPostgres(pool, cfg)
 	must(t, err)
-	fx := newEffects(t, pool)
+	fx := newSQLEffects(t, pool)
 	handle := func(s *idempotency.PostgresStore, who string) error {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
@@ -160,7 +160,7 @@ func TestDoneTxSQLAfterTheClaimWasTakenOverFails(t *testing.T) {
 	if err := handle(a, "A"); !errors.Is(err, idempotency.ErrClaimLost) {
 		t.Fatalf("A's DoneTxSQL after B committed: %v, want ErrClaimLost", err)
 	}
-	if n, nb := fx.count(t, "order-1"), countWho(t, fx, "B"); n != 1 || nb != 1 {
+	if n, nb := fx.count(t, "order-1"), sqlCountWho(t, fx, "B"); n != 1 || nb != 1 {
 		t.Fatalf("%d effects committed (%d by B), want B's only", n, nb)
 	}
 	begin(t, a, "order-1", idempotency.StatusDone)
@@ -174,7 +174,7 @@ func TestDoneTxSQLAfterTheClaimWasTakenOverFails(t *testing.T) {
 	}
 }
 
-func countWho(t *testing.T, fx *effects, who string) int {
+func sqlCountWho(t *testing.T, fx *sqlEffects, who string) int {
 	t.Helper()
 	var n int
 	must(t, fx.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+fx.table+` WHERE who = $1`, who).Scan(&n))
@@ -193,7 +193,7 @@ func TestProcessTxSQLExactlyOnceEffect(t *testing.T) {
 	cfg := idempotency.PostgresConfig{Namespace: "kitchen", Table: uniqueName("idem_")}
 	dropTable(t, pool, cfg.Table, cfg.Table+"_migrations")
 	s := newPostgresStore(t, pool, cfg)
-	fx := newEffects(t, pool)
+	fx := newSQLEffects(t, pool)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	apply := func(id string) func(context.Context, *sql.Tx) error {
@@ -215,7 +215,7 @@ func TestProcessTxSQLExactlyOnceEffect(t *testing.T) {
 	}
 	untouched := func(what, id string) {
 		t.Helper()
-		if n, r := fx.count(t, id), records(t, pool, cfg.Table, id); n != 0 || r != 0 {
+		if n, r := fx.count(t, id), sqlRecords(t, pool, cfg.Table, id); n != 0 || r != 0 {
 			t.Fatalf("%s: %d effects and %d records left, want none", what, n, r)
 		}
 	}
@@ -327,7 +327,7 @@ func TestSQLTxDedupeUnderRedeliveriesAndFailures(t *testing.T) {
 			cfg := idempotency.PostgresConfig{Namespace: "kitchen", Table: uniqueName("idem_")}
 			dropTable(t, pool, cfg.Table, cfg.Table+"_migrations")
 			s := newPostgresStore(t, pool, cfg)
-			fx := newEffects(t, pool)
+			fx := newSQLEffects(t, pool)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 

@@ -180,8 +180,8 @@ func (w *sqlWriter) Wait(t *testing.T) {
 	}
 }
 
-// ledger returns each key's message IDs in commit order.
-func (db *testDB) ledger(t *testing.T) (map[string][]string, int) {
+// sqlLedger returns each key's message IDs in commit order.
+func (db *testDB) sqlLedger(t *testing.T) (map[string][]string, int) {
 	t.Helper()
 	rows, err := db.pool.Query(context.Background(), `SELECT key, msg_id FROM ledger ORDER BY key, n`)
 	if err != nil {
@@ -329,7 +329,7 @@ func TestRealBrokersRelayKilledMidStreamAfterAddSQL(t *testing.T) {
 		if w.commits.Load() <= atKill {
 			t.Fatalf("no commits after the kill (%d at the kill, %d in all): not mid-stream", atKill, w.commits.Load())
 		}
-		want, total := db.ledger(t)
+		want, total := db.sqlLedger(t)
 		waitFor(t, 90*time.Second, fmt.Sprintf("all %d applied", total), func() bool { return a.applied() >= total })
 		waitFor(t, 30*time.Second, "the killed relay's messages repeated", func() bool {
 			a.mu.Lock()

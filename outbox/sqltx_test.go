@@ -51,9 +51,9 @@ func addSQLTx(ctx context.Context, sdb *sql.DB, msgs ...*reliable.Message) error
 	return tx.Commit()
 }
 
-// outboxRows returns every stored column of the outbox rows but the row ID
+// sqlOutboxRows returns every stored column of the outbox rows but the row ID
 // and creation time, in row ID order, as PostgreSQL renders them.
-func (db *testDB) outboxRows(t testing.TB) []string {
+func (db *testDB) sqlOutboxRows(t testing.TB) []string {
 	t.Helper()
 	rows, err := db.pool.Query(context.Background(), `SELECT row(lane, msg_id, topic, key, type, headers, payload, event_time)::text
 		FROM reliable_outbox ORDER BY id`)
@@ -105,7 +105,7 @@ func parityBatches() [][]*reliable.Message {
 	for i, tm := range times {
 		timed = append(timed, &reliable.Message{ID: "time-" + string(rune('a'+i)), Topic: "orders", Key: "t", Time: tm})
 	}
-	batches := [][]*reliable.Message{foreign, {keyless}, odd, timed, randomMessages(200)}
+	batches := [][]*reliable.Message{foreign, {keyless}, odd, timed, sqlRandomMessages(200)}
 	for _, b := range batches {
 		for _, m := range b {
 			if m.Time.IsZero() {
@@ -116,8 +116,8 @@ func parityBatches() [][]*reliable.Message {
 	return batches
 }
 
-// aroundDiff is a around its first difference with b.
-func aroundDiff(a, b string) string {
+// sqlDiffAt is a around its first difference with b.
+func sqlDiffAt(a, b string) string {
 	i := 0
 	for i < len(a) && i < len(b) && a[i] == b[i] {
 		i++
@@ -125,10 +125,10 @@ func aroundDiff(a, b string) string {
 	return "..." + a[max(0, i-30):min(len(a), i+20)] + "..."
 }
 
-// randomMessages are n messages of random bytes in every field (a quarter
+// sqlRandomMessages are n messages of random bytes in every field (a quarter
 // of them keyless) and random times between 4000 BC and AD 100000, from a
 // fixed seed.
-func randomMessages(n int) []*reliable.Message {
+func sqlRandomMessages(n int) []*reliable.Message {
 	rng := rand.New(rand.NewPCG(17, 3))
 	str := func(max int) string {
 		b := make([]byte, rng.IntN(max+1))
@@ -156,7 +156,7 @@ func randomMessages(n int) []*reliable.Message {
 	return msgs
 }
 
-func cloneAll(msgs []*reliable.Message) []*reliable.Message {
+func sqlClones(msgs []*reliable.Message) []*reliable.Message {
 	out := make([]*reliable.Message, len(msgs))
 	for i, m := range msgs {
 		out[i] = m.Clone()
@@ -175,25 +175,25 @@ func TestAddSQLStoresTheRowsAddStores(t *testing.T) {
 	viaPgx, viaSQL, viaSimple := newTestDB(t, 4), newTestDB(t, 4), newTestDB(t, 4)
 	sqlExt, sqlSimple := viaSQL.sqlDB(t, false), viaSimple.sqlDB(t, true)
 	for _, b := range parityBatches() {
-		if err := addTx(ctx, viaPgx.pool, cloneAll(b)...); err != nil {
+		if err := addTx(ctx, viaPgx.pool, sqlClones(b)...); err != nil {
 			t.Fatalf("Add: %v", err)
 		}
-		if err := addSQLTx(ctx, sqlExt, cloneAll(b)...); err != nil {
+		if err := addSQLTx(ctx, sqlExt, sqlClones(b)...); err != nil {
 			t.Fatalf("AddSQL: %v", err)
 		}
-		if err := addSQLTx(ctx, sqlSimple, cloneAll(b)...); err != nil {
+		if err := addSQLTx(ctx, sqlSimple, sqlClones(b)...); err != nil {
 			t.Fatalf("AddSQL, simple protocol: %v", err)
 		}
 	}
-	want := viaPgx.outboxRows(t)
+	want := viaPgx.sqlOutboxRows(t)
 	for name, db := range map[string]*testDB{"extended": viaSQL, "simple": viaSimple} {
-		got := db.outboxRows(t)
+		got := db.sqlOutboxRows(t)
 		if len(got) != len(want) {
 			t.Fatalf("%s: AddSQL stored %d rows, Add %d", name, len(got), len(want))
 		}
 		for i := range want {
 			if got[i] != want[i] {
-				t.Fatalf("%s: row %d differs\nAddSQL: %s\nAdd:    %s", name, i, aroundDiff(got[i], want[i]), aroundDiff(want[i], got[i]))
+				t.Fatalf("%s: row %d differs\nAddSQL: %s\nAdd:    %s", name, i, sqlDiffAt(got[i], want[i]), sqlDiffAt(want[i], got[i]))
 			}
 		}
 	}
@@ -231,8 +231,8 @@ func TestAddSQLRefusesWhatAddRefuses(t *testing.T) {
 		"same ID":        {msg("orders", "order-0", "ok"), a, b},
 		"before 4713 BC": {msg("orders", "order-0", "ok"), ancient},
 	} {
-		errPgx := addTx(ctx, db.pool, cloneOrNil(batch)...)
-		errSQL := addSQLTx(ctx, sdb, cloneOrNil(batch)...)
+		errPgx := addTx(ctx, db.pool, sqlClonesOrNil(batch)...)
+		errSQL := addSQLTx(ctx, sdb, sqlClonesOrNil(batch)...)
 		if errSQL == nil || !reliable.IsPermanent(errSQL) {
 			t.Fatalf("%s: AddSQL = %v, want a permanent error", name, errSQL)
 		}
@@ -251,7 +251,7 @@ func TestAddSQLRefusesWhatAddRefuses(t *testing.T) {
 	}
 }
 
-func cloneOrNil(msgs []*reliable.Message) []*reliable.Message {
+func sqlClonesOrNil(msgs []*reliable.Message) []*reliable.Message {
 	out := make([]*reliable.Message, len(msgs))
 	for i, m := range msgs {
 		if m != nil {
@@ -334,7 +334,7 @@ func TestLogRelayReadsAddSQLRows(t *testing.T) {
 	waitState(t, r, "reading")
 	w := startSQLWriter(t, ctx, sdb, "orders", 4, 120, 8)
 	w.Wait(t)
-	want, total := db.ledger(t)
+	want, total := db.sqlLedger(t)
 	waitFor(t, 60*time.Second, "all rows relayed", func() bool { return db.count(t, `SELECT count(*) FROM reliable_outbox`) == 0 })
 	got, dups := firstSeen(broker.Messages("orders"))
 	for key, ids := range want {
