@@ -82,6 +82,7 @@ func (a *app) commands() *cobra.Command {
 			leaf(dlqRequeue(a), "move messages back to their queue (dry run unless --execute)"),
 		}}),
 		leaf(lagCmd(a), "Kafka consumer-group lag per partition, with a hot-partition warning"),
+		leaf(migrateCmd(a), "create or upgrade the outbox, retry and dedupe tables, or --print their SQL"),
 		a.group(group{name: "offsets", summary: "move a Kafka consumer group's committed offsets", subs: []*cobra.Command{
 			leaf(offsetsReset(a), "reset a group's offsets to a time or an offset (dry run unless --execute)"),
 		}}),
