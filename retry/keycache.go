@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,6 +46,8 @@ type KeyCache struct {
 	mu      sync.Mutex
 	lanes   map[string]uint64 // lane -> version at which it was marked
 	version uint64            // bumped by every mark
+
+	listening atomic.Bool
 }
 
 // NewKeyCache returns an empty cache of the table's blocked keys. Load it
@@ -141,6 +144,10 @@ WHERE grp = $1 AND state IN ('pending', 'dead') AND lane LIKE 'k:%'`, c.t.cfg.Gr
 	return nil
 }
 
+// Listening reports whether Run is listening, so that announcements of
+// keys blocked by other processes reach the cache.
+func (c *KeyCache) Listening() bool { return c.listening.Load() }
+
 // Len returns how many keys the cache holds as maybe blocked.
 func (c *KeyCache) Len() int {
 	c.mu.Lock()
@@ -212,6 +219,8 @@ func (c *KeyCache) listen(ctx context.Context, prefix string, connected func()) 
 		return err
 	}
 	connected()
+	c.listening.Store(true)
+	defer c.listening.Store(false)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
