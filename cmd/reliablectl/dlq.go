@@ -99,12 +99,15 @@ func brokerAddr(u amqp.URI) string {
 // dlqFlags name a dead-letter queue.
 type dlqFlags struct {
 	topic, group, queue string
+	env                 *envNames
 }
 
 func (d *dlqFlags) register(f *flags) {
 	f.StringVar(&d.topic, "topic", "", "topic (exchange) of the consumer group")
 	f.StringVar(&d.group, "group", "", "consumer group whose dead-letter queue to read (rabbitmq.DeadLetterQueueName: TOPIC.GROUP.dlq)")
 	f.StringVar(&d.queue, "queue", "", "the dead-letter queue's name, instead of --topic and --group")
+	d.env = f.registerEnvironment("rabbitmq")
+	d.env.prefix(&d.topic, &d.queue)
 }
 
 func (d *dlqFlags) name() (string, error) {
@@ -225,14 +228,14 @@ type dlqReader struct {
 	lastTag uint64
 }
 
-func openDLQ(conn *amqp.Connection, queue string) (*dlqReader, int, error) {
+func openDLQ(conn *amqp.Connection, queue, envHint string) (*dlqReader, int, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, 0, fmt.Errorf("open channel: %w", err)
 	}
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("dead-letter queue %q: %w (names are the SDK's: TOPIC.GROUP.dlq)", queue, err)
+		return nil, 0, fmt.Errorf("dead-letter queue %q: %w (names are the SDK's, TOPIC.GROUP.dlq: %s)", queue, err, envHint)
 	}
 	return &dlqReader{ch: ch, queue: queue}, q.Messages, nil
 }
@@ -250,8 +253,9 @@ func (r *dlqReader) next() (amqp.Delivery, bool, error) {
 	return d, ok, nil
 }
 
-// release puts every unsettled message back in the queue, in its place,
-// and closes the channel.
+// release puts every unsettled message back in the queue and closes the
+// channel. (A quorum queue may hand them out in another order afterwards:
+// the order of a dead-letter queue carries no meaning.)
 func (r *dlqReader) release() {
 	if r.lastTag > 0 {
 		_ = r.ch.Nack(r.lastTag, true, true)
@@ -282,8 +286,8 @@ Lists the messages of a consumer group's RabbitMQ dead-letter queue
 (TOPIC.GROUP.dlq), head first: message ID, key, type, why it was
 dead-lettered (the SDK's dlt_cause, or the broker's x-death reason such as
 delivery_limit), the queue it came from and after how many attempts.
-Nothing is removed: the messages are read unacknowledged and put back in
-their place.`)
+Nothing is removed: the messages are read unacknowledged and put back
+(RabbitMQ may then hold them in another order).`)
 	var q amqpFlags
 	q.register(f)
 	var d dlqFlags
@@ -300,7 +304,7 @@ their place.`)
 			return err
 		}
 		defer conn.Close()
-		r, depth, err := openDLQ(conn, queue)
+		r, depth, err := openDLQ(conn, queue, d.env.hint())
 		if err != nil {
 			return err
 		}
@@ -346,7 +350,7 @@ Shows one message of a dead-letter queue with every header and its payload
 			return err
 		}
 		defer conn.Close()
-		r, depth, err := openDLQ(conn, queue)
+		r, depth, err := openDLQ(conn, queue, d.env.hint())
 		if err != nil {
 			return err
 		}
@@ -418,7 +422,7 @@ With --execute, each message is published to its queue (persistent, with a
 publisher confirm, mandatory so that a missing queue fails) and only then
 removed from the dead-letter queue. A failure half-way loses nothing: the
 message that failed and every one not yet moved stay in the dead-letter
-queue in their place; a crash between the confirm and the removal leaves a
+queue; a crash between the confirm and the removal leaves a
 copy in both queues, which consumers deduplicate by its message ID. The
 message keeps its ID, key (the ce_key header, also for messages of other
 clients), type, payload and headers, without the dlt_ and x-death ones.
@@ -447,7 +451,7 @@ message that fails again and returns is not moved twice.`)
 			return err
 		}
 		defer conn.Close()
-		r, depth, err := openDLQ(conn, queue)
+		r, depth, err := openDLQ(conn, queue, d.env.hint())
 		if err != nil {
 			return err
 		}
@@ -474,7 +478,7 @@ message that fails again and returns is not moved twice.`)
 			}
 			m := a.viewDLQ(i+1, &dv, false)
 			if *id != "" && m.ID != *id {
-				continue // stays unsettled: put back in its place at the end
+				continue // stays unsettled: put back at the end
 			}
 			to := m.OriginalQueue
 			if *toQueue != "" {

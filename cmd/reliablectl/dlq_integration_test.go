@@ -272,6 +272,7 @@ func TestDLQCommands(t *testing.T) {
 		}
 	}
 	cli(t, env, args("show", "--id", "nope")...).expect(t, exitFailure, `no message "nope"`)
+	fx.waitDepth(t, fx.dlq, 4) // show removed nothing
 
 	// Dry run: nothing moves.
 	r = cli(t, env, args("requeue", "--all")...)

@@ -104,6 +104,7 @@ original topic, partition and offset, the attempts, the group and the time.`)
 	var k kafkaFlags
 	k.register(f)
 	suffix := f.String("suffix", "dlt", "name suffix of dead-letter topics")
+	env := f.registerEnvironment("kafka")
 	return f.runE(func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, f.timeout)
 		defer cancel()
@@ -118,7 +119,7 @@ original topic, partition and offset, the attempts, the group and the time.`)
 		}
 		out := []dltTopicInfo{}
 		for _, t := range all {
-			if !strings.HasSuffix(strings.ToLower(t), strings.ToLower(*suffix)) {
+			if !strings.HasSuffix(strings.ToLower(t), strings.ToLower(*suffix)) || !env.owns(t) {
 				continue
 			}
 			parts, err := conn.client.Partitions(t)
@@ -160,6 +161,7 @@ func partitionRange(client sarama.Client, topic string, p int32) (oldest, newest
 
 // dltSelect are the flags that pick records of a dead-letter topic.
 type dltSelect struct {
+	env       *envNames
 	topic     string
 	partition int
 	offset    int64
@@ -168,7 +170,9 @@ type dltSelect struct {
 }
 
 func (s *dltSelect) register(f *flags, withLimit bool) {
-	f.StringVar(&s.topic, "topic", "", "dead-letter topic (Kafka's name, with the environment prefix)")
+	f.StringVar(&s.topic, "topic", "", "dead-letter topic (Kafka's name; the application's with --environment)")
+	s.env = f.registerEnvironment("kafka")
+	s.env.prefix(&s.topic)
 	f.IntVar(&s.partition, "partition", -1, "only this partition")
 	f.Int64Var(&s.offset, "offset", -1, "with --partition: only the record at this offset")
 	f.StringVar(&s.id, "id", "", "only records of this message ID (ce_id)")
@@ -196,7 +200,7 @@ func (s *dltSelect) check() error {
 func (s *dltSelect) read(ctx context.Context, conn *kafkaConn) ([]*sarama.ConsumerMessage, error) {
 	parts, err := conn.client.Partitions(s.topic)
 	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) || (err == nil && len(parts) == 0) {
-		return nil, fmt.Errorf("topic %q does not exist: %w (names are Kafka's, with the environment prefix)", s.topic, reliable.ErrUnknownTopic)
+		return nil, fmt.Errorf("topic %q does not exist: %w (%s)", s.topic, reliable.ErrUnknownTopic, s.env.hint())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("partitions of %q: %w", s.topic, err)
@@ -420,7 +424,8 @@ message ID).`)
 	var s dltSelect
 	s.register(f, false)
 	all := f.Bool("all", false, "replay every record of the topic (or of --partition)")
-	to := f.String("to", "", "publish to this topic instead of each record's original topic (Kafka's name)")
+	to := f.String("to", "", "publish to this topic instead of each record's original topic (Kafka's name; the application's with --environment)")
+	s.env.prefix(to)
 	execute := f.Bool("execute", false, "republish (without it nothing is changed)")
 	return f.runE(func(ctx context.Context) error {
 		if err := s.check(); err != nil {

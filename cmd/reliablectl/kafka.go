@@ -219,6 +219,8 @@ it. Topic names are Kafka's, with the environment prefix (prod.orders).`)
 	k.register(f)
 	var topics listFlag
 	f.Var(&topics, "topic", "topic to audit (repeatable, or comma-separated)")
+	env := f.registerEnvironment("kafka")
+	env.prefixList(&topics)
 	minRF := f.Int("min-replication-factor", kafka.DefaultMinReplicationFactor, "fewest replicas a partition may have")
 	minISR := f.Int("min-insync-replicas", kafka.DefaultMinInsyncReplicas, "lowest min.insync.replicas allowed")
 	strict := f.Bool("strict", false, "exit 1 on warnings too")
@@ -240,7 +242,7 @@ it. Topic names are Kafka's, with the environment prefix (prod.orders).`)
 		findings, err := kafka.Audit(ctx, conn.admin, kafka.AuditConfig{MinReplicationFactor: *minRF, MinInsyncReplicas: *minISR}, topics...)
 		if err != nil {
 			if errors.Is(err, reliable.ErrUnknownTopic) {
-				return fmt.Errorf("%w (topic names are Kafka's, with the environment prefix)", err)
+				return fmt.Errorf("%w (%s)", err, env.hint())
 			}
 			return err
 		}

@@ -38,6 +38,9 @@ Names are Kafka's, with the environment prefix (prod.kitchen, prod.orders).`)
 	group := f.String("group", "", "consumer group ID")
 	var topics listFlag
 	f.Var(&topics, "topic", "topic (repeatable, or comma-separated)")
+	env := f.registerEnvironment("kafka")
+	env.prefix(group)
+	env.prefixList(&topics)
 	maxLag := f.Int64("max-lag", 0, "exit 1 when the group's total lag is above this (0: never)")
 	share := f.Float64("skew-share", observability.SkewShare, "warn when one partition holds more than this share of a topic's lag")
 	minLag := f.Int64("skew-min-lag", observability.SkewMinLag, "warn about skew only from this total lag of a topic")
@@ -62,9 +65,9 @@ Names are Kafka's, with the environment prefix (prod.kitchen, prod.orders).`)
 		gl, err := observability.ReadKafkaLag(ctx, conn.client, conn.admin, *group, topics...)
 		switch {
 		case errors.Is(err, observability.ErrUnknownGroup):
-			return fmt.Errorf("consumer group %q does not exist (names are Kafka's, with the environment prefix)", *group)
+			return fmt.Errorf("consumer group %q does not exist (%s)", *group, env.hint())
 		case errors.Is(err, reliable.ErrUnknownTopic):
-			return fmt.Errorf("%w (names are Kafka's, with the environment prefix)", err)
+			return fmt.Errorf("%w (%s)", err, env.hint())
 		case err != nil:
 			return err
 		}

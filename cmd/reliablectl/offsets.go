@@ -61,8 +61,10 @@ end. --to-offset is a number (clamped to each partition's range), earliest or
 latest.`)
 	var k kafkaFlags
 	k.register(f)
-	group := f.String("group", "", "consumer group ID (Kafka's name, with the environment prefix)")
-	topic := f.String("topic", "", "topic (Kafka's name, with the environment prefix)")
+	group := f.String("group", "", "consumer group ID (Kafka's name; the application's with --environment)")
+	topic := f.String("topic", "", "topic (Kafka's name; the application's with --environment)")
+	env := f.registerEnvironment("kafka")
+	env.prefix(group, topic)
 	toTime := f.String("to-time", "", "RFC 3339 time, or a negative duration such as -2h")
 	toOffset := f.String("to-offset", "", "offset, earliest or latest")
 	var partFlag listFlag
@@ -115,7 +117,7 @@ latest.`)
 
 		parts, err := conn.client.Partitions(*topic)
 		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) || (err == nil && len(parts) == 0) {
-			return fmt.Errorf("topic %q does not exist: %w (names are Kafka's, with the environment prefix)", *topic, reliable.ErrUnknownTopic)
+			return fmt.Errorf("topic %q does not exist: %w (%s)", *topic, reliable.ErrUnknownTopic, env.hint())
 		}
 		if err != nil {
 			return fmt.Errorf("partitions of %q: %w", *topic, err)

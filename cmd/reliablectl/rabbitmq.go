@@ -58,7 +58,15 @@ func (a *app) connectManagement(mgmtURL, amqpURL string, timeout time.Duration) 
 	m := &mgmt{client: &http.Client{Timeout: timeout}}
 	if u.User != nil {
 		m.user = u.User.Username()
-		m.pass, _ = u.User.Password()
+		var set bool
+		if m.pass, set = u.User.Password(); !set {
+			// A URL without a password (a flag never carries one).
+			pw, err := secretFromEnvOrFile(a, envAMQPPassword, orEnv(a, "", envAMQPPasswordFile), "$"+envAMQPPasswordFile)
+			if err != nil {
+				return nil, "", err
+			}
+			m.pass = pw
+		}
 		u.User = nil
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
@@ -134,7 +142,7 @@ at-least-once dead-lettering; no drop-head overflow; no transient messages
 waiting in a classic queue; and a consumer while messages wait. Each finding
 says how to fix it. With --topic and --group the queue names are the SDK's
 (rabbitmq.QueueName: TOPIC.GROUP).`)
-	mgmtURL := f.String("management-url", "", "management API URL, http://user:password@host:15672 (default $"+envManagementURL+", else derived from $"+envAMQPURL+")")
+	mgmtURL := f.String("management-url", "", "management API URL, http(s)://user@host:15672, without a password (default $"+envManagementURL+", which may hold one, else derived from $"+envAMQPURL+"; the password of a URL without one from $"+envAMQPPassword+")")
 	amqpURL := f.String("amqp-url", "", "AMQP URL, for the vhost and to derive the management URL (default $"+envAMQPURL+")")
 	vhostFlag := f.String("vhost", "", "virtual host (default: the AMQP URL's, else /)")
 	var queues, groups listFlag
@@ -142,6 +150,9 @@ says how to fix it. With --topic and --group the queue names are the SDK's
 	topic := f.String("topic", "", "SDK topic whose group queues to audit, with --group")
 	f.Var(&groups, "group", "consumer group of --topic (repeatable, or comma-separated)")
 	strict := f.Bool("strict", false, "exit 1 on warnings too")
+	env := f.registerEnvironment("rabbitmq")
+	env.prefix(topic)
+	env.prefixList(&queues)
 	return f.runE(func(ctx context.Context) error {
 		if *topic != "" {
 			if len(groups) == 0 {
@@ -178,7 +189,7 @@ says how to fix it. With --topic and --group the queue names are the SDK's
 			var q queueInfo
 			err := m.get(ctx, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(name), &q)
 			if errors.Is(err, errNotFound) {
-				return fmt.Errorf("queue %q does not exist in vhost %q", name, vhost)
+				return fmt.Errorf("queue %q does not exist in vhost %q (%s)", name, vhost, env.hint())
 			}
 			if err != nil {
 				return err
