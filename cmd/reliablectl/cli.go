@@ -90,6 +90,11 @@ func (a *app) commands() *cobra.Command {
 			leaf(outboxStatus(a), "pending rows, oldest pending age, dead rows"),
 			leaf(outboxRetry(a), "make a dead row pending again"),
 			leaf(outboxDiscard(a), "give up on a dead row: it is never published"),
+			a.group(group{name: "slot", summary: "the log-reading relay's replication slot", subs: []*cobra.Command{
+				leaf(slotStatus(a), "whether the slot exists, is streamed from, and how much WAL it retains"),
+				leaf(slotCreate(a), "create the publication and the replication slot"),
+				leaf(slotDrop(a), "drop the slot and its publication (nothing is lost)"),
+			}}),
 		}}),
 		a.group(group{name: "retry", summary: "inspect the retry table and act on its entries", subs: []*cobra.Command{
 			leaf(retryStats(a), "pending, dead and due entries, blocked keys, oldest due entry"),
