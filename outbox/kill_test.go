@@ -34,8 +34,11 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "kill-after-confirm" {
+	switch os.Getenv(childEnv) {
+	case "kill-after-confirm":
 		os.Exit(runKilledRelay())
+	case "log-kill-after-n":
+		os.Exit(runKilledLogRelay())
 	}
 	os.Exit(m.Run())
 }
