@@ -51,7 +51,11 @@ type Config struct {
 	// RetryTable parks retryable failures and the messages queued behind them
 	// (L09-L11). Without one, a failed message is retried in its key's lane
 	// with Backoff until it succeeds, and the key's later messages wait
-	// behind it; other keys go on (see InlineAttempts).
+	// behind it; other keys go on (see InlineAttempts). With a *retry.Table
+	// and a subscriber that reports stale deliveries (StaleReporting), Run
+	// keeps the table's blocked keys in memory (retry.KeyCache) and holds
+	// one connection of the table's pool to LISTEN for keys other
+	// processes block.
 	RetryTable RetryTable
 	// Retrier configures the retrier that Run starts when RetryTable is a
 	// *retry.Table: it replays parked entries through the same handler and
