@@ -43,7 +43,7 @@ func TestSlotsBoundHoldersAndAdmitInArrivalOrder(t *testing.T) {
 	if i := <-order; i != 0 {
 		t.Fatalf("first admitted = %d, want 0", i)
 	}
-	s.SetLimit(3) // 1 held: two more fit
+	s.SetLimit(3)                  // 1 held: two more fit
 	got := []int{<-order, <-order} // granted together: either order
 	if got[0]+got[1] != 3 {
 		t.Fatalf("admitted %v after raising the limit, want 1 and 2", got)
