@@ -226,7 +226,11 @@ func (a *app) redact(s string) string {
 
 const exitCodesHelp = `
 Endpoints come from flags or the environment: RELIABLE_KAFKA_BROKERS,
-RELIABLE_RABBITMQ_MANAGEMENT_URL (or RELIABLE_AMQP_URL), RELIABLE_POSTGRES_DSN.
+RELIABLE_AMQP_URL, RELIABLE_RABBITMQ_MANAGEMENT_URL, RELIABLE_POSTGRES_DSN,
+RELIABLE_REDIS_ADDR. Passwords never come from flags: put them in those
+variables, in RELIABLE_KAFKA_SASL_PASSWORD, RELIABLE_AMQP_PASSWORD or
+RELIABLE_REDIS_PASSWORD, or in a file (--*-password-file, or the same
+variables with _FILE).
 
 Exit codes: 0 ok; 1 a check failed or the command could not do its work
 (one line on stderr says why); 2 malformed command line.

@@ -436,7 +436,7 @@ message that fails again and returns is not moved twice.`)
 	id := f.String("id", "", "move the message with this ID")
 	all := f.Bool("all", false, "move every message")
 	limit := f.Int("limit", 0, "with --all, at most this many messages (0: all)")
-	toQueue := f.String("to-queue", "", "queue to move messages to that name none")
+	toQueue := f.String("to-queue", "", "queue to move the messages to, for messages that name none (or to override it)")
 	execute := f.Bool("execute", false, "move the messages; without it, only show what would move")
 	return f.runE(func(ctx context.Context) error {
 		queue, err := d.name()
