@@ -27,6 +27,11 @@ func (r *Relay) claimLoop(ctx context.Context) {
 	var lastClaim time.Time
 	claimDue := true
 	for ctx.Err() == nil {
+		if r.cfg.Mode == ModeLog && !r.logActive.Load() {
+			// Polling instead of the log: keys the log fed and left empty
+			// go back, as planMark would have released them.
+			r.releaseIdle(ctx, 0)
+		}
 		more, err := r.refill(ctx)
 		claimed := 0
 		// While the log reader streams it finds new rows; polling only

@@ -183,7 +183,7 @@ func (r *Relay) setLogState(state string, err error) {
 	r.stats.LogState = state
 	reading := state == logStateReading
 	r.logActive.Store(reading)
-	fallback := prev != state && !reading && prev != logStateStarting && (state == logStateMissing || state == logStateLost || state == logStateBudget || state == logStateError)
+	fallback := prev != state && (state == logStateMissing || state == logStateLost || state == logStateBudget || state == logStateError)
 	if fallback {
 		r.stats.LogFallbacks++
 	}
@@ -712,8 +712,9 @@ func (r *Relay) readSnapshot(ctx context.Context, names []string, after []int64,
 }
 
 // releaseIdle gives back the leases of keys fed by the log that had no row
-// for idle (all empty ones when idle is 0): the log goroutine does it, so
-// no log row joins a lane while it is released.
+// for idle (all empty ones when idle is 0). Only the log goroutine calls
+// it while the log is read, and the claim loop while it is not, so no log
+// row joins a lane while it is released.
 func (r *Relay) releaseIdle(ctx context.Context, idle time.Duration) {
 	now := time.Now()
 	var names []string

@@ -192,6 +192,11 @@ func (r *Relay) applyMark(p markPlan) {
 			r.enqueueLocked(l)
 			continue
 		}
+		if !l.full && r.cfg.Mode == ModeLog {
+			// Kept for the log's next rows (see planMark): the log
+			// reader, or polling's releaseIdle, gives it back when idle.
+			continue
+		}
 		// Emptied but the last read was full: read on.
 		l.refilling = true
 		r.refills = append(r.refills, l)
