@@ -26,6 +26,7 @@ const (
 	childSlotEnv  = "OUTBOX_TEST_RELAY_SLOT"
 	childAfterEnv = "OUTBOX_TEST_RELAY_KILL_AFTER"
 	childIDEnv    = "OUTBOX_TEST_RELAY_ID"
+	childTTLEnv   = "OUTBOX_TEST_RELAY_TTL"
 )
 
 // runKilledLogRelay runs a relay in ModeLog that SIGKILLs its own process
@@ -56,6 +57,9 @@ func runKilledLogRelay() int {
 	rcfg.ID = os.Getenv(childIDEnv)
 	rcfg.PublishTimeout = 5 * time.Second
 	rcfg.LeaseTTL = 15 * time.Second
+	if d, err := time.ParseDuration(os.Getenv(childTTLEnv)); err == nil {
+		rcfg.LeaseTTL, rcfg.PublishTimeout = d, d/3
+	}
 	r, err := outbox.NewRelay(pool, pub, rcfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
