@@ -24,6 +24,17 @@ import (
 // do not all share the failed broker: TestSlowConfirmDoesNotHoldOtherKeys
 // shows it with a fake.)
 func TestKafkaBrokerKillRelayResumesOnceTheBrokerIsFenced(t *testing.T) {
+	brokerKill(t, false)
+}
+
+// TestKafkaBrokerKillLogRelayResumesOnceTheBrokerIsFenced is the same with
+// the relay reading the write-ahead log (ModeLog): the slot waits for the
+// rows the outage holds back, and the relay still reads the log after.
+func TestKafkaBrokerKillLogRelayResumesOnceTheBrokerIsFenced(t *testing.T) {
+	brokerKill(t, true)
+}
+
+func brokerKill(t *testing.T, logMode bool) {
 	if testing.Short() {
 		t.Skip("long")
 	}
@@ -32,6 +43,9 @@ func TestKafkaBrokerKillRelayResumesOnceTheBrokerIsFenced(t *testing.T) {
 	db := newTestDB(t, 8)
 	ctx := testenv.Context(t, 5*time.Minute)
 	cfg := testConfig()
+	if logMode {
+		cfg = logConfig(logSlot(t, db))
+	}
 	cfg.LeaseTTL = 10 * time.Second
 	cfg.PublishTimeout = 4 * time.Second
 	cfg.Backoff = reliable.Backoff{} // the defaults: up to 30 s
@@ -104,6 +118,9 @@ func TestKafkaBrokerKillRelayResumesOnceTheBrokerIsFenced(t *testing.T) {
 	waitFor(t, 2*time.Minute, "outbox empty", func() bool { return db.count(t, `SELECT count(*) FROM reliable_outbox`) == 0 })
 	if s := relay.Stats(); s.Dead != 0 {
 		t.Fatalf("relay stats %+v: a broker kill must kill no row", s)
+	}
+	if s := relay.Stats(); logMode && (s.LogState != "reading" || s.LogRows == 0) {
+		t.Fatalf("log state %q, %d rows from the log: the relay did not read the log through the outage", s.LogState, s.LogRows)
 	}
 	c := k.consumeAll(t, w)
 	t.Logf("%d orders over 200 keys, all applied once in commit order per key, %d repeats", c.distinct(), c.dups)
