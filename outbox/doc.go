@@ -119,6 +119,123 @@
 // the oldest pending age and dead rows (L18); [Relay.Stats] counts
 // publishes, failures and outages.
 //
+// # Reading the write-ahead log (ModeLog)
+//
+// With Config.Mode set to [ModeLog] a relay learns of committed rows from
+// PostgreSQL's write-ahead log instead of polling: a logical replication
+// slot with the built-in pgoutput plugin and a publication of the outbox
+// table's INSERTs (both named Config.Slot, created by [CreateSlot] or by
+// Run when missing at start). Everything else stays as described above:
+// [Add] writes rows as before, the table remains the source of truth, keys
+// are leased, a key has one row in flight, rows are deleted only after
+// their confirm, and polling can take over at any moment.
+//
+// Why pgoutput on the table rather than pg_logical_emit_message: the
+// insert that Add writes anyway is the log record, so the WAL carries each
+// payload once (an emitted message would write it a second time, doubling
+// the outbox's WAL); the publication limits decoding output to this table's
+// inserts; the rows the log carries have the IDs the relay deletes, so log
+// and table cannot disagree; pgoutput ships with PostgreSQL and is the one
+// plugin every managed service supports; and a database without a slot (or
+// an old relay) keeps working from the same rows. Logical messages would
+// also need a second code path in Add and could not be replayed from the
+// table when a slot is lost.
+//
+// The log reader decodes committed transactions in commit order and hands
+// their rows to lanes: a key without a lane is leased (the same lease
+// table, one statement for all new keys of a millisecond's transactions)
+// and its pending rows read from the table in a repeatable-read
+// transaction whose snapshot the lane keeps. A row from the log then joins
+// its lane only when the lane holds every earlier pending row of its key:
+// the lane's last read was complete (not cut by Window or the buffer), and
+// the row is newer than it (its transaction was not visible to the read's
+// snapshot) and than every row the lane holds. A row visible to that
+// snapshot but not read is gone already (another relay sent it) and is
+// skipped; a row the lane cannot take now (its read is cut or under way)
+// makes the lane read on until it has it. So the log changes where rows
+// come from, never the order argument above: per key, rows are published
+// in ID order from the lowest pending one, one at a time. PostgreSQL sends
+// a commit a moment before it makes it visible (milliseconds on a busy
+// machine); the reader waits until a transaction is visible before handing
+// over its rows, or a row could be published and then survive the delete
+// that could not see it yet (Stats.LogVisibilityWaits counts the waits).
+// Keys the log fed stay leased for a second after their last row, so the
+// next row needs no claim. Polling goes on beside the log, only every
+// PollInterval: it relays what the log reader did not take (keys another
+// relay held, rows pending before the slot existed, a retried dead row).
+//
+// The slot's confirmed position advances only past transactions whose rows
+// are all done: deleted (or archived) after their confirm, or dead (they
+// stay in the table, blocked, for an operator). Rows this relay publishes
+// are done when marked; for the others (sent by another relay or by
+// polling) the reader asks the table after a second. A crash therefore
+// replays from the slot, never skips: the new reader gets every
+// transaction after the confirmed position again, skips the rows already
+// deleted (visible to its read, yet not there), and publishes again only
+// rows confirmed but not yet deleted at the crash (duplicates, dropped by
+// consumers).
+//
+// Fallback. The relay polls by itself, logs why at warn level (component
+// "outbox relay", reason) and counts the switch in Stats.LogFallbacks,
+// whenever the slot is missing (dropped by an operator, not yet created on
+// a promoted standby), invalidated (pg_replication_slots.wal_status =
+// 'lost': max_slot_wal_keep_size removed WAL it needed; drop and create
+// it), retains more WAL than Config.SlotWALBudget, or the stream fails. It
+// checks again every Config.SlotCheckInterval and reads the log as soon as
+// the slot is healthy. Over the budget it also moves the slot to the
+// current WAL position, releasing the WAL (a stuck relay must not fill the
+// database's disk); the rows of the skipped transactions are in the table,
+// which polling relays, and it reads the log again after Config.SlotRetry.
+// Nothing is lost in any of these: the table holds every pending row.
+// Stats.LogState says what the reader does now.
+//
+// One reader per slot. PostgreSQL lets one walsender stream from a slot
+// at a time (its active_pid): a second relay's START_REPLICATION fails, and
+// that relay stands by (Stats.LogState "standby"), polling beside the
+// reader (safe: leases) and trying the slot every SlotCheckInterval. When
+// the reader dies, PostgreSQL ends its walsender as soon as it sees the
+// connection close (at once after kill -9; after wal_sender_timeout, 60s by
+// default, when its host vanished) and a standby reads on from the
+// confirmed position; its keys wait for their leases to pass, or go at
+// once to a reader restarted with the same Config.ID.
+//
+// Operating it. [SlotStatus] reports the slot (exists, active pid,
+// wal_status, retained and unconfirmed WAL in bytes, safe_wal_size,
+// PostgreSQL 17's failover flag); [CreateSlot] and [DropSlot] create and
+// drop slot and publication (reliablectl outbox slot status|create|drop
+// wraps them).
+// Stats.SlotRetainedBytes and Stats.SlotLagBytes carry the same figures for
+// metrics; deploy/prometheus has alert rules on them. PostgreSQL needs:
+//
+//   - wal_level = logical (a restart), and max_replication_slots and
+//     max_wal_senders with room for one slot and one sender per outbox
+//     schema (plus a standby's attempts).
+//   - max_slot_wal_keep_size (PostgreSQL 13+) set, so a forgotten slot
+//     cannot fill the disk: past it PostgreSQL invalidates the slot and
+//     the relay polls. Keep Config.SlotWALBudget below it, so the relay
+//     gives up first, on its own terms.
+//   - A role with the REPLICATION attribute (or the service's equivalent)
+//     that owns the outbox table (CREATE PUBLICATION ... FOR TABLE).
+//   - Failover: a slot lives on one server. On PostgreSQL 17 create it as a
+//     failover slot (SELECT pg_create_logical_replication_slot('reliable_outbox',
+//     'pgoutput', false, false, true)) and set sync_replication_slots = on
+//     and hot_standby_feedback = on on the standby and
+//     synchronized_standby_slots on the primary, so the promoted standby
+//     has it. Before 17 (or without that) the relay polls after a
+//     failover until an operator calls CreateSlot on the new primary;
+//     nothing is lost.
+//   - Amazon RDS and Aurora PostgreSQL: rds.logical_replication = 1 in the
+//     parameter group (a reboot) and GRANT rds_replication TO the role.
+//     Google Cloud SQL: the cloudsql.logical_decoding = on flag and ALTER
+//     ROLE ... WITH REPLICATION. Azure Database for PostgreSQL (flexible
+//     server): wal_level = logical in the server parameters (a restart) and
+//     a role WITH REPLICATION. All three support pgoutput and
+//     max_slot_wal_keep_size.
+//
+// scripts/services.sh sets up the local PostgreSQL this way (wal_level =
+// logical, max_replication_slots = 20, max_slot_wal_keep_size = 1GB, the
+// reliable role WITH REPLICATION).
+//
 // # Schema
 //
 // [Migrate] creates the tables in the connection's current schema; it runs
