@@ -26,7 +26,7 @@ BENCH     ?= .
 # Loads the endpoints written by scripts/services.sh into the recipe's environment.
 LOAD_ENV = if [[ -f $(ENV_FILE) ]]; then set -a; . ./$(ENV_FILE); set +a; fi
 
-.PHONY: help demo soak soak-short services services-down services-status test test-unit test-go-min test-memory lint fmt fuzz bench ci
+.PHONY: help demo soak soak-short services services-down services-status test test-unit test-go-min tidy-check test-memory lint fmt fuzz bench ci
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PKGS=./producer/...] [TESTFLAGS='-run X -v']"
@@ -90,6 +90,12 @@ test-go-min: ## Build and unit-test (-short) the SDK module alone with its minim
 	GOWORK=off GOTOOLCHAIN=$(GO_MIN) $(GO) build ./...
 	GOWORK=off GOTOOLCHAIN=$(GO_MIN) $(GO) vet ./...
 	GOWORK=off GOTOOLCHAIN=$(GO_MIN) $(GO) test -short -count=1 -timeout 10m $(TESTFLAGS) ./...
+
+tidy-check: ## Fail if go mod tidy would change the go.mod/go.sum of any module of go.work (each alone, GOWORK=off)
+	@status=0; for dir in $$($(GO) list -m -f '{{.Dir}}'); do \
+		if ! (cd "$$dir" && GOWORK=off $(GO) mod tidy -diff >/dev/null); then \
+			echo "tidy-check: go mod tidy would change $${dir#$$PWD/}/go.mod or go.sum"; status=1; fi; \
+	done; exit $$status
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
