@@ -14,7 +14,8 @@
 #   SOAK_BROKERS=kafka SOAK_MESSAGES=5000 bash cmd/reliable-soak/ci.sh
 #   SOAK_PROFILES=zero bash cmd/reliable-soak/ci.sh    # only the zero profile after the tuned campaign
 #   SOAK_PROFILES= bash cmd/reliable-soak/ci.sh        # the tuned campaign only
-#   SOAK_MESSAGES=0 bash cmd/reliable-soak/ci.sh       # the profiles only
+#   SOAK_MESSAGES=0 bash cmd/reliable-soak/ci.sh       # the log-reading relay's run and the profiles only
+#   SOAK_LOG_MESSAGES=0 bash cmd/reliable-soak/ci.sh   # without the log-reading relay's run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -40,6 +41,24 @@ for broker in $brokers; do
 		echo "=== soak campaign on $broker passed in $((SECONDS - start))s"
 	fi
 done
+
+# The log-reading relay (outbox.ModeLog, -relay-mode log): one Kafka run of
+# the faults that touch it (the reader or its standby killed with kill -9,
+# connections cut, the broker killed, a burst), about 80 s.
+# SOAK_LOG_MESSAGES=0 skips it.
+log_messages=${SOAK_LOG_MESSAGES:-2000}
+if [ "$log_messages" != 0 ] && [[ " $brokers " == *" kafka "* ]]; then
+	faults="burst,relay-kill,broker-kill,conn-cut,relay-kill"
+	echo "=== soak campaign: kafka, log-reading relay (-relay-mode log), $log_messages orders, $faults"
+	start=$SECONDS
+	if ! "$bin" -broker kafka -relay-mode log -messages "$log_messages" -keys 100 -rate 60 -burst 600 -fault-gap 2s \
+		-faults "$faults" -timeout 10m </dev/null; then
+		status=1
+		echo "=== soak campaign on kafka, log-reading relay FAILED after $((SECONDS - start))s"
+	else
+		echo "=== soak campaign on kafka, log-reading relay passed in $((SECONDS - start))s"
+	fi
+fi
 
 # The profiles' schedule: "all" without the relay kill, the handler-failures
 # window and the slow downstream (the tuned campaign above covers them; the

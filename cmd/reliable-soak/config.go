@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/outbox"
 )
 
 // Broker kinds the campaign runs on.
@@ -119,6 +120,10 @@ type Config struct {
 	Seed      uint64        // decides transient failures and fault targets
 	Rate      float64       // steady orders per second written outside bursts
 	Burst     int           // orders one burst writes at once
+	// RelayMode is how relays find rows: "poll" (LISTEN/NOTIFY and
+	// polling, the default) or "log" (the write-ahead log, through a
+	// replication slot named like the run's schema).
+	RelayMode string
 	// FailRate is the baseline fraction of first and second attempts that
 	// fail transiently; the handler-failures fault raises it to FaultFailRate
 	// for a window.
@@ -175,6 +180,8 @@ func (c *Config) validate() error {
 	p.Addf(c.Keys < 1, "-keys must be at least 1")
 	p.Addf(c.Consumers < 1, "-consumers must be at least 1")
 	p.Addf(c.Relays < 1, "-relays must be at least 1")
+	_, modeErr := outbox.ParseMode(c.RelayMode)
+	p.Addf(modeErr != nil, "-relay-mode is %q, want poll or log", c.RelayMode)
 	p.Addf(c.Rate <= 0, "-rate must be positive")
 	p.Addf(c.FailRate < 0 || c.FailRate >= 1, "-fail-rate must be in [0, 1)")
 	p.Addf(c.FaultFailRate < 0 || c.FaultFailRate >= 1, "-fault-fail-rate must be in [0, 1)")

@@ -106,6 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, options, error) {
 	fs.IntVar(&cfg.Keys, "keys", 1000, "order keys; each key's events must apply in sequence")
 	fs.IntVar(&cfg.Consumers, "consumers", 3, "consumer processes")
 	fs.IntVar(&cfg.Relays, "relays", 2, "relay processes")
+	fs.StringVar(&cfg.RelayMode, "relay-mode", "poll", "how relays find rows: poll (LISTEN/NOTIFY and polling) or log "+
+		"(the write-ahead log through a replication slot, outbox.ModeLog; PostgreSQL needs wal_level=logical)")
 	fs.StringVar(&faults, "faults", "all", `faults to inject: "all", "none" or a list of `+
 		strings.Join(append(append(faultKinds(brokerKafka), faultRabbitRestart), extraFaults...), ",")+
 		` ("all" includes `+strings.Join(extraFaults, ", ")+` with -profile quickstart or zero)`)

@@ -33,7 +33,11 @@ func runRelay(ctx context.Context, cfg *Config, name string, log *slog.Logger) e
 			log.Warn("closing the publisher", slog.String("error", err.Error()))
 		}
 	}()
-	relay, err := outbox.NewRelay(pool, pub, outbox.Config{ID: name, Logger: log})
+	mode, err := outbox.ParseMode(cfg.RelayMode)
+	if err != nil {
+		return err
+	}
+	relay, err := outbox.NewRelay(pool, pub, outbox.Config{ID: name, Logger: log, Mode: mode, Slot: cfg.slot()})
 	if err != nil {
 		return err
 	}

@@ -108,6 +108,11 @@ func createSchema(ctx context.Context, cfg *Config) error {
 	if err := outbox.Migrate(ctx, pool); err != nil {
 		return err
 	}
+	if cfg.RelayMode == "log" {
+		if err := outbox.CreateSlot(ctx, pool, cfg.slot()); err != nil {
+			return err
+		}
+	}
 	quiet := slog.New(slog.DiscardHandler)
 	table, err := newRetryTable(pool, cfg, quiet)
 	if err != nil {
@@ -123,13 +128,29 @@ func createSchema(ctx context.Context, cfg *Config) error {
 	return store.Migrate(ctx)
 }
 
-// dropSchema removes the run's schema and everything in it.
+// slot is the run's replication slot and publication (-relay-mode log).
+func (c *Config) slot() string { return c.Schema }
+
+// dropSchema removes the run's schema and everything in it, and its
+// replication slot if any (a slot left behind would retain WAL forever).
 func dropSchema(ctx context.Context, cfg *Config) error {
 	conn, err := pgx.Connect(ctx, cfg.PostgresDSN)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
+	for attempt := 0; ; attempt++ {
+		// A relay's walsender may outlive it for a moment.
+		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`, cfg.slot())
+		err := outbox.DropSlot(ctx, conn, cfg.slot())
+		if err == nil {
+			break
+		}
+		if attempt == 20 {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	_, err = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{cfg.Schema}.Sanitize()+" CASCADE")
 	return err
 }
