@@ -67,7 +67,32 @@ func (b *batcher[R]) do(ctx context.Context, id string) (R, error) {
 	}
 	b.mu.Unlock()
 	if batch != nil {
-		go b.run(batch)
+		// The caller leads its own round trip, so a lone call costs what
+		// an unbatched one does; calls queued meanwhile go on in a
+		// goroutine. Its context ending abandons its call, as below.
+		stop := context.AfterFunc(ctx, func() {
+			if c.state.CompareAndSwap(callWaiting, callAbandoned) {
+				c.drop()
+			}
+		})
+		b.send(batch)
+		stop()
+		b.mu.Lock()
+		next := b.pending
+		if len(next) > 0 {
+			next = b.take()
+		} else {
+			b.inFlight--
+		}
+		b.mu.Unlock()
+		if len(next) > 0 {
+			go b.run(next)
+		}
+		if c.state.Load() == callAbandoned {
+			var zero R
+			return zero, ctx.Err()
+		}
+		return c.res, c.err
 	}
 	select {
 	case <-c.done:

@@ -38,12 +38,18 @@ func (b *batchSizes) max() int {
 	return m
 }
 
-// slowPipelines delays every Redis pipeline, so that concurrent calls queue
-// behind the ones in flight and go together, and records the sizes.
+// slowPipelines delays every Redis round trip, so that concurrent calls
+// queue behind the ones in flight and go together, and records the
+// pipelines' sizes.
 type slowPipelines struct{ sizes *batchSizes }
 
-func (slowPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (slowPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (slowPipelines) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (slowPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		time.Sleep(20 * time.Millisecond) // a lone call goes without a pipeline
+		return next(ctx, cmd)
+	}
+}
 func (h slowPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		h.sizes.add(len(cmds))

@@ -217,6 +217,10 @@ func (s *PostgresStore) doneOne(ctx context.Context, id string) error {
 // (StatusInProgress) or the done record, as a second Begin would.
 func (s *PostgresStore) beginMany(ctx context.Context, ids []string) ([]Status, []error) {
 	out, errs := make([]Status, len(ids)), make([]error, len(ids))
+	if len(ids) == 1 { // a lone call: the plain statement
+		out[0], errs[0] = s.beginOne(ctx, ids[0])
+		return out, errs
+	}
 	first := make(map[string]int, len(ids)) // record ID -> index of its first call
 	var recs []string
 	for i, id := range ids {
@@ -302,6 +306,10 @@ func (s *PostgresStore) abandonedClaim(id string, st Status, err error) {
 // it was queued here.
 func (s *PostgresStore) doneMany(ctx context.Context, ids []string) ([]struct{}, []error) {
 	errs := make([]error, len(ids))
+	if len(ids) == 1 {
+		errs[0] = s.doneOne(ctx, ids[0])
+		return make([]struct{}, 1), errs
+	}
 	recs := make([]string, len(ids))
 	for i, id := range ids {
 		recs[i] = recordID(id)

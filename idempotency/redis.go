@@ -147,6 +147,11 @@ func (s *RedisStore) Begin(ctx context.Context, id string) (Status, error) {
 	if s.cfg.MaxBatch > 1 {
 		return s.begins.do(ctx, id)
 	}
+	return s.beginOne(ctx, id)
+}
+
+// beginOne is Begin for one ID, in a round trip of its own.
+func (s *RedisStore) beginOne(ctx context.Context, id string) (Status, error) {
 	n, err := redisBegin.Run(ctx, s.client, []string{s.key(id)}, s.owner, s.cfg.ClaimTTL.Milliseconds()).Int()
 	if err != nil {
 		return 0, fmt.Errorf("idempotency: redis begin %s: %w", quoteShort(id), err)
@@ -159,6 +164,10 @@ func (s *RedisStore) Begin(ctx context.Context, id string) (Status, error) {
 // or flushed server) go again with the script's text.
 func (s *RedisStore) beginMany(ctx context.Context, ids []string) ([]Status, []error) {
 	out, errs := make([]Status, len(ids)), make([]error, len(ids))
+	if len(ids) == 1 { // a lone call: no pipeline
+		out[0], errs[0] = s.beginOne(ctx, ids[0])
+		return out, errs
+	}
 	run := func(idx []int, send func(redis.Pipeliner, string) *redis.Cmd) []int {
 		pipe := s.client.Pipeline()
 		cmds := make([]*redis.Cmd, len(idx))
@@ -210,6 +219,10 @@ func (s *RedisStore) abandonedClaim(id string, st Status, err error) {
 // doneMany records the IDs as done in one pipeline.
 func (s *RedisStore) doneMany(ctx context.Context, ids []string) ([]struct{}, []error) {
 	errs := make([]error, len(ids))
+	if len(ids) == 1 {
+		errs[0] = s.doneOne(ctx, ids[0])
+		return make([]struct{}, 1), errs
+	}
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.StatusCmd, len(ids))
 	for i, id := range ids {
@@ -233,6 +246,11 @@ func (s *RedisStore) Done(ctx context.Context, id string) error {
 		_, err := s.dones.do(ctx, id)
 		return err
 	}
+	return s.doneOne(ctx, id)
+}
+
+// doneOne is Done for one ID, in a round trip of its own.
+func (s *RedisStore) doneOne(ctx context.Context, id string) error {
 	if err := s.client.Set(ctx, s.key(id), "d", s.cfg.Retention).Err(); err != nil {
 		return fmt.Errorf("idempotency: redis done %s: %w", quoteShort(id), err)
 	}
