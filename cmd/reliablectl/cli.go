@@ -46,8 +46,8 @@ type app struct {
 	stdout  io.Writer
 	stderr  io.Writer
 	secrets []string // passwords seen in endpoints, redacted from any output
-	// credentials (SASL passwords) are redacted wherever they appear, even
-	// as a bare word.
+	// credentials (passwords from the environment or a file) are redacted
+	// wherever they appear, even as a bare word when long enough.
 	credentials []string
 	keyFormat   string // --key-format
 }
@@ -217,6 +217,11 @@ func (a *app) redact(s string) string {
 		}
 	}
 	for _, c := range a.credentials {
+		// Bare only when long enough not to be a common word: a password
+		// such as "reliable" would otherwise blank out the program's name.
+		if len(c) < 12 {
+			continue
+		}
 		for _, form := range []string{c, url.QueryEscape(c), url.PathEscape(c), strconv.Quote(c)[1 : len(strconv.Quote(c))-1]} {
 			s = strings.ReplaceAll(s, form, "xxxxx")
 		}

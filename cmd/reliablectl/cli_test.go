@@ -149,7 +149,7 @@ func TestEndpointsFromEnvironment(t *testing.T) {
 	a := &app{getenv: func(k string) string {
 		return map[string]string{envAMQPURL: "amqp://app:pw@rabbit.internal:5672/orders"}[k]
 	}}
-	m, vhost, err := a.connectManagement("", "", time.Second)
+	m, vhost, err := a.connectManagement("", "", nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +171,19 @@ func TestRedact(t *testing.T) {
 		"dial postgres://u:p%40ss@h/db":                "dial postgres://u:xxxxx@h/db",
 		"cannot parse host=h password=longsecretvalue": "cannot parse host=h password=xxxxx",
 		"bare longsecretvalue":                         "bare xxxxx",
+	} {
+		if got := a.redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+	a = &app{}
+	a.addSecret("reliable")
+	a.addSecret("s3cret pass/word+1")
+	for in, want := range map[string]string{
+		"reliablectl: amqp://u:reliable@h/":                     "reliablectl: amqp://u:xxxxx@h/",
+		"SASL said s3cret pass/word+1":                          "SASL said xxxxx",
+		"url s3cret+pass%2Fword%2B1 and s3cret%20pass%2Fword+1": "url xxxxx and xxxxx",
+		`quoted "s3cret pass/word+1"`:                           `quoted "xxxxx"`,
 	} {
 		if got := a.redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)

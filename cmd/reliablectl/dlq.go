@@ -355,7 +355,9 @@ Shows one message of a dead-letter queue with every header and its payload
 			return err
 		}
 		defer r.release()
-		for i := 0; i < depth; i++ {
+		// Until the queue has no more ready messages: nothing is removed,
+		// so nothing comes back to be read twice.
+		for i := 0; ; i++ {
 			dv, ok, err := r.next()
 			if err != nil {
 				return err
@@ -467,7 +469,10 @@ message that fails again and returns is not moved twice.`)
 		}
 		report := requeueReport{Queue: queue, Execute: *execute, Messages: []requeueMove{}}
 		var runErr error
-		for i := 0; i < depth && (*limit <= 0 || len(report.Messages) < *limit); i++ {
+		// With --all, only as many as the queue held at the start: a message
+		// moved and dead-lettered again meanwhile is not moved twice. With
+		// --id nothing else is removed: read until the queue is empty.
+		for i := 0; (*id != "" || i < depth) && (*limit <= 0 || len(report.Messages) < *limit); i++ {
 			dv, ok, err := r.next()
 			if err != nil {
 				runErr = err

@@ -371,6 +371,7 @@ func TestDLQOverAMQPS(t *testing.T) {
 	if !strings.Contains(r.stdout, "4 messages") {
 		t.Fatalf("list over AMQPS:\n%s", r.stdout)
 	}
+	fx.waitDepth(t, fx.dlq, 4) // list removed nothing
 	cli(t, env, "dlq", "requeue", "--topic", fx.topic, "--group", fx.group, "--id", "foreign-1", "--execute").expect(t, exitOK, "")
 	fx.waitDepth(t, fx.dlq, 3)
 
@@ -401,20 +402,57 @@ func TestDLQOverAMQPS(t *testing.T) {
 	r.expect(t, exitUsage, "no password on the command line")
 	noSecret(r, wrong)
 
+	// The management API over HTTPS with the same CA (audit rabbitmq), the
+	// password of the user-only URL from the environment.
+	mu, err := url.Parse(testenv.RabbitMQManagementURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mproxy := tlsProxy(t, mu.Host, &tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12})
+	mgmt := "https://" + mu.User.Username() + "@localhost:" + mproxy
+	mpw, _ := mu.User.Password()
+	r = cli(t, map[string]string{envAMQPPassword: mpw, envManagementCAFile: caFile}, "audit", "rabbitmq", "--management-url", mgmt, "--topic", fx.topic, "--group", fx.group, "-o", "json")
+	var rep auditReport
+	r.decode(t, &rep)
+	if len(rep.Checks) == 0 || rep.Checks[0].Resource != fx.queue {
+		t.Fatalf("audit over HTTPS: %+v (stderr %q)", rep, r.stderr)
+	}
+	r = cli(t, map[string]string{envAMQPPassword: mpw}, "audit", "rabbitmq", "--management-url", mgmt, "--queue", fx.queue)
+	r.expect(t, exitFailure, "certificate signed by unknown authority")
+	noSecret(r, ":"+mpw+"@")
+
 	// Plain amqp:// with TLS flags is a mistake, said so.
 	cli(t, map[string]string{envAMQPURL: fx.url}, "dlq", "list", "--queue", fx.dlq, "--amqp-ca-file", caFile).expect(t, exitUsage, "need an amqps:// URL")
 }
 
 // tlsProxy terminates TLS on a local port and forwards to target; it
-// returns the port.
+// returns the port. Its connections are closed when the test ends (an HTTP
+// client keeps idle ones open).
 func tlsProxy(t *testing.T, target string, cfg *tls.Config) string {
 	t.Helper()
 	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	t.Cleanup(func() {
+		_ = l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -423,6 +461,7 @@ func tlsProxy(t *testing.T, target string, cfg *tls.Config) string {
 			if err != nil {
 				return
 			}
+			track(c)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -431,6 +470,7 @@ func tlsProxy(t *testing.T, target string, cfg *tls.Config) string {
 				if err != nil {
 					return
 				}
+				track(up)
 				defer up.Close()
 				done := make(chan struct{}, 2)
 				go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()

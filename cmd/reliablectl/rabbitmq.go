@@ -16,6 +16,19 @@ import (
 	"github.com/reliable-go/reliable/adapters/rabbitmq"
 )
 
+// Environment variables of the management API's TLS settings.
+const (
+	envManagementCAFile   = "RELIABLE_RABBITMQ_MANAGEMENT_CA_FILE"
+	envManagementCertFile = "RELIABLE_RABBITMQ_MANAGEMENT_CERT_FILE"
+	envManagementKeyFile  = "RELIABLE_RABBITMQ_MANAGEMENT_KEY_FILE"
+)
+
+// amqpScheme returns the scheme of an AMQP URL.
+func amqpScheme(raw string) string {
+	scheme, _, _ := strings.Cut(raw, "://")
+	return scheme
+}
+
 // mgmt is a client of the RabbitMQ management HTTP API.
 type mgmt struct {
 	base   *url.URL // without credentials
@@ -27,7 +40,10 @@ type mgmt struct {
 // errNotFound is a 404 of the management API.
 var errNotFound = errors.New("not found")
 
-func (a *app) connectManagement(mgmtURL, amqpURL string, timeout time.Duration) (*mgmt, string, error) {
+// connectManagement returns a client of the management API at mgmtURL (or
+// the environment's, or the AMQP URL's host), with tf's TLS settings for
+// https URLs, and the AMQP URL's vhost.
+func (a *app) connectManagement(mgmtURL, amqpURL string, tf *tlsFlags, timeout time.Duration) (*mgmt, string, error) {
 	raw, err := a.endpoint("management-url", mgmtURL, envManagementURL)
 	if err != nil {
 		return nil, "", err
@@ -44,6 +60,9 @@ func (a *app) connectManagement(mgmtURL, amqpURL string, timeout time.Duration) 
 			}
 			if raw == "" { // the management plugin's default port on the AMQP host
 				u.Scheme, u.Host, u.Path, u.RawPath = "http", u.Hostname()+":15672", "", ""
+				if strings.EqualFold(amqpScheme(amqpRaw), "amqps") {
+					u.Scheme, u.Host = "https", u.Hostname()+":15671"
+				}
 				raw = u.String()
 			}
 		}
@@ -56,6 +75,18 @@ func (a *app) connectManagement(mgmtURL, amqpURL string, timeout time.Duration) 
 		return nil, "", usagef("management URL %q is not http(s)://[user:password@]host:port", redactURL(raw))
 	}
 	m := &mgmt{client: &http.Client{Timeout: timeout}}
+	if tf != nil {
+		tc, err := tf.config(a, envManagementCAFile, envManagementCertFile, envManagementKeyFile, u.Scheme == "https")
+		if err != nil {
+			return nil, "", err
+		}
+		if tc != nil && u.Scheme != "https" {
+			return nil, "", usagef("the --management TLS flags need an https:// management URL")
+		}
+		if tc != nil {
+			m.client.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+		}
+	}
 	if u.User != nil {
 		m.user = u.User.Username()
 		var set bool
@@ -145,6 +176,8 @@ says how to fix it. With --topic and --group the queue names are the SDK's
 	mgmtURL := f.String("management-url", "", "management API URL, http(s)://user@host:15672, without a password (default $"+envManagementURL+", which may hold one, else derived from $"+envAMQPURL+"; the password of a URL without one from $"+envAMQPPassword+")")
 	amqpURL := f.String("amqp-url", "", "AMQP URL, for the vhost and to derive the management URL (default $"+envAMQPURL+")")
 	vhostFlag := f.String("vhost", "", "virtual host (default: the AMQP URL's, else /)")
+	var mtls tlsFlags
+	mtls.register(f.FlagSet, "management", "the management API", envManagementCAFile, envManagementCertFile, envManagementKeyFile)
 	var queues, groups listFlag
 	f.Var(&queues, "queue", "queue to audit (repeatable, or comma-separated)")
 	topic := f.String("topic", "", "SDK topic whose group queues to audit, with --group")
@@ -169,7 +202,7 @@ says how to fix it. With --topic and --group the queue names are the SDK's
 		}
 		ctx, cancel := context.WithTimeout(ctx, f.timeout)
 		defer cancel()
-		m, vhost, err := a.connectManagement(*mgmtURL, *amqpURL, f.timeout)
+		m, vhost, err := a.connectManagement(*mgmtURL, *amqpURL, &mtls, f.timeout)
 		if err != nil {
 			return err
 		}

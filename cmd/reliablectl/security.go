@@ -164,10 +164,11 @@ func orEnv(a *app, v, env string) string {
 }
 
 // addSecret registers a credential: any output that would contain it shows
-// xxxxx instead, wherever it appears.
+// xxxxx instead (see redact).
 func (a *app) addSecret(s string) {
 	if s != "" {
 		a.credentials = append(a.credentials, s)
+		a.secrets = append(a.secrets, s) // in URLs and DSNs, at any length
 	}
 }
 
