@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Every command has --help, printed on stdout with exit code 0, and every
@@ -204,4 +205,29 @@ func TestParseTime(t *testing.T) {
 	if err != nil || !got.Equal(time.Date(2026, 4, 30, 6, 0, 0, 0, time.UTC)) {
 		t.Fatalf("parseTime(RFC 3339) = %v, %v", got, err)
 	}
+}
+
+// No command takes a password as a flag value: every flag about a password
+// names a file, except the hidden --kafka-sasl-password that only exists to
+// refuse it. And --help shows no password of the environment.
+func TestNoPasswordFlags(t *testing.T) {
+	const pw = "env-s3cret-Pa55word"
+	env := map[string]string{envKafkaSASLPassword: pw, envAMQPPassword: pw, envRedisPassword: pw,
+		envAMQPURL: "amqp://u:" + pw + "@h/", envPostgresDSN: "postgres://u:" + pw + "@h/db", envManagementURL: "http://u:" + pw + "@h:15672"}
+	var walk func(c *cobra.Command, path []string)
+	walk = func(c *cobra.Command, path []string) {
+		c.Flags().VisitAll(func(fl *pflag.Flag) {
+			if strings.Contains(fl.Name, "password") && !strings.HasSuffix(fl.Name, "-file") && !fl.Hidden {
+				t.Errorf("%v has a password flag --%s", path, fl.Name)
+			}
+		})
+		r := cli(t, env, append(append([]string{}, path...), "--help")...)
+		if strings.Contains(r.stdout+r.stderr, pw) {
+			t.Errorf("%v --help shows the password", path)
+		}
+		for _, s := range c.Commands() {
+			walk(s, append(path, s.Name()))
+		}
+	}
+	walk((&app{}).commands(), nil)
 }
