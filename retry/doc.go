@@ -91,9 +91,11 @@
 //     after a [KeyCache.Load] (one query) that started after the delivery
 //     arrived has returned (deliveries wait up to a second for it, then ask
 //     the table themselves).
-//   - Parks mark first. The consumer marks the key in the cache before it
-//     parks or dead-letters a message, in the key's lane, so no later
-//     message of the key is checked before the mark.
+//   - Parks mark. The consumer marks the key in the cache before it parks
+//     or dead-letters a message, in the key's lane, so no later message of
+//     the key is checked before the mark, and marks it again once the entry
+//     is committed, so that a load whose snapshot missed the entry cannot
+//     drop the key.
 //   - Only parks block. An entry that blocks a key is created only by Park or
 //     DeadLetter, and made blocking again only by RetryNow of a released
 //     entry. The retrier never creates one: it marks entries done, dead
@@ -103,8 +105,10 @@
 // Why a key the cache does not hold is free for its owner C, when C handles
 // the key's message m (C owns m's partition, the cache answers for m):
 //
-//   - An entry C parked itself: marked before it was parked; the mark goes
-//     only when the table, asked after the mark, said the key was free.
+//   - An entry C parked itself: marked before it was parked and after; a
+//     mark goes only when the table, asked after the mark, said the key was
+//     free, or when a load that started after the mark did not find it,
+//     which the mark made after the commit rules out.
 //   - An entry another instance D parked (two instances, a rebalance): a key
 //     maps to one partition or queue, so D parked a message m' of it while
 //     D owned that partition. If D's park committed before C's ownership

@@ -155,21 +155,31 @@ func (c *KeyCache) Len() int {
 	return len(c.lanes)
 }
 
-// Park marks the message's key as blocked, then parks it ([Table.Park]).
+// Park marks the message's key as blocked, parks it ([Table.Park]) and
+// marks the key again.
 func (c *KeyCache) Park(ctx context.Context, msg *reliable.Message, cause error) error {
-	if msg.Key != "" {
-		c.mark(keyLane(msg.Key))
-	}
-	return c.t.Park(ctx, msg, cause)
+	return c.marked(msg, func() error { return c.t.Park(ctx, msg, cause) })
 }
 
-// DeadLetter marks the message's key as blocked, then stores it dead
-// ([Table.DeadLetter]).
+// DeadLetter marks the message's key as blocked, stores it dead
+// ([Table.DeadLetter]) and marks the key again.
 func (c *KeyCache) DeadLetter(ctx context.Context, msg *reliable.Message, cause error) error {
-	if msg.Key != "" {
-		c.mark(keyLane(msg.Key))
+	return c.marked(msg, func() error { return c.t.DeadLetter(ctx, msg, cause) })
+}
+
+// marked runs store between two marks of the message's key. The first
+// covers the key while the entry is being stored; the second, made once it
+// is committed, survives a Load that started in between, whose snapshot may
+// not hold the entry yet and would otherwise drop the first mark.
+func (c *KeyCache) marked(msg *reliable.Message, store func() error) error {
+	if msg.Key == "" {
+		return store()
 	}
-	return c.t.DeadLetter(ctx, msg, cause)
+	l := keyLane(msg.Key)
+	c.mark(l)
+	err := store()
+	c.mark(l)
+	return err
 }
 
 // Run listens on KeyNotifyChannel until ctx ends and marks the keys the

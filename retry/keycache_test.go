@@ -3,6 +3,7 @@ package retry_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -90,3 +91,43 @@ func TestKeyCacheHearsRetryNowOfAReleasedEntry(t *testing.T) {
 }
 
 func filterKey(key string) retry.ListFilter { return retry.ListFilter{Key: key} }
+
+// TestKeyCacheKeepsParksThatALoadMissed: parks through the cache while
+// loads run: a load whose snapshot was taken before a park committed must
+// not make the cache forget the key once the park returned.
+func TestKeyCacheKeepsParksThatALoadMissed(t *testing.T) {
+	b := setup(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := b.table.NewKeyCache()
+	loads := make(chan error, 1)
+	go func() {
+		for ctx.Err() == nil {
+			if err := c.Load(ctx); err != nil && ctx.Err() == nil {
+				loads <- err
+				return
+			}
+		}
+		loads <- nil
+	}()
+	keys := make([]string, 40)
+	errs := make(chan error, len(keys))
+	for i := range keys {
+		keys[i] = "order-" + strconv.Itoa(i)
+		go func() { errs <- c.Park(ctx, orderMsg(keys[i], "created"), errors.New("down")) }()
+	}
+	for range keys {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range keys {
+		if !c.MaybeBlocked(k) {
+			t.Errorf("key %s parked through the cache is not held after a concurrent load", k)
+		}
+	}
+	cancel()
+	if err := <-loads; err != nil {
+		t.Fatal(err)
+	}
+}
