@@ -173,13 +173,14 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	}
 
 	start := time.Now()
-	names, got, err := r.claimFrom(ctx, r.claimCursor, room, window)
+	names, got, snap, err := r.claimFrom(ctx, r.claimCursor, room, window)
 	if err == nil && len(names) < room && r.claimCursor != "" {
-		// The walk reached the last key: go on from the first.
+		// The walk reached the last key: go on from the first (the first
+		// walk's snapshot is the older one, which is safe for both).
 		r.claimCursor = ""
 		var more []string
 		var moreGot map[string][]*row
-		more, moreGot, err = r.claimFrom(ctx, "", room-len(names), window)
+		more, moreGot, _, err = r.claimFrom(ctx, "", room-len(names), window)
 		names = append(names, more...)
 		for k, v := range moreGot {
 			got[k] = v
@@ -196,46 +197,64 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	if err != nil || len(names) == 0 {
 		return 0, err
 	}
-	return r.adopt(ctx, start, names, got, window)
+	return r.adopt(ctx, start, names, got, window, snap)
 }
 
 // claimFrom runs one claim walk from cursor: one round trip, one
 // transaction: lease, then read the leased keys' first rows with a snapshot
 // taken after the lease was won, so a key that another relay just drained
 // is read without the rows it deleted.
-func (r *Relay) claimFrom(ctx context.Context, cursor string, room, window int) ([]string, map[string][]*row, error) {
+//
+// In ModeLog it also returns a snapshot taken by a statement before the
+// read (so older than the read's), which lets log rows join the lanes
+// (see feed): a row visible to it is visible to the read.
+func (r *Relay) claimFrom(ctx context.Context, cursor string, room, window int) ([]string, map[string][]*row, *snapshot, error) {
+	logMode := r.cfg.Mode == ModeLog
 	b := &pgx.Batch{}
 	b.Queue(asyncCommit)
 	b.Queue(claimSQL, r.cfg.ID, room, cursor, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
+	if logMode {
+		b.Queue(`SELECT pg_current_snapshot()::text`)
+	}
 	b.Queue(claimedRowsSQL, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), window)
 	br := r.pool.SendBatch(ctx, b)
-	return func() ([]string, map[string][]*row, error) {
+	return func() ([]string, map[string][]*row, *snapshot, error) {
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		rows, err := br.Query()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
+		}
+		var snap *snapshot
+		if logMode {
+			var text string
+			if err := br.QueryRow().Scan(&text); err != nil {
+				return nil, nil, nil, err
+			}
+			if snap, err = parseSnapshot(text); err != nil {
+				return nil, nil, nil, err
+			}
 		}
 		rows, err = br.Query()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		got, err := scanRows(rows)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return names, got, br.Close()
+		return names, got, snap, br.Close()
 	}()
 }
 
 // adopt makes lanes of the keys a claim leased.
-func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got map[string][]*row, window int) (int, error) {
+func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got map[string][]*row, window int, snap *snapshot) (int, error) {
 	// claimedAt is after the commit, so a renewal that starts later sees
 	// the lease; validUntil counts from before the statement, conservatively.
 	claimed := time.Now()
@@ -258,7 +277,7 @@ func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got 
 	if len(lanes) == 0 {
 		return len(names), nil
 	}
-	return len(names), r.place(ctx, lanes, got, window)
+	return len(names), r.placeSnap(ctx, lanes, got, window, snap, true)
 }
 
 // refill reads on for lanes whose read-ahead ran out. It reports whether

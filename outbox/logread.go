@@ -36,7 +36,7 @@ const (
 
 // logGather is how long decoded rows are gathered before they are handed
 // to lanes: one claim statement for the new keys of many transactions.
-const logGather = time.Millisecond
+const logGather = 2 * time.Millisecond
 
 // logStatusEvery is how often the reader reports its confirmed position.
 const logStatusEvery = 200 * time.Millisecond
@@ -235,16 +235,14 @@ func (r *Relay) logLoop(ctx context.Context) {
 				return
 			}
 			r.setLogState(state, err)
-			if state == logStateBudget {
+			switch {
+			case state == logStateBudget:
 				wait = r.cfg.SlotRetry
 				r.budgetFallback(ctx, st)
-			} else if state == logStateError {
+			case err != nil:
 				failures++
 				wait = min(wait, r.cfg.Backoff.Delay(failures))
-			} else if state == logStateStandby || state == logStateMissing {
-				// checked again below
-			}
-			if err == nil {
+			default:
 				failures = 0
 			}
 		}
@@ -300,6 +298,8 @@ func (r *Relay) streamLog(ctx context.Context) (string, error) {
 	}()
 	r.setLogState(logStateReading, nil)
 
+	// Rows of the log not yet known done, at most (their IDs only).
+	maxPending := 4 * r.cfg.MaxBufferedRows
 	var (
 		confirmed  pglogrepl.LSN
 		walEnd     pglogrepl.LSN // the server sent everything before it
@@ -332,10 +332,7 @@ func (r *Relay) streamLog(ctx context.Context) (string, error) {
 	}
 	for {
 		now := time.Now()
-		if len(chunk) > 0 && cur == nil && (now.Sub(chunkAt) >= logGather || len(chunk) >= 4096) {
-			if err := r.awaitVisible(ctx, chunk); err != nil {
-				return logStateError, err
-			}
+		if len(chunk) > 0 && cur == nil && (now.Sub(chunkAt) >= logGather || len(chunk) >= 4096 || tracker.size() >= maxPending) {
 			if err := r.feed(ctx, chunk); err != nil {
 				return logStateError, err
 			}
@@ -367,6 +364,19 @@ func (r *Relay) streamLog(ctx context.Context) (string, error) {
 				r.stats.SlotLagBytes = st.LagBytes
 				r.mu.Unlock()
 			}
+		}
+		if cur == nil && tracker.size() >= maxPending {
+			// Backpressure: the rows of the log not yet done are bounded
+			// (memory, L05); PostgreSQL holds the rest in the slot. Status
+			// updates go on, so the walsender does not time out.
+			r.mu.Lock()
+			r.stats.LogPending = tracker.size()
+			r.mu.Unlock()
+			if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+				_ = sendStatus()
+				return logStateStarting, nil
+			}
+			continue
 		}
 		deadline := nextStatus
 		if len(chunk) > 0 && cur == nil {
@@ -560,10 +570,19 @@ func (r *Relay) feed(ctx context.Context, chunk []logRow) error {
 	if len(want) > room {
 		want = want[:max(room, 0)]
 	}
+	var snap *snapshot
 	if len(want) > 0 {
-		if err := r.claimKeys(ctx, want, window); err != nil {
+		var err error
+		if snap, err = r.claimKeys(ctx, want, window); err != nil {
 			r.noteError(err)
 			r.log.Warn("leasing keys seen in the log failed; polling relays them", slog.Any("error", err))
+		}
+	}
+	// Hand rows over only once their transactions are visible (see
+	// awaitVisible); the claim's snapshot usually shows it already.
+	if snap == nil || slices.ContainsFunc(chunk, func(lr logRow) bool { return !snap.visible(lr.xid) }) {
+		if err := r.awaitVisible(ctx, chunk); err != nil {
+			return err
 		}
 	}
 	now := time.Now()
@@ -606,27 +625,64 @@ func (r *Relay) feed(ctx context.Context, chunk []logRow) error {
 	return nil
 }
 
-// claimKeys leases keys seen in the log and reads their pending rows,
-// with the snapshot of that read, into new lanes.
-func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) error {
+// logClaimedRowsSQL reads the first $3 pending rows of each of the keys $2
+// leased by $1.
+const logClaimedRowsSQL = `SELECT o.id, o.lane, o.msg_id, o.topic, o.key, o.type, o.headers, o.payload, o.event_time, o.attempts
+	FROM reliable_outbox_leases l
+	CROSS JOIN LATERAL (
+		SELECT * FROM reliable_outbox o
+		WHERE o.lane = l.lane AND o.dead_at IS NULL
+		ORDER BY o.id
+		LIMIT $3
+	) o
+	WHERE l.owner = $1 AND l.lane = ANY($2::text[])
+	ORDER BY o.lane, o.id`
+
+// claimKeys leases keys seen in the log and reads their pending rows into
+// new lanes, in one round trip: one repeatable-read transaction, whose
+// snapshot (taken before the lease, so older than it) the lanes keep and
+// claimKeys returns. A lost race for a lease (serialization failure) skips
+// the keys: polling relays them.
+func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) (*snapshot, error) {
 	slices.Sort(keys)
 	start := time.Now()
-	var names []string
+	var (
+		names []string
+		got   map[string][]*row
+		text  string
+	)
 	b := &pgx.Batch{}
+	b.Queue(`BEGIN ISOLATION LEVEL REPEATABLE READ`)
 	b.Queue(asyncCommit)
 	b.Queue(logClaimSQL, r.cfg.ID, keys, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
+	b.Queue(logClaimedRowsSQL, r.cfg.ID, keys, window)
+	b.Queue(`SELECT pg_current_snapshot()::text`)
+	b.Queue(`COMMIT`)
 	br := r.pool.SendBatch(ctx, b)
 	err := func() error {
 		defer br.Close()
-		if _, err := br.Exec(); err != nil {
-			return err
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
 		}
 		rows, err := br.Query()
 		if err != nil {
 			return err
 		}
-		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
+		if names, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		if rows, err = br.Query(); err != nil {
+			return err
+		}
+		if got, err = scanRows(rows); err != nil {
+			return err
+		}
+		if err := br.QueryRow().Scan(&text); err != nil {
+			return err
+		}
+		if _, err := br.Exec(); err != nil {
 			return err
 		}
 		return br.Close()
@@ -635,10 +691,16 @@ func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) error 
 	r.stats.ClaimQueries++
 	r.stats.ClaimTime += time.Since(start)
 	r.mu.Unlock()
-	if err != nil || len(names) == 0 {
-		return err
+	if err != nil {
+		return nil, err
 	}
-	got, snap, err := r.readSnapshot(ctx, names, nil, window)
+	snap, err := parseSnapshot(text)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return snap, nil
+	}
 	valid := start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)
 	now := time.Now()
 	r.mu.Lock()
@@ -651,25 +713,12 @@ func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) error 
 			l.validUntil, l.claimedAt, l.lost = valid, now, false
 			continue
 		}
-		l := &lane{name: name, claimedAt: now, validUntil: valid, idleSince: now}
+		l := &lane{name: name, claimedAt: now, validUntil: valid, idleSince: now, refilling: true}
 		r.lanes[name] = l
-		if err != nil {
-			// Leased but not read: read like a claimed key.
-			if !l.refilling {
-				l.refilling = true
-				r.refills = append(r.refills, l)
-			}
-			continue
-		}
-		l.refilling = true
 		lanes = append(lanes, l)
 	}
 	r.mu.Unlock()
-	if err != nil {
-		r.kick(r.kickClaim)
-		return err
-	}
-	return r.placeSnap(ctx, lanes, got, window, snap, false)
+	return snap, r.placeSnap(ctx, lanes, got, window, snap, false)
 }
 
 // readSnapshot reads up to window pending rows of each lane after the
@@ -743,7 +792,7 @@ func (r *Relay) releaseIdle(ctx context.Context, idle time.Duration) {
 // rows gone or dead are done. A row this relay publishes is settled by its
 // mark; this covers rows relayed by polling or by another relay.
 func (r *Relay) settleStale(ctx context.Context, t *logTracker) error {
-	ids := t.stale(time.Second, 20000)
+	ids := t.stale(time.Second, 50000)
 	if len(ids) == 0 {
 		return nil
 	}

@@ -231,3 +231,51 @@ func parseLSN(s string) uint64 {
 	fmt.Sscanf(lo, "%X", &l)
 	return h<<32 | l
 }
+
+// The rows the log reader tracks (IDs of rows not yet known done) are
+// bounded by 4 x MaxBufferedRows however far behind the broker is (L05,
+// L23): past it the reader stops reading and PostgreSQL holds the rest in
+// the slot. Nothing is lost and order holds.
+func TestLogRelayBoundsTheRowsItTracks(t *testing.T) {
+	t.Parallel()
+	db := newTestDB(t, 16)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	slot := logSlot(t, db)
+	lw := newLedger(t, db, 50)
+	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{Partitions: 4})
+	broker.CreateTopic("orders")
+	pub := &slowPublisher{Publisher: broker.Publisher(), delay: 20 * time.Millisecond}
+	cfg := logConfig(slot)
+	cfg.MaxBufferedRows = 50 // tracks at most 200 rows
+	cfg.MaxKeys = 25
+	r := startRelay(t, db.pool, pub, cfg)
+	waitState(t, r, "reading")
+	maxPending := 0
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				maxPending = max(maxPending, r.Stats().LogPending)
+			}
+		}
+	}()
+	if err := lw.write(ctx, 4, 1500, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "all rows relayed", func() bool { return db.count(t, `SELECT count(*) FROM reliable_outbox`) == 0 })
+	close(stop)
+	<-sampled
+	total, dups := lw.check(t, brokerMsgs(broker.Messages("orders")))
+	// A transaction has at most three rows: the bound plus one transaction.
+	if maxPending > 200+3 {
+		t.Fatalf("the log reader tracked %d rows at once, bound 200", maxPending)
+	}
+	t.Logf("%d messages in commit order, %d duplicates; at most %d rows tracked (bound 200); %d rows from the log",
+		total, dups, maxPending, r.Stats().LogRows)
+}
+

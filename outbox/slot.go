@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DefaultSlot is the replication slot (and publication) name a relay in
@@ -109,13 +110,20 @@ func CreateSlot(ctx context.Context, db DB, name string) error {
 		return fmt.Errorf("outbox: creating slot %s: %w", name, err)
 	}
 	if !pub {
-		if _, err := db.Exec(ctx, `CREATE PUBLICATION `+pgx.Identifier{name}.Sanitize()+
-			` FOR TABLE reliable_outbox WITH (publish = 'insert')`); err != nil {
+		_, err := db.Exec(ctx, `CREATE PUBLICATION `+pgx.Identifier{name}.Sanitize()+
+			` FOR TABLE reliable_outbox WITH (publish = 'insert')`)
+		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42710" {
+			err = nil // created meanwhile by another relay
+		}
+		if err != nil {
 			return fmt.Errorf("outbox: creating publication %s: %w", name, err)
 		}
 	}
 	_, err := db.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')
 		WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, name)
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42710" {
+		err = nil // created meanwhile by another relay
+	}
 	if err != nil {
 		return fmt.Errorf("outbox: creating replication slot %s (wal_level=logical and a role with REPLICATION are needed): %w", name, err)
 	}

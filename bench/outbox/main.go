@@ -50,6 +50,8 @@ var (
 	flagBatchFirst = flag.Bool("batch-first", false, "run the relay with batch confirms before the default relay")
 	flagSkipWM     = flag.Bool("skip-watermill", false, "run only the reliable relay")
 	flagPubs       = flag.Int("publishers", 0, "relay Config.Publishers (0: default)")
+	flagSkipBatch  = flag.Bool("skip-batch", false, "skip the relay with batch confirms")
+	flagSkipLog    = flag.Bool("skip-log", false, "skip the log-reading relay (outbox.ModeLog)")
 )
 
 func main() {
@@ -75,21 +77,32 @@ func run(dsn string, brokers []string) {
 		*flagPayload, *flagKeys)
 	fmt.Printf("throughput: backlog of %d (relay) / %d (forwarder) rows; latency: %d msgs/s for %s, one per transaction\n\n",
 		*flagN, *flagWMN, *flagRate, *flagDuration)
-	var rt, bt float64
-	if *flagBatchFirst {
-		bt = b.relayThroughput(ctx, true)
-		rt = b.relayThroughput(ctx, false)
-	} else {
-		rt = b.relayThroughput(ctx, false)
-		bt = b.relayThroughput(ctx, true)
+	var rt, bt, lt float64
+	pt := b.producerThroughput(ctx)
+	if !*flagSkipLog {
+		lt = b.relayThroughput(ctx, false, true)
 	}
-	var rl, bl latency
-	if *flagBatchFirst {
-		bl = b.relayLatency(ctx, true)
-		rl = b.relayLatency(ctx, false)
+	if *flagBatchFirst && !*flagSkipBatch {
+		bt = b.relayThroughput(ctx, true, false)
+		rt = b.relayThroughput(ctx, false, false)
 	} else {
-		rl = b.relayLatency(ctx, false)
-		bl = b.relayLatency(ctx, true)
+		rt = b.relayThroughput(ctx, false, false)
+		if !*flagSkipBatch {
+			bt = b.relayThroughput(ctx, true, false)
+		}
+	}
+	var rl, bl, ll latency
+	if !*flagSkipLog {
+		ll = b.relayLatency(ctx, false, true)
+	}
+	if *flagBatchFirst && !*flagSkipBatch {
+		bl = b.relayLatency(ctx, true, false)
+		rl = b.relayLatency(ctx, false, false)
+	} else {
+		rl = b.relayLatency(ctx, false, false)
+		if !*flagSkipBatch {
+			bl = b.relayLatency(ctx, true, false)
+		}
 	}
 	dl := b.directLatency(ctx, false)
 	tl := b.directLatency(ctx, true)
@@ -101,9 +114,18 @@ func run(dsn string, brokers []string) {
 	}
 	fmt.Printf("\n%-34s %14s %10s %10s %10s\n", "run", "throughput", "p50", "p99", "max")
 	fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "reliable outbox relay", rt, rl.p50, rl.p99, rl.max)
-	fmt.Printf("%-34s %14s %10s %10s %10s\n", "(baseline: kafka.NewProducer alone)", "-", dl.p50, dl.p99, dl.max)
+	if !*flagSkipLog {
+		fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "reliable relay reading the WAL", lt, ll.p50, ll.p99, ll.max)
+	}
+	fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "(baseline: kafka.NewProducer alone)", pt, dl.p50, dl.p99, dl.max)
 	fmt.Printf("%-34s %14s %10s %10s %10s\n", "(baseline: commit, then publish)", "-", tl.p50, tl.p99, tl.max)
-	fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "(relay with batch confirms)", bt, bl.p50, bl.p99, bl.max)
+	if !*flagSkipBatch {
+		fmt.Printf("%-34s %11.0f/s %10s %10s %10s\n", "(relay with batch confirms)", bt, bl.p50, bl.p99, bl.max)
+	}
+	if !*flagSkipLog {
+		fmt.Printf("\nWAL relay: p99 %.2fx commit-then-publish's; throughput %.2fx the polling relay's, %.2fx the producer's alone\n",
+			float64(ll.p99)/float64(max(tl.p99, 1)), lt/rt, lt/pt)
+	}
 	if *flagSkipWM {
 		return
 	}
@@ -388,7 +410,7 @@ func (p *clockPublisher) PublishAsync(ctx context.Context, msg *reliable.Message
 // before it confirmed messages one by one, timed side by side.
 type batchOnly struct{ reliable.Publisher }
 
-func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock, batches bool) (*outbox.Relay, *pgxpool.Pool, func()) {
+func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock, batches bool, slot string) (*outbox.Relay, *pgxpool.Pool, func()) {
 	pool := b.pool(ctx, 8)
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("BENCH_DEBUG") != "" {
@@ -401,10 +423,14 @@ func (b *bench) newRelay(ctx context.Context, topic string, clock *confirmClock,
 	if batches {
 		relayPub = batchOnly{relayPub}
 	}
-	relay, err := outbox.NewRelay(pool, relayPub, outbox.Config{
+	cfg := outbox.Config{
 		Logger:     logger,
 		Publishers: *flagPubs,
-	})
+	}
+	if slot != "" {
+		cfg.Mode, cfg.Slot = outbox.ModeLog, slot
+	}
+	relay, err := outbox.NewRelay(pool, relayPub, cfg)
 	b.must(err)
 	return relay, pool, func() { _ = pub.Close(); pool.Close() }
 }
@@ -435,7 +461,7 @@ func (b *bench) vacuum(ctx context.Context) {
 // relayThroughput prefills the outbox, then times the relay draining it;
 // with batches it publishes in batch calls instead of confirming each
 // message on its own.
-func (b *bench) relayThroughput(ctx context.Context, batches bool) float64 {
+func (b *bench) relayThroughput(ctx context.Context, batches, logMode bool) float64 {
 	name := "relay"
 	if batches {
 		name = "relay (batch confirms)"
@@ -445,6 +471,14 @@ func (b *bench) relayThroughput(ctx context.Context, batches bool) float64 {
 	defer pool.Close()
 	b.must(outbox.Migrate(ctx, pool))
 	b.vacuum(ctx)
+	slot := ""
+	if logMode {
+		// The slot exists before the backlog is written: the relay reads
+		// the backlog from the log.
+		name, slot = "relay (WAL)", b.schema+"_tp"
+		b.must(outbox.CreateSlot(ctx, pool, slot))
+		defer b.dropSlot(pool, slot)
+	}
 	n := *flagN
 	fill := time.Now()
 	const perTx = 500
@@ -465,7 +499,7 @@ func (b *bench) relayThroughput(ctx context.Context, batches bool) float64 {
 	log.Printf("%s: prefilled %d rows in %s", name, n, time.Since(fill).Round(time.Millisecond))
 
 	clock := newClock(n)
-	relay, _, closeRelay := b.newRelay(ctx, topic, clock, batches)
+	relay, _, closeRelay := b.newRelay(ctx, topic, clock, batches, slot)
 	defer closeRelay()
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -489,8 +523,8 @@ func (b *bench) relayThroughput(ctx context.Context, batches bool) float64 {
 	cancel()
 	<-done
 	s := relay.Stats()
-	log.Printf("%s: %d confirmed in %s (%d Publish calls, %.0f per call)", name, n, elapsed.Round(time.Millisecond),
-		s.Batches, float64(s.Published)/float64(max(s.Batches, 1)))
+	log.Printf("%s: %d confirmed in %s (%d Publish calls, %.0f per call; %d rows from the log, %d claim queries)", name, n, elapsed.Round(time.Millisecond),
+		s.Batches, float64(s.Published)/float64(max(s.Batches, 1)), s.LogRows, s.ClaimQueries)
 	return float64(n) / elapsed.Seconds()
 }
 
@@ -527,7 +561,7 @@ func offer(ctx context.Context, rate int, d time.Duration, clock *confirmClock, 
 
 // relayLatency times the relay at a steady rate; with batches it publishes
 // in batch calls instead of confirming each message on its own.
-func (b *bench) relayLatency(ctx context.Context, batches bool) latency {
+func (b *bench) relayLatency(ctx context.Context, batches, logMode bool) latency {
 	name := "relay"
 	if batches {
 		name = "relay (batch confirms)"
@@ -535,7 +569,14 @@ func (b *bench) relayLatency(ctx context.Context, batches bool) latency {
 	b.vacuum(ctx)
 	topic := b.topic("outbox_bench_lat")
 	clock := newClock(-1)
-	relay, _, closeRelay := b.newRelay(ctx, topic, clock, batches)
+	slot := ""
+	if logMode {
+		name, slot = "relay (WAL)", b.schema+"_lat"
+		sp := b.pool(ctx, 2)
+		b.must(outbox.CreateSlot(ctx, sp, slot))
+		defer func() { b.dropSlot(sp, slot); sp.Close() }()
+	}
+	relay, _, closeRelay := b.newRelay(ctx, topic, clock, batches, slot)
 	defer closeRelay()
 	// The business transactions use their own pool, as an application's
 	// would, so they do not queue the relay behind them for connections.
@@ -562,6 +603,10 @@ func (b *bench) relayLatency(ctx context.Context, batches bool) latency {
 	}
 	cancel()
 	<-done
+	if logMode {
+		s := relay.Stats()
+		log.Printf("%s: state %s, %d rows from the log, %d claim queries, %d visibility waits", name, s.LogState, s.LogRows, s.ClaimQueries, s.LogVisibilityWaits)
+	}
 	l := clock.latencies(time.Now())
 	log.Printf("%s latency: %d messages at %d/s: p50 %s p99 %s max %s, %d unconfirmed", name, l.n, *flagRate, l.p50, l.p99, l.max, l.missing)
 	log.Printf("%s latency, worst per 2s of commit time:%s", name, clock.timeline())
@@ -630,4 +675,52 @@ func (b *bench) directLatency(ctx context.Context, dualWrite bool) latency {
 	l := clock.latencies(time.Now())
 	log.Printf("%s latency: %d messages at %d/s: p50 %s p99 %s max %s", name, l.n, *flagRate, l.p50, l.p99, l.max)
 	return l
+}
+
+// dropSlot drops a run's replication slot once its relay's walsender ended.
+func (b *bench) dropSlot(pool *pgxpool.Pool, slot string) {
+	ctx := context.Background()
+	for range 50 {
+		if err := outbox.DropSlot(ctx, pool, slot); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	log.Printf("replication slot %s left behind: drop it (SELECT pg_drop_replication_slot('%s'))", slot, slot)
+}
+
+// producerThroughput publishes the throughput run's messages straight
+// through kafka.NewProducer, as the relay does (Publishers calls of up to
+// BatchSize messages in flight, one message per key at a time is not
+// required here): the ceiling a relay could reach on this machine.
+func (b *bench) producerThroughput(ctx context.Context) float64 {
+	topic := b.topic("producer_bench_tp")
+	pub, err := kafka.NewProducer(kafka.Config{Brokers: b.brokers, Logger: slog.New(slog.DiscardHandler)})
+	b.must(err)
+	defer pub.Close()
+	b.warmUp(ctx, pub, topic)
+	n := *flagN
+	const batch = 2000
+	next := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 8 {
+		wg.Go(func() {
+			for from := range next {
+				msgs := make([]*reliable.Message, 0, batch)
+				for i := from; i < min(from+batch, n); i++ {
+					msgs = append(msgs, b.message(topic, i))
+				}
+				b.must(pub.Publish(ctx, msgs...))
+			}
+		})
+	}
+	for from := 0; from < n; from += batch {
+		next <- from
+	}
+	close(next)
+	wg.Wait()
+	elapsed := time.Since(start)
+	log.Printf("kafka.NewProducer alone: %d confirmed in %s", n, elapsed.Round(time.Millisecond))
+	return float64(n) / elapsed.Seconds()
 }
