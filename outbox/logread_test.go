@@ -278,4 +278,3 @@ func TestLogRelayBoundsTheRowsItTracks(t *testing.T) {
 	t.Logf("%d messages in commit order, %d duplicates; at most %d rows tracked (bound 200); %d rows from the log",
 		total, dups, maxPending, r.Stats().LogRows)
 }
-
