@@ -271,7 +271,9 @@ func (r *redisDedupe) get(ctx context.Context, id string) (dedupeRecord, error) 
 
 func (r *redisDedupe) list(ctx context.Context, state string, limit int) ([]dedupeRecord, error) {
 	out := []dedupeRecord{}
-	iter := r.client.Scan(ctx, 0, escapeGlob(r.prefix)+"*", 1000).Iterator()
+	// SCAN walks the whole keyspace (MATCH filters on the server): large
+	// batches keep the round trips few.
+	iter := r.client.Scan(ctx, 0, escapeGlob(r.prefix)+"*", 10000).Iterator()
 	for iter.Next(ctx) && len(out) < limit {
 		key := iter.Val()
 		rec, err := r.record(ctx, key)
@@ -357,7 +359,8 @@ time is derived from --retention.`)
 func dedupeList(a *app) *cobra.Command {
 	f := a.newFlags("dedupe list", "--namespace NS [--state claimed|done|expired] [--limit N] [--store postgres|redis] [flags]", `
 Lists the records of a dedupe store's namespace, newest first on
-PostgreSQL (Redis: in SCAN order): the message ID, its state, since and
+PostgreSQL (Redis: in SCAN order, which walks the whole keyspace: on a large
+Redis it takes a while; show looks up one ID at once): the message ID, its state, since and
 until when, and the claiming store instance. Claims older than a handler
 can take point at a consumer that died mid-message; they lapse by
 themselves after the claim TTL.`)

@@ -38,7 +38,28 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	commit(t, testenv.ClusterAdmin(t, plain), "g", topic, map[int32]int64{0: 0, 1: 0})
+	// A fresh node's group coordinator loads its offsets topic first.
+	admin := testenv.ClusterAdmin(t, plain)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		resp, err := admin.AlterConsumerGroupOffsets("g", map[string]map[int32]sarama.OffsetAndMetadata{
+			topic: {0: {Offset: 0, LeaderEpoch: -1}, 1: {Offset: 0, LeaderEpoch: -1}}}, nil)
+		if err == nil {
+			for _, ps := range resp.Errors {
+				for _, kerr := range ps {
+					if kerr != sarama.ErrNoError {
+						err = kerr
+					}
+				}
+			}
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("commit the group's offsets on the secure node: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 
 	pwFile := filepath.Join(t.TempDir(), "password")
 	writeFile(t, pwFile, []byte(scramPassword+"\n"))
