@@ -37,8 +37,8 @@ func (r *Relay) claimLoop(ctx context.Context) {
 		// While the log reader streams it finds new rows; polling only
 		// catches what it skipped, every PollInterval.
 		every, log := fast, r.logActive.Load()
-		if log {
-			every = r.cfg.PollInterval
+		if log && !r.claimFull.Load() {
+			every = r.cfg.PollInterval // no backlog beyond what the relay holds
 		}
 		if r.newRows.Swap(false) && !log || time.Since(lastClaim) >= every {
 			claimDue = true
@@ -168,6 +168,7 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	window := r.windowLocked(room)
 	held := len(r.lanes)
 	r.mu.Unlock()
+	r.claimFull.Store(room <= 0)
 	if room <= 0 {
 		return 0, nil
 	}

@@ -301,17 +301,18 @@ func (r *Relay) streamLog(ctx context.Context) (string, error) {
 	// Rows of the log not yet known done, at most (their IDs only).
 	maxPending := 4 * r.cfg.MaxBufferedRows
 	var (
-		confirmed  pglogrepl.LSN
-		walEnd     pglogrepl.LSN // the server sent everything before it
-		relations  = map[uint32]*pglogrepl.RelationMessage{}
-		typeMap    = pgtype.NewMap()
-		cur        *logTxn
-		curXid     uint32
-		chunk      []logRow
-		chunkAt    time.Time
-		nextStatus = time.Now().Add(logStatusEvery)
-		nextCheck  = time.Now().Add(r.cfg.SlotCheckInterval)
-		nextStale  = time.Now()
+		confirmed    pglogrepl.LSN
+		walEnd       pglogrepl.LSN // the server sent everything before it
+		relations    = map[uint32]*pglogrepl.RelationMessage{}
+		typeMap      = pgtype.NewMap()
+		cur          *logTxn
+		curXid       uint32
+		chunk        []logRow
+		chunkAt      time.Time
+		nextStatus   = time.Now().Add(logStatusEvery)
+		nextCheck    = time.Now().Add(r.cfg.SlotCheckInterval)
+		nextStale    = time.Now()
+		nextPressure time.Time
 	)
 	sendStatus := func() error {
 		to, empty := tracker.advance()
@@ -338,6 +339,14 @@ func (r *Relay) streamLog(ctx context.Context) (string, error) {
 			}
 			clear(chunk)
 			chunk = chunk[:0]
+		}
+		if now.After(nextPressure) {
+			// At capacity (a backlog), keys the log left empty go back at
+			// once, making room for keys with rows.
+			nextPressure = now.Add(5 * time.Millisecond)
+			if r.claimFull.Load() {
+				r.releaseIdle(ctx, 0)
+			}
 		}
 		if now.After(nextStale) {
 			nextStale = now.Add(time.Second)

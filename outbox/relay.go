@@ -57,6 +57,9 @@ type Relay struct {
 	// newRows says rows were announced (NOTIFY) or keys released since the
 	// last claim: one is due.
 	newRows atomic.Bool
+	// claimFull says the last claim found no room (MaxKeys or the buffer):
+	// a backlog may wait beyond what the relay holds.
+	claimFull atomic.Bool
 
 	// logActive says the log reader streams (ModeLog): polling slows to
 	// PollInterval and keys fed by the log stay leased while idle briefly.
