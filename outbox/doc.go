@@ -143,9 +143,9 @@
 //
 // The log reader decodes committed transactions in commit order and hands
 // their rows to lanes: a key without a lane is leased (the same lease
-// table, one statement for all new keys of a millisecond's transactions)
-// and its pending rows read from the table in a repeatable-read
-// transaction whose snapshot the lane keeps. A row from the log then joins
+// table, one round trip for all new keys of two milliseconds'
+// transactions) and its pending rows read from the table in the same
+// repeatable-read transaction, whose snapshot the lane keeps. A row from the log then joins
 // its lane only when the lane holds every earlier pending row of its key:
 // the lane's last read was complete (not cut by Window or the buffer), and
 // the row is newer than it (its transaction was not visible to the read's
@@ -160,7 +160,11 @@
 // over its rows, or a row could be published and then survive the delete
 // that could not see it yet (Stats.LogVisibilityWaits counts the waits).
 // Keys the log fed stay leased for a second after their last row, so the
-// next row needs no claim. Polling goes on beside the log, only every
+// next row needs no claim (at once when the relay is full). Memory stays
+// bounded (L05): lanes hold at most MaxBufferedRows rows as before, and the
+// reader tracks the IDs of at most 4 x MaxBufferedRows rows of the log not
+// yet done; past that it stops reading and PostgreSQL keeps the rest in
+// the slot (the WAL budget below still applies). Polling goes on beside the log, only every
 // PollInterval: it relays what the log reader did not take (keys another
 // relay held, rows pending before the slot existed, a retried dead row).
 //
