@@ -3,7 +3,6 @@ package consumer
 import (
 	"context"
 	"log/slog"
-	"reflect"
 	"strconv"
 	"time"
 
@@ -22,14 +21,6 @@ type StaleReporting interface {
 	ReportsStale() bool
 }
 
-// staleReportingPackages are the SDK's adapters whose deliveries report
-// staleness (their acknowledgers implement reliable.StaleReporter), named by
-// package so that this package need not import them.
-var staleReportingPackages = map[string]bool{
-	"github.com/reliable-go/reliable/adapters/kafka":    true,
-	"github.com/reliable-go/reliable/adapters/rabbitmq": true,
-}
-
 // keyCache returns a cache of rt's blocked keys when both rt and sub allow
 // one, else nil.
 func keyCache(sub reliable.Subscriber, rt RetryTable) *retry.KeyCache {
@@ -44,13 +35,7 @@ func keyCache(sub reliable.Subscriber, rt RetryTable) *retry.KeyCache {
 		}
 	case reliable.StaleReporter:
 	default:
-		typ := reflect.TypeOf(sub)
-		if typ.Kind() == reflect.Pointer {
-			typ = typ.Elem()
-		}
-		if !staleReportingPackages[typ.PkgPath()] || typ.Name() != "Subscriber" {
-			return nil
-		}
+		return nil
 	}
 	return t.NewKeyCache()
 }

@@ -300,3 +300,8 @@ func (s *Subscriber) Close() error {
 	}
 	return nil
 }
+
+// ReportsStale reports true: a delivery's Stale turns true once its partition's
+// claim ends, so consumer.Consumer may keep the retry table's blocked keys of
+// the partitions it owns in memory (consumer.StaleReporting).
+func (s *Subscriber) ReportsStale() bool { return true }

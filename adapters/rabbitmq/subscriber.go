@@ -473,3 +473,8 @@ func (a *acker) dropped(d *reliable.Delivery, op string, err error) {
 	}
 	a.s.cm.log.Debug("dropped settlement of a delivery whose channel is gone; the broker redelivers it", attrs...)
 }
+
+// ReportsStale reports true: a delivery's Stale turns true once its channel is
+// gone (the queue may then have another active consumer), so consumer.Consumer
+// may keep the retry table's blocked keys in memory (consumer.StaleReporting).
+func (s *Subscriber) ReportsStale() bool { return true }
