@@ -348,11 +348,7 @@ func (s *PostgresStore) DoneTx(ctx context.Context, tx pgx.Tx, id string) error 
 	if id == "" {
 		return ErrEmptyID
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
-  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
-  ON CONFLICT (namespace, id) DO UPDATE
-    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
-    WHERE NOT r.done AND r.owner = $4`, s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds(), s.owner)
+	tag, err := tx.Exec(ctx, s.doneTxSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds(), s.owner)
 	if err != nil {
 		return storeError(fmt.Errorf("idempotency: postgres done in tx %s: %w", quoteShort(id), err))
 	}
@@ -394,11 +390,7 @@ func (s *PostgresStore) ProcessTx(ctx context.Context, id string, fn func(ctx co
 	s.maybeCleanup()
 	var st Status
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
-  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
-  ON CONFLICT (namespace, id) DO UPDATE
-    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
-    WHERE NOT r.done OR r.expires_at <= now()`, s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds())
+		tag, err := tx.Exec(ctx, s.claimTxSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds())
 		if err != nil {
 			return storeError(fmt.Errorf("idempotency: postgres claim in tx %s: %w", quoteShort(id), err))
 		}
@@ -419,6 +411,27 @@ func (s *PostgresStore) ProcessTx(ctx context.Context, id string, fn func(ctx co
 }
 
 var errSkip = errors.New("skip")
+
+// doneTxSQL records $2 done inside the caller's transaction, fenced to the
+// claim's owner $4 (DoneTx, DoneTxSQL): no row changes when the claim was lost.
+func (s *PostgresStore) doneTxSQL() string {
+	return `INSERT INTO ` + s.table + ` AS r (namespace, id, done, owner, expires_at)
+  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
+    WHERE NOT r.done AND r.owner = $4`
+}
+
+// claimTxSQL claims $2 by recording it done inside the handler's transaction
+// (ProcessTx, ProcessTxSQL): the row lock is the claim, and no row changes
+// when $2 is done already.
+func (s *PostgresStore) claimTxSQL() string {
+	return `INSERT INTO ` + s.table + ` AS r (namespace, id, done, owner, expires_at)
+  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
+  ON CONFLICT (namespace, id) DO UPDATE
+    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
+    WHERE NOT r.done OR r.expires_at <= now()`
+}
 
 // Cleanup deletes the namespace's expired claims and done records older than
 // the retention, CleanupBatchSize rows per statement, and returns how many it

@@ -37,11 +37,7 @@ func (s *PostgresStore) DoneTxSQL(ctx context.Context, tx *sql.Tx, id string) er
 		return errors.New("idempotency: postgres done in tx: tx is nil")
 	}
 	// DoneTx's statement.
-	res, err := tx.ExecContext(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
-  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
-  ON CONFLICT (namespace, id) DO UPDATE
-    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
-    WHERE NOT r.done AND r.owner = $4`, s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds(), s.owner)
+	res, err := tx.ExecContext(ctx, s.doneTxSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds(), s.owner)
 	if err != nil {
 		return storeError(fmt.Errorf("idempotency: postgres done in tx %s: %w", quoteShort(id), sqlStateError(err)))
 	}
@@ -91,11 +87,7 @@ func (s *PostgresStore) ProcessTxSQL(ctx context.Context, db *sql.DB, id string,
 		}
 	}()
 	// ProcessTx's claim: done at once, inside the transaction.
-	res, err := tx.ExecContext(ctx, `INSERT INTO `+s.table+` AS r (namespace, id, done, owner, expires_at)
-  VALUES ($1, $2, true, '', now() + $3 * interval '1 millisecond')
-  ON CONFLICT (namespace, id) DO UPDATE
-    SET done = true, owner = '', expires_at = EXCLUDED.expires_at, updated_at = now()
-    WHERE NOT r.done OR r.expires_at <= now()`, s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds())
+	res, err := tx.ExecContext(ctx, s.claimTxSQL(), s.cfg.Namespace, recordID(id), s.cfg.Retention.Milliseconds())
 	if err != nil {
 		return 0, storeError(fmt.Errorf("idempotency: postgres claim in tx %s: %w", quoteShort(id), sqlStateError(err)))
 	}
