@@ -26,7 +26,7 @@ import (
 
 // runOrderService relays the order service's outbox to Kafka until ctx ends.
 func runOrderService(ctx context.Context, pool *pgxpool.Pool, brokers []string) error {
-	if err := outbox.Migrate(ctx, pool); err != nil { // or apply outbox/migrations/*.sql your way
+	if err := outbox.Migrate(ctx, pool); err != nil { // or schema/postgres with your tool
 		return err
 	}
 	pub, err := kafka.NewProducer(kafka.Config{Brokers: brokers, Environment: "prod"})
@@ -60,11 +60,12 @@ func runKitchen(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, brok
 	if err != nil {
 		return err
 	}
-	table, err := retry.NewTable(pool, retry.TableConfig{Group: "kitchen"})
-	if err != nil {
+	tableCfg := retry.TableConfig{Group: "kitchen"}
+	if err := retry.Migrate(ctx, pool, tableCfg); err != nil { // or schema/postgres with your tool
 		return err
 	}
-	if err := table.Migrate(ctx); err != nil {
+	table, err := retry.NewTable(pool, tableCfg)
+	if err != nil {
 		return err
 	}
 	handler := reliable.HandlerFunc(func(ctx context.Context, m *reliable.Message) error {

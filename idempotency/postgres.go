@@ -138,8 +138,8 @@ func NewPostgres(pool *pgxpool.Pool, cfg PostgresConfig) (*PostgresStore, error)
 // ErrClaimLost): bound handlers below it.
 func (s *PostgresStore) ClaimDuration() time.Duration { return s.cfg.ClaimTTL }
 
-// Migrate creates or upgrades the table. It is idempotent and safe to run
-// from several instances at once.
+// Migrate is [Migrate] for the store's configuration: it creates or upgrades
+// the table, idempotently and safely from several instances at once.
 func (s *PostgresStore) Migrate(ctx context.Context) error {
 	return pgmigrate.Apply(ctx, s.pool, migrations, "migrations", s.target)
 }

@@ -62,8 +62,8 @@ func NewTable(pool *pgxpool.Pool, cfg TableConfig) (*Table, error) {
 // Config returns the table's configuration with defaults applied.
 func (t *Table) Config() TableConfig { return t.cfg }
 
-// Migrate creates or upgrades the tables from the embedded migrations. It is
-// idempotent and safe to run from several instances at once.
+// Migrate is [Migrate] for the table's configuration: it creates or upgrades
+// the tables, idempotently and safely from several instances at once.
 func (t *Table) Migrate(ctx context.Context) error {
 	return pgmigrate.Apply(ctx, t.pool, migrations, "migrations", t.target)
 }
