@@ -52,6 +52,7 @@ var (
 	flagPubs       = flag.Int("publishers", 0, "relay Config.Publishers (0: default)")
 	flagSkipBatch  = flag.Bool("skip-batch", false, "skip the relay with batch confirms")
 	flagSkipLog    = flag.Bool("skip-log", false, "skip the log-reading relay (outbox.ModeLog)")
+	flagLogLast    = flag.Bool("log-last", false, "run the log-reading relay after the polling relay (default: before)")
 )
 
 func main() {
@@ -79,7 +80,7 @@ func run(dsn string, brokers []string) {
 		*flagN, *flagWMN, *flagRate, *flagDuration)
 	var rt, bt, lt float64
 	pt := b.producerThroughput(ctx)
-	if !*flagSkipLog {
+	if !*flagSkipLog && !*flagLogLast {
 		lt = b.relayThroughput(ctx, false, true)
 	}
 	if *flagBatchFirst && !*flagSkipBatch {
@@ -91,8 +92,11 @@ func run(dsn string, brokers []string) {
 			bt = b.relayThroughput(ctx, true, false)
 		}
 	}
+	if !*flagSkipLog && *flagLogLast {
+		lt = b.relayThroughput(ctx, false, true)
+	}
 	var rl, bl, ll latency
-	if !*flagSkipLog {
+	if !*flagSkipLog && !*flagLogLast {
 		ll = b.relayLatency(ctx, false, true)
 	}
 	if *flagBatchFirst && !*flagSkipBatch {
@@ -103,6 +107,9 @@ func run(dsn string, brokers []string) {
 		if !*flagSkipBatch {
 			bl = b.relayLatency(ctx, true, false)
 		}
+	}
+	if !*flagSkipLog && *flagLogLast {
+		ll = b.relayLatency(ctx, false, true)
 	}
 	dl := b.directLatency(ctx, false)
 	tl := b.directLatency(ctx, true)
