@@ -40,8 +40,9 @@
 //     consumer.Config.Observe (reliable_consumer_deliveries_total,
 //     reliable_consumer_duration_seconds, reliable_dedupe_hits_total);
 //   - consumer lag per partition and hot-partition skew (L14):
-//     Telemetry.WatchKafkaLag (reliable_consumer_lag,
-//     reliable_consumer_lag_skewed);
+//     Telemetry.WatchLag with a function returning a GroupLag
+//     (reliable_consumer_lag, reliable_consumer_lag_skewed); for Kafka,
+//     kafkalag.Watch in package observability/kafkalag reads it with sarama;
 //   - retry-table depth, due and dead entries, oldest due entry:
 //     Telemetry.WatchRetryTable (reliable_retry_entries{state},
 //     reliable_retry_oldest_due_age_seconds, ...);
@@ -62,4 +63,12 @@
 // retry entries or one overdue by AlertRetryOverdue, and any dead entry or
 // dead outbox row. The reliablectl command shows the same figures to an
 // operator.
+//
+// # Brokers
+//
+// This package imports no broker client: a RabbitMQ-only service compiles
+// no sarama by importing it. The lag types (GroupLag, TopicLag,
+// PartitionLag, ErrUnknownGroup) are broker-neutral; reading them from
+// Kafka is package observability/kafkalag (kafkalag.Read, kafkalag.Watch),
+// which imports sarama.
 package observability

@@ -80,3 +80,26 @@ func ExampleTelemetry_Inject() {
 	_ = placeOrder
 	// At start-up: outbox.NewRelay(pool, tel.Publisher(producer), outbox.Config{})
 }
+
+// WatchLag reports any broker's backlog: here a RabbitMQ queue's depth as a
+// one-partition topic (for Kafka, kafkalag.Watch reads it with sarama).
+func ExampleTelemetry_WatchLag() {
+	tel, err := observability.New(observability.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	queueDepth := func(context.Context) (int64, error) { return 42, nil } // e.g. the management API's "messages"
+	reg, err := tel.WatchLag("kitchen", func(ctx context.Context) (observability.GroupLag, error) {
+		n, err := queueDepth(ctx)
+		if err != nil {
+			return observability.GroupLag{}, err
+		}
+		tl := observability.TopicLag{Topic: "orders", Total: n,
+			Partitions: []observability.PartitionLag{{Topic: "orders", Lag: n}}}
+		return observability.GroupLag{Group: "kitchen", Topics: []observability.TopicLag{tl}, Total: n}, nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = reg.Unregister() }()
+}

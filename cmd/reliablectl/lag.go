@@ -9,6 +9,7 @@ import (
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/observability"
+	"github.com/reliable-go/reliable/observability/kafkalag"
 )
 
 // lagReport is the output of the lag command.
@@ -62,7 +63,7 @@ Names are Kafka's, with the environment prefix (prod.kitchen, prod.orders).`)
 		}
 		defer conn.Close()
 
-		gl, err := observability.ReadKafkaLag(ctx, conn.client, conn.admin, *group, topics...)
+		gl, err := kafkalag.Read(ctx, conn.client, conn.admin, *group, topics...)
 		switch {
 		case errors.Is(err, observability.ErrUnknownGroup):
 			return fmt.Errorf("consumer group %q does not exist (%s)", *group, env.hint())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/observability"
+	"github.com/reliable-go/reliable/observability/kafkalag"
 )
 
 // resetPlan is the output of offsets reset.
@@ -132,7 +133,7 @@ latest.`)
 		}
 		slices.Sort(parts)
 
-		gl, err := observability.ReadKafkaLag(ctx, conn.client, conn.admin, *group, *topic)
+		gl, err := kafkalag.Read(ctx, conn.client, conn.admin, *group, *topic)
 		unknownGroup := errors.Is(err, observability.ErrUnknownGroup)
 		if err != nil && !unknownGroup {
 			return err
@@ -147,7 +148,7 @@ latest.`)
 				}
 			}
 		} else {
-			o, n, err := observability.ReadOffsets(conn.admin, map[string][]int32{*topic: parts})
+			o, n, err := kafkalag.ReadOffsets(conn.admin, map[string][]int32{*topic: parts})
 			if err != nil {
 				return err
 			}
@@ -163,7 +164,7 @@ latest.`)
 		var targets map[int32]int64
 		if !at.IsZero() {
 			plan.Target = "time " + at.UTC().Format(time.RFC3339Nano)
-			byTime, err := observability.OffsetsForTime(conn.admin, map[string][]int32{*topic: parts}, at.UnixMilli())
+			byTime, err := kafkalag.OffsetsForTime(conn.admin, map[string][]int32{*topic: parts}, at.UnixMilli())
 			if err != nil {
 				return err
 			}

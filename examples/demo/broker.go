@@ -15,6 +15,7 @@ import (
 	"github.com/reliable-go/reliable/adapters/kafka"
 	"github.com/reliable-go/reliable/adapters/rabbitmq"
 	"github.com/reliable-go/reliable/observability"
+	"github.com/reliable-go/reliable/observability/kafkalag"
 	"github.com/reliable-go/reliable/producer"
 	"github.com/reliable-go/reliable/reliabletest"
 )
@@ -154,7 +155,7 @@ func kafkaBroker(kcfg kafka.Config, topic string) (*broker, error) {
 		},
 		close: func() { _ = pub.Close(); _ = client.Close() },
 		lag: func(ctx context.Context) (observability.GroupLag, error) {
-			return observability.ReadKafkaLag(ctx, client, admin, fullGroup, fullTopic)
+			return kafkalag.Read(ctx, client, admin, fullGroup, fullTopic)
 		},
 	}, nil
 }
