@@ -10,8 +10,11 @@
 //     testify, ginkgo, gomega...): the examples, the soak campaign,
 //     reliablectl, the benchmarks and the testcontainers helper are modules of
 //     their own;
-//   - a RabbitMQ-only service compiles no sarama, and a Kafka-only one no
-//     amqp091-go.
+//   - a RabbitMQ-only service compiles no sarama, also when it imports
+//     observability (the Kafka lag readers are in observability/kafkalag),
+//     and a Kafka-only one no amqp091-go;
+//   - a Kafka service that does not import observability compiles neither
+//     the OpenTelemetry SDK nor the Prometheus client.
 //
 // It needs the go command and the Go module proxy (for the toolchain and
 // modules not in the module cache), and is skipped with -short.

@@ -22,13 +22,21 @@ var (
 	programs = map[string][]string{
 		// Every public package, reliabletest included (services import it in their tests).
 		"all": append(append([]string{}, common...), sdk+"/adapters/kafka", sdk+"/adapters/rabbitmq",
-			sdk+"/observability", sdk+"/reliabletest"),
-		// observability is left out: its Kafka lag readers (ReadKafkaLag,
-		// WatchKafkaLag) take sarama types, so it imports sarama.
-		"rabbitmq": append(append([]string{}, common...), sdk+"/adapters/rabbitmq"),
-		"kafka":    append(append([]string{}, common...), sdk+"/adapters/kafka", sdk+"/observability"),
+			sdk+"/observability", sdk+"/observability/kafkalag", sdk+"/reliabletest"),
+		// observability is broker-neutral; its Kafka lag readers are in
+		// observability/kafkalag, which only Kafka services import.
+		"rabbitmq": append(append([]string{}, common...), sdk+"/adapters/rabbitmq", sdk+"/observability"),
+		"kafka": append(append([]string{}, common...), sdk+"/adapters/kafka", sdk+"/observability",
+			sdk+"/observability/kafkalag"),
+		// A Kafka service without the SDK's telemetry: the adapter alone.
+		"kafka-bare": append(append([]string{}, common...), sdk+"/adapters/kafka"),
 	}
 )
+
+// Packages a program compiles only if it imports package observability:
+// the adapters (and kafkalag's home, kept out of adapters/kafka) must not
+// pull the metrics stack into a service that exports none.
+var telemetryOnly = []string{"github.com/prometheus/", "go.opentelemetry.io/otel/sdk", "go.opentelemetry.io/otel/exporters"}
 
 // Modules that only the SDK's own tests, examples, campaign, benchmarks and
 // tools need (matched as substrings of module paths): none may be in a
@@ -137,8 +145,13 @@ func TestUserModuleGraph(t *testing.T) {
 			if name == "rabbitmq" && strings.HasPrefix(p, "github.com/IBM/sarama") {
 				t.Errorf("RabbitMQ-only program compiles %s", p)
 			}
-			if name == "kafka" && strings.HasPrefix(p, "github.com/rabbitmq/amqp091-go") {
-				t.Errorf("Kafka-only program compiles %s", p)
+			if strings.HasPrefix(name, "kafka") && strings.HasPrefix(p, "github.com/rabbitmq/amqp091-go") {
+				t.Errorf("Kafka-only program %s compiles %s", name, p)
+			}
+			for _, tel := range telemetryOnly {
+				if name == "kafka-bare" && strings.HasPrefix(p, tel) {
+					t.Errorf("%s program (no observability) compiles %s", name, p)
+				}
 			}
 		}
 	}
