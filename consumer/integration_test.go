@@ -53,7 +53,7 @@ func redisClient(t testing.TB) *redis.Client {
 func retryTable(t testing.TB, pool *pgxpool.Pool, group string) *retry.Table {
 	t.Helper()
 	name := shortName("rt_")
-	table, err := retry.NewTable(pool, retry.TableConfig{Group: group, TableName: name, Logger: quiet,
+	table, err := retry.NewTable(pool, retry.TableConfig{Group: group, Table: name, Logger: quiet,
 		Backoff: reliable.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestKafkaTwoInstancesTransientFailuresExactlyOnceInOrder(t *testing.T) {
 		}
 		c, err := kafka.NewConsumer(kafkaConfig(brokers, group), h, consumer.Config{
 			Topic: topic, Dedupe: store, RetryTable: table, Concurrency: 32, Logger: quiet,
-			Retrier: retry.RetrierConfig{PollInterval: 50 * time.Millisecond, Owner: "instance-" + strconv.Itoa(i)},
+			Retrier: retry.RetrierConfig{PollInterval: 50 * time.Millisecond, Instance: "instance-" + strconv.Itoa(i)},
 		})
 		if err != nil {
 			t.Fatal(err)

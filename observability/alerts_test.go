@@ -48,7 +48,7 @@ func exportedNames(t *testing.T) map[string]bool {
 			t.Fatal(err)
 		}
 	}
-	must(observability.WatchRetryFunc(b.tel, "g", func(context.Context) (retry.Stats, error) { return retry.Stats{}, nil }))
+	must(observability.WatchRetryFunc(b.tel, "g", func(context.Context) (retry.Status, error) { return retry.Status{}, nil }))
 	must(observability.WatchOutboxFunc(b.tel, "o", func(context.Context) (outbox.Status, error) { return outbox.Status{}, nil }))
 	must(b.tel.WatchLag("g", func(context.Context) (observability.GroupLag, error) {
 		return observability.GroupLag{Topics: []observability.TopicLag{{Topic: "orders", Partitions: []observability.PartitionLag{{}}}}}, nil

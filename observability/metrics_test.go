@@ -110,12 +110,12 @@ func TestConsumerMetrics(t *testing.T) {
 func TestWatchedGauges(t *testing.T) {
 	b := setup(t)
 	now := time.Now()
-	stats := retry.Stats{Pending: 7, Dead: 2, Released: 1, BlockedKeys: 3, Due: 4,
+	stats := retry.Status{Pending: 7, Dead: 2, Released: 1, BlockedKeys: 3, Due: 4,
 		OldestDue: now.Add(-90 * time.Second), OldestCreated: now.Add(-time.Hour)}
 	var failRetry bool
-	reg, err := observability.WatchRetryFunc(b.tel, "kitchen", func(context.Context) (retry.Stats, error) {
+	reg, err := observability.WatchRetryFunc(b.tel, "kitchen", func(context.Context) (retry.Status, error) {
 		if failRetry {
-			return retry.Stats{}, errors.New("database down")
+			return retry.Status{}, errors.New("database down")
 		}
 		return stats, nil
 	})

@@ -12,17 +12,17 @@ import (
 	"github.com/reliable-go/reliable/retry"
 )
 
-// WatchRetryTable reports tbl's Stats (L18) each time metrics are collected:
+// WatchRetryTable reports tbl's Status (L18) each time metrics are collected:
 // entries by state, due entries, blocked keys, how overdue the oldest due
 // entry is and the age of the oldest entry, with the group as attribute.
 // Each collection runs one query, bounded by Config.PollTimeout; a failed
 // one is logged and counted in MetricObserveErrors, and its gauges are
 // skipped. Call Unregister on the result to stop.
 func (t *Telemetry) WatchRetryTable(tbl *retry.Table) (metric.Registration, error) {
-	return t.watchRetry(tbl.Config().Group, tbl.Stats)
+	return t.watchRetry(tbl.Config().Group, tbl.Status)
 }
 
-func (t *Telemetry) watchRetry(group string, stats func(context.Context) (retry.Stats, error)) (metric.Registration, error) {
+func (t *Telemetry) watchRetry(group string, stats func(context.Context) (retry.Status, error)) (metric.Registration, error) {
 	g := attribute.String(AttrGroup, group)
 	byState := func(state string) metric.ObserveOption {
 		return metric.WithAttributeSet(attribute.NewSet(g, attribute.String(AttrState, state)))

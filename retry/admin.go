@@ -169,14 +169,14 @@ func (t *Table) statsSQL() string {
 FROM ` + t.table + ` WHERE grp = $1 AND state IN ('pending', 'dead', 'released')`
 }
 
-// Stats summarises the group's entries, for metrics and alerts (L18).
-func (t *Table) Stats(ctx context.Context) (Stats, error) {
-	var s Stats
+// Status summarises the group's entries as the database has them, for metrics and alerts (L18).
+func (t *Table) Status(ctx context.Context) (Status, error) {
+	var s Status
 	var oldestDue, oldestCreated *time.Time
 	err := t.pool.QueryRow(ctx, t.statsSQL(), t.cfg.Group).
 		Scan(&s.Pending, &s.Dead, &s.Released, &s.BlockedKeys, &s.Due, &oldestDue, &oldestCreated)
 	if err != nil {
-		return Stats{}, fmt.Errorf("retry: stats: %w", err)
+		return Status{}, fmt.Errorf("retry: stats: %w", err)
 	}
 	if oldestDue != nil {
 		s.OldestDue = *oldestDue

@@ -17,7 +17,7 @@ func BenchmarkBlocked(b *testing.B) {
 	pool := testPool(b)
 	name := uniqueName("rt_")
 	dropTable(b, pool, name, name+"_leases", name+"_migrations")
-	tbl, err := retry.NewTable(pool, retry.TableConfig{Group: "bench", TableName: name, Logger: testLogger()})
+	tbl, err := retry.NewTable(pool, retry.TableConfig{Group: "bench", Table: name, Logger: testLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func BenchmarkClaimWithBacklog(b *testing.B) {
 	pool := testPool(b)
 	name := uniqueName("rt_")
 	dropTable(b, pool, name, name+"_leases", name+"_migrations")
-	tbl, err := retry.NewTable(pool, retry.TableConfig{Group: "bench", TableName: name, Logger: testLogger()})
+	tbl, err := retry.NewTable(pool, retry.TableConfig{Group: "bench", Table: name, Logger: testLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -232,7 +232,7 @@ VALUES ('kitchen', $1, $2, $3, 'orders', 'order.placed', 'pending', 1, now() + i
 	if _, err := pool.Exec(ctx, `INSERT INTO `+target.Ident("_leases")+` (grp, lane, owner, expires_at) VALUES ('kitchen', $1, 'old', now() + interval '1 hour')`, "k:"+key); err != nil {
 		t.Fatal(err)
 	}
-	tbl, err := retry.NewTable(pool, retry.TableConfig{Group: "kitchen", TableName: name, Logger: testLogger()})
+	tbl, err := retry.NewTable(pool, retry.TableConfig{Group: "kitchen", Table: name, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 
 // Defaults of TableConfig and RetrierConfig.
 const (
-	DefaultTableName        = "reliable_retry"
+	DefaultTable        = "reliable_retry"
 	DefaultMaxAttempts      = 7
 	DefaultRetention        = 7 * 24 * time.Hour
 	DefaultCleanupBatchSize = 1000
@@ -35,9 +35,9 @@ type TableConfig struct {
 	Group string
 	// Schema holds the tables; empty means the search_path.
 	Schema string
-	// TableName names the entries table; the leases table adds "_leases".
-	// Defaults to DefaultTableName.
-	TableName string
+	// Table names the entries table; the leases table adds "_leases".
+	// Defaults to DefaultTable.
+	Table string
 	// MaxAttempts is how many failed attempts, counting the consumer's first
 	// one, make an entry dead. Defaults to 7 (L11).
 	MaxAttempts int
@@ -72,8 +72,8 @@ type TableConfig struct {
 }
 
 func (c TableConfig) withDefaults() TableConfig {
-	if c.TableName == "" {
-		c.TableName = DefaultTableName
+	if c.Table == "" {
+		c.Table = DefaultTable
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
@@ -104,7 +104,7 @@ func (c TableConfig) withDefaults() TableConfig {
 func (c TableConfig) Validate() error {
 	var p reliable.Problems
 	p.Addf(c.Group == "", "Group is empty: set it to the consumer group")
-	p.Addf(len(c.TableName) > 40, "TableName %q is longer than 40 bytes (PostgreSQL truncates derived names)", c.TableName)
+	p.Addf(len(c.Table) > 40, "Table %q is longer than 40 bytes (PostgreSQL truncates derived names)", c.Table)
 	p.Addf(c.MaxAttempts < 0, "MaxAttempts is negative (%d)", c.MaxAttempts)
 	p.Addf(c.NotifyTimeout < 0, "NotifyTimeout is negative (%s)", c.NotifyTimeout)
 	p.Addf(c.Retention < 0, "Retention is negative (%s)", c.Retention)
@@ -133,9 +133,9 @@ type RetrierConfig struct {
 	// CleanupInterval is how often Run calls Table.Cleanup; negative
 	// disables it (run Cleanup yourself). Defaults to 1h.
 	CleanupInterval time.Duration
-	// Owner names this retrier in leases and logs. Defaults to
+	// Instance names this retrier in leases and logs. Defaults to
 	// "hostname:pid".
-	Owner string
+	Instance string
 	// Logger defaults to the table's logger.
 	Logger *slog.Logger
 }

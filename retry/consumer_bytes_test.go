@@ -117,7 +117,7 @@ func TestConsumerWithForeignKeysAppliesEveryMessageOnceInOrder(t *testing.T) {
 	mu.Unlock()
 	// The last replay's outcome commits just after its handler returned.
 	waitFor(t, 10*time.Second, "the retry table to drain", func() bool {
-		st, err := b.table.Stats(ctx)
+		st, err := b.table.Status(ctx)
 		return err == nil && st.Pending == 0 && st.Dead == 0
 	})
 }

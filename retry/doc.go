@@ -144,7 +144,7 @@
 //
 // [Table.Migrate] applies the embedded schema explicitly (never from a
 // constructor). [Table.Ready] and [Retrier.Ready] answer readiness probes
-// (with the reason when not ready). [Table.Stats] gives depth, due entries, dead entries and the
+// (with the reason when not ready). [Table.Status] gives depth, due entries, dead entries and the
 // oldest due time for metrics and alerts (L18). [Table.Cleanup], run by each
 // Retrier every CleanupInterval, deletes finished history older than the
 // retention in batches (L17). Keyless messages have no order to keep and

@@ -75,8 +75,8 @@ type ListFilter struct {
 	Limit int
 }
 
-// Stats describes a group's retry table for metrics and alerts (L18).
-type Stats struct {
+// Status describes a group's retry table for metrics and alerts (L18).
+type Status struct {
 	// Pending and Dead count entries that block their keys.
 	Pending, Dead int64
 	// Released counts dead entries kept for inspection.

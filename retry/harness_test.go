@@ -42,13 +42,13 @@ func setup(t *testing.T, mod func(*retry.TableConfig)) *bundle {
 	pool := testPool(t)
 	b := &bundle{pool: pool, dead: make(chan retry.DeadEntry, 100)}
 	b.cfg = retry.TableConfig{
-		Group: "kitchen", TableName: uniqueName("rt_"), Backoff: fastBackoff, Logger: testLogger(),
+		Group: "kitchen", Table: uniqueName("rt_"), Backoff: fastBackoff, Logger: testLogger(),
 		Notifier: retry.NotifierFunc(func(_ context.Context, e retry.DeadEntry) error { b.dead <- e; return nil }),
 	}
 	if mod != nil {
 		mod(&b.cfg)
 	}
-	dropTable(t, pool, b.cfg.TableName, b.cfg.TableName+"_leases", b.cfg.TableName+"_migrations")
+	dropTable(t, pool, b.cfg.Table, b.cfg.Table+"_leases", b.cfg.Table+"_migrations")
 	tbl, err := retry.NewTable(pool, b.cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -63,7 +63,7 @@ func TestBlackholedHeartbeatCancelsTheHandlerBeforeTheLeaseExpires(t *testing.T)
 		var live bool
 		qctx, qcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer qcancel()
-		err := b.pool.QueryRow(qctx, `SELECT expires_at > now() FROM `+b.cfg.TableName+`_leases`).Scan(&live)
+		err := b.pool.QueryRow(qctx, `SELECT expires_at > now() FROM `+b.cfg.Table+`_leases`).Scan(&live)
 		cancelled <- result{live, err, time.Since(holed)}
 		return hctx.Err()
 	})

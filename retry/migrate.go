@@ -31,23 +31,23 @@ type Migration struct {
 }
 
 // migrationTarget returns where cfg places the tables (cfg.Schema,
-// cfg.TableName, defaults applied). Only the placement is checked: Group
+// cfg.Table, defaults applied). Only the placement is checked: Group
 // and the other fields do not matter to migrations.
 func migrationTarget(cfg TableConfig) (pgmigrate.Target, error) {
 	var p reliable.Problems
-	p.Addf(len(cfg.TableName) > 40, "TableName %q is longer than 40 bytes (PostgreSQL truncates derived names)", cfg.TableName)
+	p.Addf(len(cfg.Table) > 40, "Table %q is longer than 40 bytes (PostgreSQL truncates derived names)", cfg.Table)
 	if err := p.Err("retry migrations"); err != nil {
 		return pgmigrate.Target{}, err
 	}
-	if cfg.TableName == "" {
-		cfg.TableName = DefaultTableName
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
 	}
-	return pgmigrate.Target{Schema: cfg.Schema, Table: cfg.TableName}, nil
+	return pgmigrate.Target{Schema: cfg.Schema, Table: cfg.Table}, nil
 }
 
 // Migrations returns the retry table's migrations, oldest first, as plain
-// SQL for the tables cfg places (cfg.Schema and cfg.TableName; the zero
-// TableConfig means DefaultTableName in the search_path). [Migrate] applies
+// SQL for the tables cfg places (cfg.Schema and cfg.Table; the zero
+// TableConfig means DefaultTable in the search_path). [Migrate] applies
 // the same statements.
 func Migrations(cfg TableConfig) ([]Migration, error) {
 	target, err := migrationTarget(cfg)
@@ -66,10 +66,10 @@ func Migrations(cfg TableConfig) ([]Migration, error) {
 }
 
 // Migrate creates or upgrades the tables cfg places (cfg.Schema and
-// cfg.TableName; pass the TableConfig given to [NewTable]) and returns once
+// cfg.Table; pass the TableConfig given to [NewTable]) and returns once
 // they are up to date. It is safe to call from several processes at once:
 // they take turns on an advisory lock, and each migration is applied once,
-// in one transaction, and recorded in the table TableName + "_migrations".
+// in one transaction, and recorded in the table Table + "_migrations".
 // Nothing migrates implicitly; call it at deploy or start-up, or run
 // [Migrations] with a migration tool of your own.
 func Migrate(ctx context.Context, db Beginner, cfg TableConfig) error {

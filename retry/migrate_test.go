@@ -20,7 +20,7 @@ import (
 // template action is left, and every statement names the placed tables.
 func TestMigrationsRenderPlacement(t *testing.T) {
 	t.Parallel()
-	migs, err := retry.Migrations(retry.TableConfig{Schema: "app", TableName: "jobs_retry"})
+	migs, err := retry.Migrations(retry.TableConfig{Schema: "app", Table: "jobs_retry"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,10 +42,10 @@ func TestMigrationsRenderPlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(def[0].SQL, `CREATE TABLE IF NOT EXISTS "`+retry.DefaultTableName+`" (`) {
-		t.Errorf("the zero TableConfig does not place %s in the search_path:\n%s", retry.DefaultTableName, def[0].SQL)
+	if !strings.Contains(def[0].SQL, `CREATE TABLE IF NOT EXISTS "`+retry.DefaultTable+`" (`) {
+		t.Errorf("the zero TableConfig does not place %s in the search_path:\n%s", retry.DefaultTable, def[0].SQL)
 	}
-	_, err = retry.Migrations(retry.TableConfig{TableName: strings.Repeat("t", 41)})
+	_, err = retry.Migrations(retry.TableConfig{Table: strings.Repeat("t", 41)})
 	if !errors.Is(err, reliable.ErrInvalidConfig) {
 		t.Errorf("41-byte table name: err = %v, want ErrInvalidConfig", err)
 	}
@@ -61,7 +61,7 @@ func TestMigrateFunctionConcurrentAndRerunnable(t *testing.T) {
 	schema, pool := pgtest.Schema(t, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg := retry.TableConfig{Group: "g", Schema: schema, TableName: "jobs_retry"}
+	cfg := retry.TableConfig{Group: "g", Schema: schema, Table: "jobs_retry"}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -114,7 +114,7 @@ func TestMigrateFunctionConcurrentAndRerunnable(t *testing.T) {
 			t.Fatalf("running %s again: %v", m.Name, err)
 		}
 	}
-	st, err := table.Stats(ctx)
+	st, err := table.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

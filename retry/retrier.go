@@ -60,15 +60,15 @@ func NewRetrier(t *Table, h reliable.Handler, cfg RetrierConfig) (*Retrier, erro
 		return nil, err
 	}
 	cfg = cfg.withDefaults(t)
-	if cfg.Owner == "" {
+	if cfg.Instance == "" {
 		host, _ := os.Hostname()
-		cfg.Owner = host + ":" + strconv.Itoa(os.Getpid())
+		cfg.Instance = host + ":" + strconv.Itoa(os.Getpid())
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return &Retrier{
-		t: t, h: h, cfg: cfg, log: cfg.Logger.With("component", "retrier", "group", t.cfg.Group, "owner", cfg.Owner),
-		owner: cfg.Owner + "/" + hex.EncodeToString(b[:]), releaseOnStop: true,
+		t: t, h: h, cfg: cfg, log: cfg.Logger.With("component", "retrier", "group", t.cfg.Group, "owner", cfg.Instance),
+		owner: cfg.Instance + "/" + hex.EncodeToString(b[:]), releaseOnStop: true,
 	}, nil
 }
 

@@ -100,7 +100,7 @@ func TestTwoInstancesApplyEveryMessageOnceInOrder(t *testing.T) {
 		startRetrier(t, b.table, reliable.HandlerFunc(func(ctx context.Context, msg *reliable.Message) error {
 			replays.Add(1)
 			return h.Handle(ctx, msg)
-		}), retry.RetrierConfig{Owner: name, Workers: 4})
+		}), retry.RetrierConfig{Instance: name, Workers: 4})
 		for k := inst; k < keys; k += 2 {
 			key := fmt.Sprintf("order-%02d", k)
 			wg.Add(1)
@@ -135,10 +135,10 @@ func TestTwoInstancesApplyEveryMessageOnceInOrder(t *testing.T) {
 		}
 	}
 	// The last replays' outcomes commit just after their handlers return.
-	var st retry.Stats
+	var st retry.Status
 	var err error
 	waitFor(t, 10*time.Second, "the last outcomes to commit", func() bool {
-		st, err = b.table.Stats(context.Background())
+		st, err = b.table.Status(context.Background())
 		return err != nil || st.Pending == 0
 	})
 	if err != nil || st.Pending != 0 || st.Dead != 0 {
@@ -177,7 +177,7 @@ func TestCrashedRetrierKeyIsTakenOverInOrder(t *testing.T) {
 		return nil
 	})
 	const leaseTTL = 1500 * time.Millisecond
-	stopA := startRetrier(t, b.table, a, retry.RetrierConfig{Owner: "a", LeaseTTL: leaseTTL, ShutdownTimeout: time.Millisecond}, retry.SimulateCrash)
+	stopA := startRetrier(t, b.table, a, retry.RetrierConfig{Instance: "a", LeaseTTL: leaseTTL, ShutdownTimeout: time.Millisecond}, retry.SimulateCrash)
 	<-inHandler
 	stopA()
 	crashedAt := time.Now()
@@ -193,7 +193,7 @@ func TestCrashedRetrierKeyIsTakenOverInOrder(t *testing.T) {
 		l.apply(msg)
 		return nil
 	})
-	startRetrier(t, b.table, bh, retry.RetrierConfig{Owner: "b", LeaseTTL: leaseTTL})
+	startRetrier(t, b.table, bh, retry.RetrierConfig{Instance: "b", LeaseTTL: leaseTTL})
 	waitFor(t, 10*time.Second, "b to finish the key", func() bool { return len(l.applied("order-1")) == total })
 	want := make([]string, total)
 	for i := range want {
@@ -208,7 +208,7 @@ func TestCrashedRetrierKeyIsTakenOverInOrder(t *testing.T) {
 		t.Fatalf("b started %s after the crash, before a's lease (%s) could have expired", wait, leaseTTL)
 	}
 	waitFor(t, 5*time.Second, "the last entry to be done", func() bool {
-		st, err := b.table.Stats(ctx)
+		st, err := b.table.Status(ctx)
 		return err == nil && st.Pending == 0
 	})
 }
@@ -233,7 +233,7 @@ func TestStoppedRetrierHandsOverAtOnce(t *testing.T) {
 		l.apply(msg)
 		return nil
 	})
-	stopA := startRetrier(t, b.table, a, retry.RetrierConfig{Owner: "a", LeaseTTL: time.Minute})
+	stopA := startRetrier(t, b.table, a, retry.RetrierConfig{Instance: "a", LeaseTTL: time.Minute})
 	<-inHandler
 	go func() { time.Sleep(100 * time.Millisecond); close(release) }()
 	stopA() // returns after order.2 finished, without starting order.3
@@ -244,7 +244,7 @@ func TestStoppedRetrierHandsOverAtOnce(t *testing.T) {
 	startRetrier(t, b.table, reliable.HandlerFunc(func(ctx context.Context, msg *reliable.Message) error {
 		l.apply(msg)
 		return nil
-	}), retry.RetrierConfig{Owner: "b", LeaseTTL: time.Minute})
+	}), retry.RetrierConfig{Instance: "b", LeaseTTL: time.Minute})
 	waitFor(t, 10*time.Second, "b to finish", func() bool { return len(l.applied("order-1")) == 5 })
 	if time.Since(start) > 5*time.Second {
 		t.Fatalf("b waited %s: the lease was not released", time.Since(start))
@@ -272,10 +272,10 @@ func TestLostLeaseCancelsTheHandlerAndIsFenced(t *testing.T) {
 		cancelled <- ctx.Err()
 		return errors.New("interrupted")
 	})
-	startRetrier(t, b.table, h, retry.RetrierConfig{Owner: "a", LeaseTTL: 600 * time.Millisecond})
+	startRetrier(t, b.table, h, retry.RetrierConfig{Instance: "a", LeaseTTL: 600 * time.Millisecond})
 	<-inHandler
 	// Another retrier takes the key over.
-	tag, err := b.pool.Exec(ctx, `UPDATE `+b.cfg.TableName+`_leases SET owner = 'thief', expires_at = now() + interval '1 hour'`)
+	tag, err := b.pool.Exec(ctx, `UPDATE `+b.cfg.Table+`_leases SET owner = 'thief', expires_at = now() + interval '1 hour'`)
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("steal lease: %v, %d", err, tag.RowsAffected())
 	}
@@ -293,7 +293,7 @@ func TestLostLeaseCancelsTheHandlerAndIsFenced(t *testing.T) {
 		t.Fatalf("entry after a lost lease: %+v, %v", e, err)
 	}
 	var owner string
-	must(t, b.pool.QueryRow(ctx, `SELECT owner FROM `+b.cfg.TableName+`_leases`).Scan(&owner))
+	must(t, b.pool.QueryRow(ctx, `SELECT owner FROM `+b.cfg.Table+`_leases`).Scan(&owner))
 	if owner != "thief" {
 		t.Fatalf("the fenced retrier released the thief's lease: owner %q", owner)
 	}

@@ -22,13 +22,13 @@ func TestStatsReadsOpenEntriesNotTheHistory(t *testing.T) {
 	for _, typ := range []string{"a", "b", "c", "d", "e"} {
 		must(t, b.table.Park(ctx, orderMsg("order-"+typ, typ), nil))
 	}
-	_, err := b.pool.Exec(ctx, `INSERT INTO `+b.cfg.TableName+` (grp, lane, message_id, msg_key, topic, msg_type, state, finished_at)
+	_, err := b.pool.Exec(ctx, `INSERT INTO `+b.cfg.Table+` (grp, lane, message_id, msg_key, topic, msg_type, state, finished_at)
 		SELECT $1, 'k:h' || i, 'h' || i, 'h' || i, 'orders', 'order.done', 'done', now() FROM generate_series(1, 20000) AS i`, b.cfg.Group)
 	must(t, err)
-	_, err = b.pool.Exec(ctx, `ANALYZE `+b.cfg.TableName)
+	_, err = b.pool.Exec(ctx, `ANALYZE `+b.cfg.Table)
 	must(t, err)
 
-	st, err := b.table.Stats(ctx)
+	st, err := b.table.Status(ctx)
 	must(t, err)
 	if st.Pending != 5 {
 		t.Fatalf("stats %+v, want 5 pending", st)

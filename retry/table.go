@@ -52,7 +52,7 @@ func NewTable(pool *pgxpool.Pool, cfg TableConfig) (*Table, error) {
 		return nil, &reliable.ConfigError{Component: "retry table", Problems: []string{"pool is nil"}}
 	}
 	cfg = cfg.withDefaults()
-	target := pgmigrate.Target{Schema: cfg.Schema, Table: cfg.TableName}
+	target := pgmigrate.Target{Schema: cfg.Schema, Table: cfg.Table}
 	return &Table{
 		pool: pool, cfg: cfg, log: cfg.Logger.With("component", "retry", "group", cfg.Group),
 		target: target, table: target.Ident(""), leases: target.Ident("_leases"),

@@ -142,7 +142,7 @@ func TestSevenFailuresMakeADeadEntryThatBlocksItsKey(t *testing.T) {
 		t.Fatalf("order-2 applied %v, want it to flow", got)
 	}
 	// L18: the depth, dead count and blocked keys are there for alerts.
-	st, err := b.table.Stats(ctx)
+	st, err := b.table.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestParkRoundTripAndIdempotence(t *testing.T) {
 	if n, err := b.table.RetryKeyNow(ctx, "order-9"); err != nil || n != 2 {
 		t.Fatalf("RetryKeyNow = %d, %v", n, err)
 	}
-	st, err := b.table.Stats(ctx)
+	st, err := b.table.Status(ctx)
 	if err != nil || st.Due != 2 || st.Pending != 3 || st.BlockedKeys != 2 {
 		t.Fatalf("Stats = %+v, %v", st, err)
 	}
@@ -384,7 +384,7 @@ func TestCleanupRetention(t *testing.T) {
 	}
 	stop := startRetrier(t, b.table, ok, retry.RetrierConfig{CleanupInterval: -1})
 	waitFor(t, 10*time.Second, "replays", func() bool {
-		s, err := b.table.Stats(ctx)
+		s, err := b.table.Status(ctx)
 		return err == nil && s.Pending == 0
 	})
 	stop()
@@ -423,7 +423,7 @@ func must(t *testing.T, err error) {
 
 func TestConfigValidation(t *testing.T) {
 	t.Parallel()
-	_, err := retry.NewTable(nil, retry.TableConfig{MaxAttempts: -1, Retention: -1, TableName: "a_table_name_that_is_much_too_long_for_us"})
+	_, err := retry.NewTable(nil, retry.TableConfig{MaxAttempts: -1, Retention: -1, Table: "a_table_name_that_is_much_too_long_for_us"})
 	var ce *reliable.ConfigError
 	if !errors.As(err, &ce) || len(ce.Problems) != 4 {
 		t.Fatalf("NewTable = %v, want 4 problems at once", err)

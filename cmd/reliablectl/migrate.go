@@ -50,7 +50,7 @@ upgraded.`)
 	p.register(f, "schema of the tables (default: the search_path)")
 	var only listFlag
 	f.Var(&only, "only", "only these components: outbox, retry, dedupe (repeatable, or comma-separated)")
-	retryTable := f.String("retry-table", retry.DefaultTableName, "the retry table's name (TableConfig.TableName)")
+	retryTable := f.String("retry-table", retry.DefaultTable, "the retry table's name (TableConfig.Table)")
 	dedupeTable := f.String("dedupe-table", idempotency.DefaultTable, "the dedupe table's name (PostgresConfig.Table)")
 	printSQL := f.Bool("print", false, "write the plain SQL instead of applying it")
 	return f.runE(func(ctx context.Context) error {
@@ -63,7 +63,7 @@ upgraded.`)
 			}
 			components = slices.DeleteFunc(slices.Clone(migrateComponents), func(c string) bool { return !slices.Contains(only, c) })
 		}
-		retryCfg := retry.TableConfig{Schema: p.schema, TableName: *retryTable}
+		retryCfg := retry.TableConfig{Schema: p.schema, Table: *retryTable}
 		dedupeCfg := idempotency.PostgresConfig{Schema: p.schema, Table: *dedupeTable}
 		var migs []migrationSQL
 		for _, c := range components {

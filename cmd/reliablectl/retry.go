@@ -27,7 +27,7 @@ type retryFlags struct {
 func (r *retryFlags) register(f *flags) {
 	r.pg.register(f, "schema of the retry table (default: the connection's search_path)")
 	f.StringVar(&r.group, "group", "", "retry-table group: the consumer group whose entries to use")
-	f.StringVar(&r.table, "table", retry.DefaultTableName, "name of the retry table")
+	f.StringVar(&r.table, "table", retry.DefaultTable, "name of the retry table")
 }
 
 // open connects and returns the group's table.
@@ -36,7 +36,7 @@ func (r *retryFlags) open(ctx context.Context, a *app) (*pgxpool.Pool, *retry.Ta
 	if err != nil {
 		return nil, nil, err
 	}
-	t, err := retry.NewTable(pool, retry.TableConfig{Group: r.group, Schema: r.pg.schema, TableName: r.table})
+	t, err := retry.NewTable(pool, retry.TableConfig{Group: r.group, Schema: r.pg.schema, Table: r.table})
 	if err != nil {
 		pool.Close()
 		return nil, nil, usagef("%v", err)
@@ -348,7 +348,7 @@ the most overdue one has waited, and the oldest entry's age.`)
 			return err
 		}
 		defer pool.Close()
-		s, err := t.Stats(ctx)
+		s, err := t.Status(ctx)
 		if err != nil {
 			return missingTable(err, "retry table "+r.table, r.pg.schema)
 		}

@@ -174,7 +174,7 @@ func newStores(ctx context.Context, cfg config, runID string, log *slog.Logger) 
 			if err != nil {
 				return 0, 0, 0, err
 			}
-			st, err := table.Stats(ctx)
+			st, err := table.Status(ctx)
 			if err != nil {
 				return 0, 0, 0, err
 			}
