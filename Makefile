@@ -99,7 +99,8 @@ tidy-check: ## Fail if go mod tidy would change the go.mod/go.sum of any module 
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-lint: ## go vet, staticcheck, and fail if gofmt would change a file
+lint: ## go vet, staticcheck, gofmt, and every module's go.mod tidy
+	$(MAKE) --no-print-directory tidy-check
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './.cache/*' -not -path './vendor/*' -not -path './.git/*')); \

@@ -59,9 +59,8 @@ func waitState(t testing.TB, r *outbox.Relay, state string) {
 // ledgerWriter adds messages in transactions that also append to a ledger
 // table (key, n, msg_id): the commit order per key the relay must keep.
 type ledgerWriter struct {
-	db    *testDB
-	keys  int
-	added sync.WaitGroup
+	db   *testDB
+	keys int
 }
 
 func newLedger(t testing.TB, db *testDB, keys int) *ledgerWriter {
