@@ -9,7 +9,7 @@ import (
 
 // Defaults of TableConfig and RetrierConfig.
 const (
-	DefaultTable        = "reliable_retry"
+	DefaultTable            = "reliable_retry"
 	DefaultMaxAttempts      = 7
 	DefaultRetention        = 7 * 24 * time.Hour
 	DefaultCleanupBatchSize = 1000
