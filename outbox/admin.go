@@ -33,7 +33,7 @@ type Status struct {
 	// alert on it).
 	OldestPending time.Duration
 	// Dead counts dead rows; each blocks its key unless the relay runs with
-	// DeadReleasesKey.
+	// ReleaseOnDead.
 	Dead int64
 	// LeasedKeys counts keys leased by live relays; Relays counts those
 	// relays.
@@ -95,7 +95,7 @@ func DeadRows(ctx context.Context, db DB, limit int) ([]Row, error) {
 }
 
 // Retry makes a dead row pending again with a fresh attempt count; its key
-// resumes with it, in order. (Under Config.DeadReleasesKey the key's later
+// resumes with it, in order. (Under Config.ReleaseOnDead the key's later
 // rows did not wait, so the retried row is published after them.)
 func Retry(ctx context.Context, db DB, id int64) error {
 	tag, err := db.Exec(ctx, `WITH r AS (

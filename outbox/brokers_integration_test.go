@@ -268,7 +268,7 @@ func TestRealBrokersTwoRelaysTenThousandRows(t *testing.T) {
 		c := k.consume(t)
 		for i := range 2 {
 			cfg := testConfig()
-			cfg.ID = fmt.Sprintf("relay-%d", i)
+			cfg.Instance = fmt.Sprintf("relay-%d", i)
 			cfg.MaxKeys = 60
 			cfg.LeaseTTL = 10 * time.Second
 			cfg.PublishTimeout = 4 * time.Second

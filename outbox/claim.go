@@ -213,11 +213,11 @@ func (r *Relay) claimFrom(ctx context.Context, cursor string, room, window int) 
 	logMode := r.cfg.Mode == ModeLog
 	b := &pgx.Batch{}
 	b.Queue(asyncCommit)
-	b.Queue(claimSQL, r.cfg.ID, room, cursor, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
+	b.Queue(claimSQL, r.cfg.Instance, room, cursor, r.cfg.ReleaseOnDead, r.cfg.LeaseTTL.Milliseconds())
 	if logMode {
 		b.Queue(`SELECT pg_current_snapshot()::text`)
 	}
-	b.Queue(claimedRowsSQL, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), window)
+	b.Queue(claimedRowsSQL, r.cfg.Instance, r.cfg.LeaseTTL.Milliseconds(), window)
 	br := r.pool.SendBatch(ctx, b)
 	return func() ([]string, map[string][]*row, *snapshot, error) {
 		defer br.Close()
@@ -262,7 +262,7 @@ func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got 
 	valid := start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)
 	lanes := make([]*lane, 0, len(names))
 	r.mu.Lock()
-	r.stats.Claims += uint64(len(names))
+	r.stats.KeysLeased += uint64(len(names))
 	for _, name := range names {
 		if l := r.lanes[name]; l != nil {
 			// Our own lease had lapsed (renewals failed) and nobody took the
@@ -420,7 +420,7 @@ func (r *Relay) placeSnap(ctx context.Context, lanes []*lane, got map[string][]*
 	}
 	// Release in the database first: until then the lanes stay ours, so a
 	// claim of this relay does not take them again meanwhile.
-	if _, err := r.execAsync(ctx, `DELETE FROM reliable_outbox_leases WHERE owner = $1 AND lane = ANY($2::text[])`, r.cfg.ID, empty); err != nil {
+	if _, err := r.execAsync(ctx, `DELETE FROM reliable_outbox_leases WHERE owner = $1 AND lane = ANY($2::text[])`, r.cfg.Instance, empty); err != nil {
 		r.mu.Lock()
 		for _, name := range empty {
 			if l := r.lanes[name]; l != nil {
@@ -432,7 +432,7 @@ func (r *Relay) placeSnap(ctx context.Context, lanes []*lane, got map[string][]*
 		return err
 	}
 	r.mu.Lock()
-	r.stats.Released += uint64(len(empty))
+	r.stats.KeysReturned += uint64(len(empty))
 	for _, name := range empty {
 		if l := r.lanes[name]; l != nil && !l.inflight {
 			r.dropLaneLocked(l)

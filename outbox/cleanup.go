@@ -29,7 +29,7 @@ func (r *Relay) cleanupLoop(ctx context.Context) {
 // The relay runs it every CleanupInterval; it is exported for operators and
 // tests.
 func (r *Relay) Cleanup(ctx context.Context) (int64, error) {
-	return cleanup(ctx, r.pool, r.cfg.Retention, r.cfg.LeaseTTL, r.cfg.CleanupBatch)
+	return cleanup(ctx, r.pool, r.cfg.Retention, r.cfg.LeaseTTL, r.cfg.CleanupBatchSize)
 }
 
 func cleanup(ctx context.Context, db DB, retention, leaseTTL time.Duration, batch int) (int64, error) {

@@ -61,19 +61,19 @@ func ParseMode(s string) (Mode, error) {
 // Config configures a Relay. The zero value is valid: every field documents
 // its default.
 type Config struct {
-	// ID names this relay instance in the lease table; it must be unique
-	// among the relays running at once. A relay that restarts with the same ID
+	// Instance names this relay instance in the lease table; it must be unique
+	// among the relays running at once. A relay that restarts with the same Instance
 	// takes over its own leases at once instead of waiting for them to expire
 	// (use a stable name such as the pod name). Defaults to host-pid-random,
 	// which is unique but not stable.
 	//
-	// A running relay holds a PostgreSQL session advisory lock on its ID (on
+	// A running relay holds a PostgreSQL session advisory lock on its Instance (on
 	// a connection of its own, beside the pool's). Run waits up to LeaseTTL
-	// for it, then returns ErrDuplicateID: another live relay uses the ID.
+	// for it, then returns ErrDuplicateInstance: another live relay uses the Instance.
 	// The lock of a killed relay ends when PostgreSQL sees its connection
 	// close: at once after kill -9, after the TCP keepalive timeout when its
 	// host vanished.
-	ID string
+	Instance string
 	// MaxKeys bounds the keys (ordering lanes) this relay leases at once.
 	// Since a key has one row in flight at a time, throughput is at most
 	// MaxKeys per publish round trip. Defaults to 8192.
@@ -128,10 +128,10 @@ type Config struct {
 	// so an outage of any length kills nothing, and a row that fails alone
 	// still ends dead. Defaults to 10.
 	MaxAttempts int
-	// DeadReleasesKey lets the rows after a dead row of the same key go on.
+	// ReleaseOnDead lets the rows after a dead row of the same key go on.
 	// By default a dead row blocks its key (strict order) until an operator
 	// calls Retry or Discard.
-	DeadReleasesKey bool
+	ReleaseOnDead bool
 	// Notifier is told about each row that became dead. Defaults to a
 	// LogNotifier on Logger.
 	Notifier Notifier
@@ -143,9 +143,9 @@ type Config struct {
 	// retention, unused key-lock rows and expired leases, in batches.
 	// Defaults to 1m.
 	CleanupInterval time.Duration
-	// CleanupBatch bounds the rows deleted per cleanup statement, so that
+	// CleanupBatchSize bounds the rows deleted per cleanup statement, so that
 	// cleanup never holds long locks. Defaults to 1000.
-	CleanupBatch int
+	CleanupBatchSize int
 	// ShutdownTimeout bounds how long Run waits, once its context ends, for
 	// publishes in flight and for marking confirmed rows. Defaults to 10s.
 	ShutdownTimeout time.Duration
@@ -189,7 +189,7 @@ func (c Config) Validate() error {
 	neg("BatchSize", c.BatchSize)
 	neg("Publishers", c.Publishers)
 	neg("MaxAttempts", c.MaxAttempts)
-	neg("CleanupBatch", c.CleanupBatch)
+	neg("CleanupBatchSize", c.CleanupBatchSize)
 	negD("PollInterval", c.PollInterval)
 	negD("LeaseTTL", c.LeaseTTL)
 	negD("PublishTimeout", c.PublishTimeout)
@@ -229,7 +229,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BatchSize, 2000)
 	def(&c.Publishers, 8)
 	def(&c.MaxAttempts, 10)
-	def(&c.CleanupBatch, 1000)
+	def(&c.CleanupBatchSize, 1000)
 	defD(&c.PollInterval, time.Second)
 	defD(&c.LeaseTTL, 30*time.Second)
 	defD(&c.PublishTimeout, 10*time.Second)
@@ -250,8 +250,8 @@ func (c Config) withDefaults() Config {
 	if c.Notifier == nil {
 		c.Notifier = LogNotifier{Logger: c.Logger}
 	}
-	if c.ID == "" {
-		c.ID = defaultID()
+	if c.Instance == "" {
+		c.Instance = defaultID()
 	}
 	return c
 }

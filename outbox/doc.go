@@ -35,7 +35,7 @@
 // while relay A publishes a key's first row, relay B would skip it and take
 // the key's second row. Leases also survive a relay that is killed: its keys
 // go to another relay when the lease expires (or at once to a relay
-// restarted with the same Config.ID).
+// restarted with the same Config.Instance).
 //
 // Per key, the relay publishes one row at a time: the next row is published
 // only after the broker confirmed the previous one and it was deleted (or
@@ -88,7 +88,7 @@
 // after Config.MaxAttempts (or at once on a permanent error such as a
 // message too large, L13) it becomes dead: the Notifier is told and the key
 // stays blocked until an operator calls [Retry] or [Discard] (or, with
-// Config.DeadReleasesKey, the key goes on). A publisher that returns
+// Config.ReleaseOnDead, the key goes on). A publisher that returns
 // reliable.ErrClosed (the application closed it while the relay still runs)
 // is an outage too, never a property of the rows: they are charged nothing
 // and never die, and the relay logs an error and backs off until publishes
@@ -106,8 +106,8 @@
 // bench/outbox's claimcost). [Relay.Stats] reports ClaimQueries and
 // ClaimTime.
 //
-// A running relay holds a PostgreSQL advisory lock on its Config.ID: Run
-// returns [ErrDuplicateID] when another live relay uses the ID, and a relay
+// A running relay holds a PostgreSQL advisory lock on its Config.Instance: Run
+// returns [ErrDuplicateInstance] when another live relay uses the ID, and a relay
 // restarted with the ID takes its leases over at once. Run also refuses a
 // row ID sequence with CACHE > 1 ([ErrSequenceCached]), which would break
 // the commit-order argument above. [Relay.Ready] answers readiness probes:
@@ -201,7 +201,7 @@
 // connection close (at once after kill -9; after wal_sender_timeout, 60s by
 // default, when its host vanished) and a standby reads on from the
 // confirmed position; its keys wait for their leases to pass, or go at
-// once to a reader restarted with the same Config.ID.
+// once to a reader restarted with the same Config.Instance.
 //
 // Operating it. [SlotStatus] reports the slot (exists, active pid,
 // wal_status, retained and unconfirmed WAL in bytes, safe_wal_size,

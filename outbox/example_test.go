@@ -55,7 +55,7 @@ func ExampleRelay() {
 		log.Fatal(err)
 	}
 	defer pub.Close()
-	relay, err := outbox.NewRelay(pool, pub, outbox.Config{ID: os.Getenv("POD_NAME")})
+	relay, err := outbox.NewRelay(pool, pub, outbox.Config{Instance: os.Getenv("POD_NAME")})
 	if err != nil {
 		log.Fatal(err)
 	}

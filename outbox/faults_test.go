@@ -284,7 +284,7 @@ func TestArchiveAndRetentionCleanupInBatches(t *testing.T) {
 	cfg := testConfig()
 	cfg.Sent = outbox.Archive
 	cfg.Retention = time.Hour
-	cfg.CleanupBatch = 7
+	cfg.CleanupBatchSize = 7
 	relay := startRelay(t, db.pool, broker.Publisher(), cfg)
 	for i := range 50 {
 		if err := addTx(ctx, db.pool, msg("orders", fmt.Sprintf("o-%d", i%5), "x")); err != nil {
@@ -322,7 +322,7 @@ func TestArchiveAndRetentionCleanupInBatches(t *testing.T) {
 	if left := db.count(t, `SELECT count(*) FROM reliable_outbox_keys`); left != 0 {
 		t.Fatalf("%d key-lock rows left", left)
 	}
-	t.Logf("cleanup deleted %d rows in batches of %d", n, cfg.CleanupBatch)
+	t.Logf("cleanup deleted %d rows in batches of %d", n, cfg.CleanupBatchSize)
 }
 
 func TestConfigValidateListsEveryProblem(t *testing.T) {

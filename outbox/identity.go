@@ -10,12 +10,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ErrDuplicateID is returned by Run when another relay with the same
-// Config.ID is running on the same outbox tables: two relays sharing an ID
+// ErrDuplicateInstance is returned by Run when another relay with the same
+// Config.Instance is running on the same outbox tables: two relays sharing an Instance
 // would renew each other's leases.
-var ErrDuplicateID = errors.New("outbox: another live relay uses this Config.ID")
+var ErrDuplicateInstance = errors.New("outbox: another live relay uses this Config.Instance")
 
-// idLockSQL takes the session advisory lock that marks Config.ID ($1) as in
+// idLockSQL takes the session advisory lock that marks Config.Instance ($1) as in
 // use on this schema's outbox. A session lock ends with its connection, so
 // the lock of a relay that crashed (kill -9, OOM) is gone as soon as
 // PostgreSQL sees its connection close.
@@ -35,7 +35,7 @@ func (r *Relay) takeID(ctx context.Context) (*pgx.Conn, error) {
 	deadline := time.Now().Add(r.cfg.LeaseTTL)
 	for {
 		var ok bool
-		if err := conn.QueryRow(ctx, idLockSQL, r.cfg.ID).Scan(&ok); err != nil {
+		if err := conn.QueryRow(ctx, idLockSQL, r.cfg.Instance).Scan(&ok); err != nil {
 			_ = conn.Close(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("outbox: locking the relay ID: %w", err)
 		}
@@ -45,14 +45,14 @@ func (r *Relay) takeID(ctx context.Context) (*pgx.Conn, error) {
 		if time.Now().After(deadline) {
 			_ = conn.Close(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("%w: %q is held by another session for over LeaseTTL (%s) (a relay whose host vanished holds it until PostgreSQL's TCP keepalive gives up)",
-				ErrDuplicateID, r.cfg.ID, r.cfg.LeaseTTL)
+				ErrDuplicateInstance, r.cfg.Instance, r.cfg.LeaseTTL)
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
 			_ = conn.Close(context.WithoutCancel(ctx))
 			return nil, err
 		}
 	}
-	tag, err := conn.Exec(ctx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.ID)
+	tag, err := conn.Exec(ctx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.Instance)
 	if err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("outbox: taking over the leases of this relay ID: %w", err)
@@ -115,10 +115,10 @@ func (r *Relay) relockID(ctx context.Context) (*pgx.Conn, error) {
 	}
 	conn := pc.Hijack()
 	var ok bool
-	if err := conn.QueryRow(ctx, idLockSQL, r.cfg.ID).Scan(&ok); err != nil || !ok {
+	if err := conn.QueryRow(ctx, idLockSQL, r.cfg.Instance).Scan(&ok); err != nil || !ok {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		if err == nil {
-			err = fmt.Errorf("%w: %q", ErrDuplicateID, r.cfg.ID)
+			err = fmt.Errorf("%w: %q", ErrDuplicateInstance, r.cfg.Instance)
 		}
 		return nil, err
 	}

@@ -43,7 +43,7 @@ func TestRelayRestartedWithItsIDTakesItsLeasesOverAtOnce(t *testing.T) {
 	}
 
 	cfg := testConfig()
-	cfg.ID, cfg.LeaseTTL, cfg.PublishTimeout = "relay-that-dies", 15*time.Second, 5*time.Second
+	cfg.Instance, cfg.LeaseTTL, cfg.PublishTimeout = "relay-that-dies", 15*time.Second, 5*time.Second
 	start := time.Now()
 	startRelay(t, db.pool, &filePublisher{path: file}, cfg)
 	waitFor(t, 5*time.Second, "the backlog relayed by the restarted relay, within 5 s of its 15 s lease TTL", func() bool {
@@ -67,7 +67,7 @@ func recordsAsMessages(rs []fileRecord) []*reliable.Message {
 }
 
 // Issue 15 item 7: two live relays sharing an ID are detected: the second
-// Run returns ErrDuplicateID once it waited LeaseTTL (3 s) for the ID; once
+// Run returns ErrDuplicateInstance once it waited LeaseTTL (3 s) for the ID; once
 // the first stops, the ID is free. Before, both ran, renewing each other's
 // leases.
 func TestSecondLiveRelayWithTheSameIDIsRefused(t *testing.T) {
@@ -75,7 +75,7 @@ func TestSecondLiveRelayWithTheSameIDIsRefused(t *testing.T) {
 	db := newTestDB(t, 8)
 	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{})
 	cfg := testConfig()
-	cfg.ID = "pod-0"
+	cfg.Instance = "pod-0"
 	first, err := outbox.NewRelay(db.pool, broker.Publisher(), cfg)
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -88,8 +88,8 @@ func TestSecondLiveRelayWithTheSameIDIsRefused(t *testing.T) {
 	must(t, err)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
-	if err := second.Run(sctx); !errors.Is(err, outbox.ErrDuplicateID) {
-		t.Fatalf("second relay with ID pod-0: Run returned %v, want ErrDuplicateID", err)
+	if err := second.Run(sctx); !errors.Is(err, outbox.ErrDuplicateInstance) {
+		t.Fatalf("second relay with ID pod-0: Run returned %v, want ErrDuplicateInstance", err)
 	}
 	cancel()
 	must(t, <-done)

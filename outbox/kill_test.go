@@ -66,7 +66,7 @@ func runKilledRelay() int {
 	}
 	pub := &killAfterConfirm{Publisher: inner}
 	rcfg := testConfig()
-	rcfg.ID = "relay-that-dies"
+	rcfg.Instance = "relay-that-dies"
 	// Room for a broker still settling after an earlier fault test.
 	rcfg.PublishTimeout = 5 * time.Second
 	rcfg.LeaseTTL = 15 * time.Second

@@ -44,7 +44,7 @@ func (r *Relay) renew(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	names, err := r.queryStringsAsync(ctx, `UPDATE reliable_outbox_leases SET expires_at = now() + $2 * interval '1 millisecond'
-		WHERE owner = $1 AND lane = ANY($3::text[]) RETURNING lane`, r.cfg.ID, r.cfg.LeaseTTL.Milliseconds(), held)
+		WHERE owner = $1 AND lane = ANY($3::text[]) RETURNING lane`, r.cfg.Instance, r.cfg.LeaseTTL.Milliseconds(), held)
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func TestLogRelayStandbyTakesOverTheSlotOnKill(t *testing.T) {
 		return err == nil && st.Active
 	})
 	cfg := logConfig(slot)
-	cfg.ID = "relay-b"
+	cfg.Instance = "relay-b"
 	standby := startRelay(t, db.pool, &filePublisher{path: file}, cfg)
 	waitState(t, standby, "standby")
 

@@ -55,7 +55,7 @@ func runKilledLogRelay() int {
 	after, _ := strconv.Atoi(os.Getenv(childAfterEnv))
 	pub := &killAfterN{Publisher: inner, after: int64(after)}
 	rcfg := logConfig(os.Getenv(childSlotEnv))
-	rcfg.ID = os.Getenv(childIDEnv)
+	rcfg.Instance = os.Getenv(childIDEnv)
 	rcfg.PublishTimeout = 5 * time.Second
 	rcfg.LeaseTTL = 15 * time.Second
 	if d, err := time.ParseDuration(os.Getenv(childTTLEnv)); err == nil {
@@ -215,7 +215,7 @@ func TestLogRelayKilledMidStreamResumesFromTheSlot(t *testing.T) {
 	// Restarted with its ID, as a pod with a stable name: it takes the dead
 	// relay's leases over at once.
 	cfg := logConfig(slot)
-	cfg.ID = "log-relay-that-dies"
+	cfg.Instance = "log-relay-that-dies"
 	r := startRelay(t, db.pool, &filePublisher{path: file}, cfg)
 	if err := <-written; err != nil {
 		t.Fatal(err)

@@ -663,8 +663,8 @@ func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) (*snap
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN ISOLATION LEVEL REPEATABLE READ`)
 	b.Queue(asyncCommit)
-	b.Queue(logClaimSQL, r.cfg.ID, keys, r.cfg.DeadReleasesKey, r.cfg.LeaseTTL.Milliseconds())
-	b.Queue(logClaimedRowsSQL, r.cfg.ID, keys, window)
+	b.Queue(logClaimSQL, r.cfg.Instance, keys, r.cfg.ReleaseOnDead, r.cfg.LeaseTTL.Milliseconds())
+	b.Queue(logClaimedRowsSQL, r.cfg.Instance, keys, window)
 	b.Queue(`SELECT pg_current_snapshot()::text`)
 	b.Queue(`COMMIT`)
 	br := r.pool.SendBatch(ctx, b)
@@ -713,7 +713,7 @@ func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) (*snap
 	valid := start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)
 	now := time.Now()
 	r.mu.Lock()
-	r.stats.Claims += uint64(len(names))
+	r.stats.KeysLeased += uint64(len(names))
 	var lanes []*lane
 	for _, name := range names {
 		if l := r.lanes[name]; l != nil {
@@ -787,12 +787,12 @@ func (r *Relay) releaseIdle(ctx context.Context, idle time.Duration) {
 	if len(names) == 0 {
 		return
 	}
-	if _, err := r.execAsync(context.WithoutCancel(ctx), `DELETE FROM reliable_outbox_leases WHERE owner = $1 AND lane = ANY($2::text[])`, r.cfg.ID, names); err != nil {
+	if _, err := r.execAsync(context.WithoutCancel(ctx), `DELETE FROM reliable_outbox_leases WHERE owner = $1 AND lane = ANY($2::text[])`, r.cfg.Instance, names); err != nil {
 		r.log.Warn("releasing idle keys failed; their leases expire", slog.Any("error", err))
 		return
 	}
 	r.mu.Lock()
-	r.stats.Released += uint64(len(names))
+	r.stats.KeysReturned += uint64(len(names))
 	r.mu.Unlock()
 	r.newRows.Store(true)
 }

@@ -214,7 +214,7 @@ func TestLogRelayHappyPathCommitOrderFromTheLog(t *testing.T) {
 		return err == nil && lsnAfter(st.ConfirmedFlushLSN, st0.CurrentLSN)
 	})
 	t.Logf("%d messages in commit order, %d duplicates; %d of them joined lanes from the log; claims %d in %d queries; %d failed publishes; %d visibility waits",
-		total, dups, s.LogRows, s.Claims, s.ClaimQueries, s.Failures, s.LogVisibilityWaits)
+		total, dups, s.LogRows, s.KeysLeased, s.ClaimQueries, s.Failures, s.LogVisibilityWaits)
 }
 
 // lsnAfter says whether LSN a (text, X/Y) is past b.

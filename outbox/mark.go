@@ -62,7 +62,7 @@ func (r *Relay) markLoop(ctx context.Context) {
 		for _, it := range p.dead {
 			err := r.cfg.Notifier.Notify(ctx, DeadRow{
 				ID: it.row.id, Message: it.row.msg.Clone(), Attempts: it.row.attempts + 1,
-				Err: it.err, KeyBlocked: !r.cfg.DeadReleasesKey,
+				Err: it.err, KeyBlocked: !r.cfg.ReleaseOnDead,
 			})
 			if err != nil {
 				r.log.Error("notifier failed", slog.Int64("row", it.row.id), slog.Any("error", err))
@@ -96,7 +96,7 @@ func (r *Relay) planMark(items []markItem) markPlan {
 			p.dead = append(p.dead, it)
 			p.deadIDs = append(p.deadIDs, it.row.id)
 			p.deadErrs = append(p.deadErrs, errString(it.err))
-			if !r.cfg.DeadReleasesKey {
+			if !r.cfg.ReleaseOnDead {
 				p.release = append(p.release, l.name)
 				continue
 			}
@@ -153,7 +153,7 @@ func (r *Relay) execMark(ctx context.Context, p markPlan) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()
-	_, err := r.execAsync(ctx, q, p.sent, p.deadIDs, p.deadErrs, r.cfg.ID, p.release)
+	_, err := r.execAsync(ctx, q, p.sent, p.deadIDs, p.deadErrs, r.cfg.Instance, p.release)
 	r.log.Debug("mark", slog.Int("sent", len(p.sent)), slog.Int("released", len(p.release)), slog.Duration("took", time.Since(start)))
 	if err != nil {
 		return errors.Join(errors.New("outbox: marking rows"), err)
@@ -171,7 +171,7 @@ func (r *Relay) applyMark(p markPlan) {
 	defer r.mu.Unlock()
 	r.stats.Marked += uint64(len(p.sent))
 	r.stats.Dead += uint64(len(p.dead))
-	r.stats.Released += uint64(len(p.release))
+	r.stats.KeysReturned += uint64(len(p.release))
 	refill := false
 	r.tracker.done(p.sent)
 	r.tracker.done(p.deadIDs)

@@ -73,8 +73,8 @@ type Stats struct {
 	Outages uint64
 	// Dead counts rows this relay marked dead.
 	Dead uint64
-	// Claims counts keys leased; Released counts keys given back.
-	Claims, Released uint64
+	// KeysLeased counts keys leased; KeysReturned counts keys given back.
+	KeysLeased, KeysReturned uint64
 	// ClaimQueries counts claim transactions, ClaimTime their total time:
 	// ClaimTime/ClaimQueries is the cost of one claim.
 	ClaimQueries uint64

@@ -141,7 +141,7 @@ func TestTwoRelaysTenThousandRowsHundredKeysInCommitOrder(t *testing.T) {
 	var relays []*outbox.Relay
 	for i, p := range []*countingPublisher{pubA, pubB} {
 		cfg := testConfig()
-		cfg.ID = fmt.Sprintf("relay-%d", i)
+		cfg.Instance = fmt.Sprintf("relay-%d", i)
 		cfg.MaxKeys = 40 // neither relay can hold every key: they share and hand over
 		cfg.Window = 8
 		cfg.BatchSize = 50
@@ -150,7 +150,7 @@ func TestTwoRelaysTenThousandRowsHundredKeysInCommitOrder(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			for _, r := range relays {
-				t.Logf("relay %s: %+v", r.ID(), r.Stats())
+				t.Logf("relay %s: %+v", r.Instance(), r.Stats())
 			}
 			rows, _ := db.pool.Query(ctx, `SELECT o.lane, count(*), min(o.id), l.owner, l.expires_at - now()
 				FROM reliable_outbox o LEFT JOIN reliable_outbox_leases l USING (lane) GROUP BY 1, 4, 5 LIMIT 20`)

@@ -155,7 +155,7 @@ func NewRelay(pool *pgxpool.Pool, pub reliable.Publisher, cfg Config) (*Relay, e
 		pool:      pool,
 		pub:       pub,
 		cfg:       cfg,
-		log:       cfg.Logger.With(slog.String("component", "outbox relay"), slog.String("relay", cfg.ID)),
+		log:       cfg.Logger.With(slog.String("component", "outbox relay"), slog.String("relay", cfg.Instance)),
 		lanes:     make(map[string]*lane),
 		kickWork:  make(chan struct{}, 1),
 		kickClaim: make(chan struct{}, 1),
@@ -169,8 +169,8 @@ func NewRelay(pool *pgxpool.Pool, pub reliable.Publisher, cfg Config) (*Relay, e
 	return r, nil
 }
 
-// ID returns the relay's instance ID, as recorded in the lease table.
-func (r *Relay) ID() string { return r.cfg.ID }
+// Instance returns the relay's instance name, as recorded in the lease table.
+func (r *Relay) Instance() string { return r.cfg.Instance }
 
 // Stats returns what the relay did so far.
 func (r *Relay) Stats() Stats {
@@ -188,7 +188,7 @@ func (r *Relay) Stats() Stats {
 // marked when the timeout hits are published again later (consumers
 // deduplicate by message ID). Database and broker failures are retried with
 // backoff and never end Run; it returns an error only when it cannot start
-// (ErrNotMigrated, ErrRunning, ErrSequenceCached, ErrDuplicateID).
+// (ErrNotMigrated, ErrRunning, ErrSequenceCached, ErrDuplicateInstance).
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -251,7 +251,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	relCtx, cancel := context.WithTimeout(workCtx, 5*time.Second)
 	defer cancel()
-	if _, err := r.execAsync(relCtx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.ID); err != nil {
+	if _, err := r.execAsync(relCtx, `DELETE FROM reliable_outbox_leases WHERE owner = $1`, r.cfg.Instance); err != nil {
 		r.log.Warn("releasing leases on shutdown failed; they expire by themselves",
 			slog.Duration("lease_ttl", r.cfg.LeaseTTL), slog.Any("error", err))
 	}

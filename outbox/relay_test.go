@@ -211,13 +211,13 @@ func TestSecondRelayNeverTakesAKeyInFlightElsewhere(t *testing.T) {
 
 	blockA := &blockingPublisher{Publisher: broker.Publisher(), key: "hot", entered: make(chan struct{}), release: make(chan struct{})}
 	cfgA := testConfig()
-	cfgA.ID = "relay-a"
+	cfgA.Instance = "relay-a"
 	cfgA.PublishTimeout = 1200 * time.Millisecond // below LeaseTTL/2
 	startRelay(t, db.pool, blockA, cfgA)
 	<-blockA.entered // A publishes "placed" and hangs before the confirm
 
 	cfgB := testConfig()
-	cfgB.ID = "relay-b"
+	cfgB.Instance = "relay-b"
 	startRelay(t, db.pool, broker.Publisher(), cfgB)
 	for i := range 20 {
 		if err := addTx(ctx, db.pool, msg("orders", fmt.Sprintf("other-%d", i), "x")); err != nil {

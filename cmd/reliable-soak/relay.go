@@ -37,7 +37,7 @@ func runRelay(ctx context.Context, cfg *Config, name string, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
-	relay, err := outbox.NewRelay(pool, pub, outbox.Config{ID: name, Logger: log, Mode: mode, Slot: cfg.slot()})
+	relay, err := outbox.NewRelay(pool, pub, outbox.Config{Instance: name, Logger: log, Mode: mode, Slot: cfg.slot()})
 	if err != nil {
 		return err
 	}

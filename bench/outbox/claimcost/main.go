@@ -159,7 +159,7 @@ func (b *bench) measure(ctx context.Context, s shape, pub reliable.Publisher, to
 	exec(ctx, pool, `ANALYZE reliable_outbox_leases`)
 	st := b.run(ctx, schema, pub, func(r *outbox.Relay) bool { return r.Stats().ClaimQueries >= uint64(*flagClaims) }, 5*time.Minute)
 	res.leasedClaim = st.ClaimTime / time.Duration(max(st.ClaimQueries, 1))
-	log.Printf("%s: every key held elsewhere: %d claims, mean %s, %d keys claimed", s.name, st.ClaimQueries, res.leasedClaim, st.Claims)
+	log.Printf("%s: every key held elsewhere: %d claims, mean %s, %d keys claimed", s.name, st.ClaimQueries, res.leasedClaim, st.KeysLeased)
 
 	// Drain: the other relay is gone.
 	exec(ctx, pool, `DELETE FROM reliable_outbox_leases`)
