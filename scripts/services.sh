@@ -29,6 +29,11 @@
 #   kafka-version       print the Kafka version of the cluster in the state folder
 #   rabbitmq-stop | rabbitmq-start | rabbitmq-restart
 #                       stop/start the whole RabbitMQ server (Erlang VM included)
+#   postgres-restart [PORT]
+#                       restart the local PostgreSQL cluster listening on PORT (default
+#                       5432) with a fast shutdown (every session is cut, the replication
+#                       connections included) and wait until it accepts connections;
+#                       exits 3 when no local cluster listens on PORT
 #
 # State (jars, Kafka data and logs, pid files, Redis data) lives in $RELIABLE_SERVICES_DIR
 # (default /var/cache/reliable, outside the work tree so several clones share one set of
@@ -205,6 +210,20 @@ SQL
   fi
   PGPASSWORD=$PG_PASSWORD psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" -c 'SELECT 1' >/dev/null ||
     die "postgres: cannot log in as $PG_USER over TCP"
+}
+
+# postgres_restart PORT: `pg_ctlcluster ... restart -m fast` of the cluster on PORT (a
+# fast shutdown rolls back open transactions and ends every backend, as a database
+# restart or failover looks from the clients), then wait for pg_isready.
+postgres_restart() {
+  local port=${1:-$PG_PORT} v name
+  [[ $port =~ ^[0-9]+$ ]] || die "postgres-restart: bad port '$port'"
+  command -v pg_lsclusters >/dev/null || { log "postgres: no pg_lsclusters: not a local Debian cluster"; exit 3; }
+  read -r v name < <(pg_lsclusters -h | awk -v p="$port" '$3==p {print $1, $2; exit}') || true
+  [[ -n ${v:-} ]] || { log "postgres: no local cluster listens on port $port"; exit 3; }
+  log "postgres: restarting cluster $v/$name (port $port, fast shutdown)"
+  pg_ctlcluster "$v" "$name" restart -m fast 9>&-
+  wait_for 60 "postgres on 127.0.0.1:$port" pg_isready -q -h 127.0.0.1 -p "$port"
 }
 
 postgres_down() {
@@ -741,6 +760,7 @@ main() {
   rabbitmq-stop) require_root; with_lock; rabbit_stop ;;
   rabbitmq-start) require_root; with_lock; rabbit_start ;;
   rabbitmq-restart) require_root; with_lock; rabbit_stop; rabbit_start ;;
+  postgres-restart) require_root; with_lock; postgres_restart "${1:-}" ;;
   help | -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (try: $0 help)" ;;
   esac
