@@ -53,6 +53,10 @@ func exportedNames(t *testing.T) map[string]bool {
 	must(b.tel.WatchLag("g", func(context.Context) (observability.GroupLag, error) {
 		return observability.GroupLag{Topics: []observability.TopicLag{{Topic: "orders", Partitions: []observability.PartitionLag{{}}}}}, nil
 	}))
+	must(observability.WatchSlotFunc(b.tel, "s", func(context.Context) (outbox.SlotInfo, error) {
+		return outbox.SlotInfo{Name: "s", Exists: true, WALStatus: "reserved", SafeWALBytes: -1}, nil
+	}))
+	must(observability.WatchRelayFunc(b.tel, "r", func() outbox.Stats { return outbox.Stats{LogState: "reading"} }))
 	must(observability.WatchOutboxFunc(b.tel, "broken", func(context.Context) (outbox.Status, error) { return outbox.Status{}, context.DeadlineExceeded }))
 	names := map[string]bool{}
 	for _, line := range strings.Split(b.scrape(t), "\n") {
@@ -110,21 +114,29 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d.Seconds())) }
+	mib := func(n int) string { return strconv.Itoa(n>>20) + " * 1024 * 1024" }
+	// The threshold ends the expression, or the comparison before " and ".
 	for alert, want := range map[string]struct{ threshold, forDur string }{
-		"ReliableConsumerLagHigh":  {"> " + strconv.Itoa(observability.AlertLagMessages), observability.AlertLagFor.String()},
-		"ReliableHotPartition":     {"== 1", ""},
-		"ReliableRetryBacklog":     {"> " + strconv.Itoa(observability.AlertRetryPending), ""},
-		"ReliableRetryOverdue":     {"> " + secs(observability.AlertRetryOverdue), ""},
-		"ReliableRetryDeadEntries": {"> " + strconv.Itoa(observability.AlertDeadEntries), ""},
-		"ReliableOutboxStalled":    {"> " + secs(observability.AlertOutboxOldestPending), ""},
-		"ReliableOutboxDeadRows":   {"> " + strconv.Itoa(observability.AlertDeadEntries), ""},
+		"ReliableConsumerLagHigh":            {"> " + strconv.Itoa(observability.AlertLagMessages), observability.AlertLagFor.String()},
+		"ReliableHotPartition":               {"== 1", ""},
+		"ReliableRetryBacklog":               {"> " + strconv.Itoa(observability.AlertRetryPending), ""},
+		"ReliableRetryOverdue":               {"> " + secs(observability.AlertRetryOverdue), ""},
+		"ReliableRetryDeadEntries":           {"> " + strconv.Itoa(observability.AlertDeadEntries), ""},
+		"ReliableOutboxStalled":              {"> " + secs(observability.AlertOutboxOldestPending), ""},
+		"ReliableOutboxDeadRows":             {"> " + strconv.Itoa(observability.AlertDeadEntries), ""},
+		"ReliableOutboxSlotRetainsWAL":       {"> " + mib(observability.AlertSlotRetainedBytes), observability.AlertSlotRetainedFor.String()},
+		"ReliableOutboxSlotNearInvalidation": {"< " + mib(observability.AlertSlotSafeWALBytes), ""},
+		"ReliableOutboxSlotLost":             {"== 0", ""},
+		"ReliableOutboxLogFallbacks":         {"> " + strconv.Itoa(observability.AlertLogFallbacks), ""},
+		"ReliableOutboxSlotUnread":           {"> " + mib(observability.AlertSlotLagBytes), observability.AlertSlotLagFor.String()},
 	} {
 		r, ok := rules[alert]
 		if !ok {
 			t.Errorf("no rule %s", alert)
 			continue
 		}
-		if !strings.HasSuffix(strings.TrimSpace(r.expr), want.threshold) {
+		expr := strings.TrimSpace(r.expr)
+		if !strings.HasSuffix(expr, want.threshold) && !strings.Contains(expr, want.threshold+" and ") {
 			t.Errorf("rule %s: %q does not end with the documented threshold %q", alert, r.expr, want.threshold)
 		}
 		if want.forDur != "" {

@@ -48,7 +48,16 @@
 //     reliable_retry_oldest_due_age_seconds, ...);
 //   - outbox pending rows, oldest pending age, dead rows:
 //     Telemetry.WatchOutbox (reliable_outbox_pending,
-//     reliable_outbox_oldest_pending_age_seconds, reliable_outbox_dead).
+//     reliable_outbox_oldest_pending_age_seconds, reliable_outbox_dead);
+//   - the log-reading relay (outbox.ModeLog): Telemetry.WatchOutboxSlot
+//     reads outbox.SlotStatus (reliable_outbox_slot_retained_bytes,
+//     reliable_outbox_slot_lag_bytes, reliable_outbox_slot_safe_wal_bytes,
+//     reliable_outbox_slot_exists, _lost, _active, by slot) and
+//     Telemetry.WatchRelay the relay's Stats without a query
+//     (reliable_outbox_log_state{state}, reliable_outbox_log_reading,
+//     reliable_outbox_log_fallbacks_total, reliable_outbox_log_rows_total,
+//     reliable_outbox_log_pending, reliable_outbox_log_confirmed_lsn, by
+//     relay).
 //
 // The watched figures are read when metrics are collected (a Prometheus
 // scrape), one query each, bounded by Config.PollTimeout; scrape every 15 to
@@ -60,8 +69,11 @@
 // deploy/prometheus/alerts.yml holds example Prometheus rules using them:
 // lag above AlertLagMessages for AlertLagFor, a skewed backlog, an outbox row
 // pending longer than AlertOutboxOldestPending, more than AlertRetryPending
-// retry entries or one overdue by AlertRetryOverdue, and any dead entry or
-// dead outbox row. The reliablectl command shows the same figures to an
+// retry entries or one overdue by AlertRetryOverdue, any dead entry or
+// dead outbox row, and for the log-reading relay a slot retaining more than
+// AlertSlotRetainedBytes, within AlertSlotSafeWALBytes of invalidation,
+// missing or lost, lagging AlertSlotLagBytes, or more than
+// AlertLogFallbacks fallbacks to polling in 15 minutes. The reliablectl command shows the same figures to an
 // operator.
 //
 // # Brokers

@@ -4,4 +4,6 @@ package observability
 var (
 	WatchRetryFunc  = (*Telemetry).watchRetry
 	WatchOutboxFunc = (*Telemetry).watchOutbox
+	WatchSlotFunc   = (*Telemetry).watchSlot
+	WatchRelayFunc  = (*Telemetry).watchRelay
 )

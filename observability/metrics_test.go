@@ -218,3 +218,42 @@ func TestErrorType(t *testing.T) {
 		}
 	}
 }
+
+// An invalidated slot (wal_status lost, which needs max_slot_wal_keep_size
+// exceeded, so no real test makes one) reports lost 1, and a relay's
+// counters and state come from its Stats as they are.
+func TestWatchSlotLostAndRelayStats(t *testing.T) {
+	b := setup(t)
+	if _, err := observability.WatchSlotFunc(b.tel, "s", func(context.Context) (outbox.SlotInfo, error) {
+		return outbox.SlotInfo{Name: "s", Exists: true, WALStatus: "lost", RetainedBytes: 7, LagBytes: 5, SafeWALBytes: -1}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := observability.WatchRelayFunc(b.tel, "r1", func() outbox.Stats {
+		return outbox.Stats{LogState: "over WAL budget", LogFallbacks: 4, LogRows: 9, LogPending: 3, LogConfirmed: 1 << 40}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	text := b.scrape(t)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   string
+	}{
+		{"reliable_outbox_slot_lost", []string{`slot="s"`}, "1"},
+		{"reliable_outbox_slot_exists", []string{`slot="s"`}, "1"},
+		{"reliable_outbox_slot_retained_bytes", []string{`slot="s"`}, "7"},
+		{"reliable_outbox_slot_lag_bytes", []string{`slot="s"`}, "5"},
+		{"reliable_outbox_slot_safe_wal_bytes", []string{`slot="s"`}, "-1"},
+		{"reliable_outbox_log_state", []string{`relay="r1"`, `state="over WAL budget"`}, "1"},
+		{"reliable_outbox_log_reading", []string{`relay="r1"`}, "0"},
+		{"reliable_outbox_log_fallbacks_total", []string{`relay="r1"`}, "4"},
+		{"reliable_outbox_log_rows_total", []string{`relay="r1"`}, "9"},
+		{"reliable_outbox_log_pending", []string{`relay="r1"`}, "3"},
+		{"reliable_outbox_log_confirmed_lsn", []string{`relay="r1"`}, "1.099511627776e+12"},
+	} {
+		if got := sample(text, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %q, want %s", c.name, c.labels, got, c.want)
+		}
+	}
+}

@@ -73,8 +73,60 @@ const (
 	// Prometheus: reliable_outbox_dead.
 	MetricOutboxDead = "reliable.outbox.dead"
 
+	// MetricOutboxSlotRetained is the WAL a replication slot of the
+	// log-reading relay (outbox.ModeLog) keeps from being recycled, in
+	// bytes (outbox.SlotInfo.RetainedBytes), by slot.
+	// Prometheus: reliable_outbox_slot_retained_bytes.
+	MetricOutboxSlotRetained = "reliable.outbox.slot.retained"
+	// MetricOutboxSlotLag is the WAL past the slot's confirmed position, in
+	// bytes (SlotInfo.LagBytes), by slot.
+	// Prometheus: reliable_outbox_slot_lag_bytes.
+	MetricOutboxSlotLag = "reliable.outbox.slot.lag"
+	// MetricOutboxSlotSafeWAL is how much more WAL may be written before
+	// max_slot_wal_keep_size invalidates the slot, in bytes
+	// (SlotInfo.SafeWALBytes), -1 when unlimited, by slot.
+	// Prometheus: reliable_outbox_slot_safe_wal_bytes.
+	MetricOutboxSlotSafeWAL = "reliable.outbox.slot.safe_wal"
+	// MetricOutboxSlotExists is 1 when the slot exists, else 0, by slot.
+	// Prometheus: reliable_outbox_slot_exists.
+	MetricOutboxSlotExists = "reliable.outbox.slot.exists"
+	// MetricOutboxSlotLost is 1 when the slot was invalidated (wal_status
+	// lost: relays poll until it is dropped and created again), else 0, by
+	// slot. Prometheus: reliable_outbox_slot_lost.
+	MetricOutboxSlotLost = "reliable.outbox.slot.lost"
+	// MetricOutboxSlotActive is 1 while a relay streams from the slot, else
+	// 0, by slot. Prometheus: reliable_outbox_slot_active.
+	MetricOutboxSlotActive = "reliable.outbox.slot.active"
+
+	// MetricOutboxLogState is 1 for what a relay's log reader does now
+	// (outbox.Stats.LogState: reading, standby, slot missing, slot lost,
+	// over WAL budget, error, starting, off), by relay and state; the
+	// relay's other states have no sample.
+	// Prometheus: reliable_outbox_log_state.
+	MetricOutboxLogState = "reliable.outbox.log.state"
+	// MetricOutboxLogReading is 1 while a relay reads the write-ahead log,
+	// 0 while it polls (or stands by), by relay.
+	// Prometheus: reliable_outbox_log_reading.
+	MetricOutboxLogReading = "reliable.outbox.log.reading"
+	// MetricOutboxLogFallbacks counts a relay's switches from reading the
+	// log to polling (Stats.LogFallbacks), by relay.
+	// Prometheus: reliable_outbox_log_fallbacks_total.
+	MetricOutboxLogFallbacks = "reliable.outbox.log.fallbacks"
+	// MetricOutboxLogRows counts rows a relay took straight from the log
+	// (Stats.LogRows), by relay. Prometheus: reliable_outbox_log_rows_total.
+	MetricOutboxLogRows = "reliable.outbox.log.rows"
+	// MetricOutboxLogPending is the number of rows of the log a relay has
+	// not yet seen done, which hold the slot's confirmed position back
+	// (Stats.LogPending), by relay. Prometheus: reliable_outbox_log_pending.
+	MetricOutboxLogPending = "reliable.outbox.log.pending"
+	// MetricOutboxLogConfirmed is the last WAL position (an LSN as a
+	// number) a relay confirmed to the slot (Stats.LogConfirmed), by relay:
+	// a reading relay whose position stops moving while rows are added is
+	// stuck. Prometheus: reliable_outbox_log_confirmed_lsn.
+	MetricOutboxLogConfirmed = "reliable.outbox.log.confirmed_lsn"
+
 	// MetricObserveErrors counts failed reads of the watched sources, by
-	// source ("retry", "outbox", "kafka_lag"): a gauge that stops updating
+	// source ("retry", "outbox", "outbox_slot", "kafka_lag"): a gauge that stops updating
 	// is otherwise silent. Prometheus: reliable_observe_errors_total.
 	MetricObserveErrors = "reliable.observe.errors"
 )
@@ -90,4 +142,6 @@ const (
 	AttrState     = "state"
 	AttrOutbox    = "outbox"
 	AttrSource    = "source"
+	AttrSlot      = "slot"
+	AttrRelay     = "relay"
 )

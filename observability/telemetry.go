@@ -75,6 +75,18 @@ type Telemetry struct {
 	outboxPending    metric.Int64ObservableGauge
 	outboxOldest     metric.Float64ObservableGauge
 	outboxDead       metric.Int64ObservableGauge
+	slotRetained     metric.Int64ObservableGauge
+	slotLag          metric.Int64ObservableGauge
+	slotSafeWAL      metric.Int64ObservableGauge
+	slotExists       metric.Int64ObservableGauge
+	slotLost         metric.Int64ObservableGauge
+	slotActive       metric.Int64ObservableGauge
+	logState         metric.Int64ObservableGauge
+	logReading       metric.Int64ObservableGauge
+	logFallbacks     metric.Int64ObservableCounter
+	logRows          metric.Int64ObservableCounter
+	logPending       metric.Int64ObservableGauge
+	logConfirmed     metric.Int64ObservableGauge
 	observeErrors    metric.Int64Counter
 }
 
@@ -165,6 +177,42 @@ func New(cfg Config) (*Telemetry, error) {
 	set(e)
 	t.outboxDead, e = m.Int64ObservableGauge(MetricOutboxDead, metric.WithUnit("{row}"),
 		metric.WithDescription("Dead outbox rows, each waiting for an operator."))
+	set(e)
+	t.slotRetained, e = m.Int64ObservableGauge(MetricOutboxSlotRetained, metric.WithUnit("By"),
+		metric.WithDescription("WAL the outbox's replication slot keeps from being recycled."))
+	set(e)
+	t.slotLag, e = m.Int64ObservableGauge(MetricOutboxSlotLag, metric.WithUnit("By"),
+		metric.WithDescription("WAL past the outbox replication slot's confirmed position."))
+	set(e)
+	t.slotSafeWAL, e = m.Int64ObservableGauge(MetricOutboxSlotSafeWAL, metric.WithUnit("By"),
+		metric.WithDescription("WAL that may still be written before max_slot_wal_keep_size invalidates the slot; -1 when unlimited."))
+	set(e)
+	t.slotExists, e = m.Int64ObservableGauge(MetricOutboxSlotExists,
+		metric.WithDescription("1 when the outbox replication slot exists, else 0."))
+	set(e)
+	t.slotLost, e = m.Int64ObservableGauge(MetricOutboxSlotLost,
+		metric.WithDescription("1 when the outbox replication slot was invalidated (wal_status lost), else 0."))
+	set(e)
+	t.slotActive, e = m.Int64ObservableGauge(MetricOutboxSlotActive,
+		metric.WithDescription("1 while a relay streams from the outbox replication slot, else 0."))
+	set(e)
+	t.logState, e = m.Int64ObservableGauge(MetricOutboxLogState,
+		metric.WithDescription("1 for what the relay's log reader does now (state: reading, standby, slot missing, slot lost, over WAL budget, error, starting, off)."))
+	set(e)
+	t.logReading, e = m.Int64ObservableGauge(MetricOutboxLogReading,
+		metric.WithDescription("1 while the relay reads the write-ahead log, 0 while it polls or stands by."))
+	set(e)
+	t.logFallbacks, e = m.Int64ObservableCounter(MetricOutboxLogFallbacks, metric.WithUnit("{fallback}"),
+		metric.WithDescription("Switches of the relay from reading the write-ahead log to polling."))
+	set(e)
+	t.logRows, e = m.Int64ObservableCounter(MetricOutboxLogRows, metric.WithUnit("{row}"),
+		metric.WithDescription("Outbox rows the relay took straight from the write-ahead log."))
+	set(e)
+	t.logPending, e = m.Int64ObservableGauge(MetricOutboxLogPending, metric.WithUnit("{row}"),
+		metric.WithDescription("Rows of the write-ahead log the relay has not yet seen done; they hold the slot's confirmed position back."))
+	set(e)
+	t.logConfirmed, e = m.Int64ObservableGauge(MetricOutboxLogConfirmed,
+		metric.WithDescription("The last WAL position (LSN as a number) the relay confirmed to the slot."))
 	set(e)
 	t.observeErrors, e = m.Int64Counter(MetricObserveErrors, metric.WithUnit("{error}"),
 		metric.WithDescription("Failed reads of a watched retry table, outbox or consumer group."))

@@ -33,6 +33,26 @@ const (
 	// retriers do not run or do not keep up.
 	AlertRetryOverdue = 5 * time.Minute
 
+	// AlertSlotRetainedBytes: a replication slot of the log-reading relay
+	// (outbox.ModeLog) that retains more WAL than this for
+	// AlertSlotRetainedFor is held back (a broker outage, a dead row, a
+	// relay down). Half of outbox.Config.SlotWALBudget's default (512 MiB),
+	// where the relay falls back and moves the slot on: this warns first.
+	AlertSlotRetainedBytes = 256 << 20
+	// AlertSlotRetainedFor is how long the slot must retain that much.
+	AlertSlotRetainedFor = 10 * time.Minute
+	// AlertSlotSafeWALBytes: a slot less than this many bytes of WAL away
+	// from invalidation by max_slot_wal_keep_size needs an operator now.
+	AlertSlotSafeWALBytes = 128 << 20
+	// AlertSlotLagBytes: a healthy slot lagging more than this for
+	// AlertSlotLagFor is read slowly or by nobody (all relays poll).
+	AlertSlotLagBytes = 64 << 20
+	// AlertSlotLagFor is how long the slot must lag that much.
+	AlertSlotLagFor = 15 * time.Minute
+	// AlertLogFallbacks: a relay that falls back from the log to polling
+	// more often than this in 15 minutes keeps failing to read the log.
+	AlertLogFallbacks = 3
+
 	// AlertDeadEntries: any dead retry entry or dead outbox row needs an
 	// operator (each blocks its key by default): alert above zero.
 	AlertDeadEntries = 0

@@ -3,6 +3,7 @@ package observability
 import (
 	"context"
 	"log/slog"
+	"math"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -80,6 +81,94 @@ func (t *Telemetry) watchOutbox(name string, status func(context.Context) (outbo
 		o.ObserveInt64(t.outboxDead, s.Dead, set)
 		return nil
 	}, t.outboxPending, t.outboxOldest, t.outboxDead)
+}
+
+// WatchOutboxSlot reports outbox.SlotStatus of the replication slot that
+// relays in outbox.ModeLog read (outbox.DefaultSlot when slot is empty)
+// each time metrics are collected, with the attribute slot: retained WAL,
+// WAL past the confirmed position, WAL left before max_slot_wal_keep_size
+// invalidates it (-1: unlimited), and whether it exists, was invalidated
+// (wal_status lost) and is streamed from. A missing slot reports exists 0
+// and lost 0 without the byte gauges. Watch each slot once per service,
+// not once per relay: the figures are the database's. Each collection runs
+// one query, bounded by Config.PollTimeout; a failed one is logged and
+// counted in MetricObserveErrors (source "outbox_slot"). Call Unregister on
+// the result to stop.
+//
+// The relay's own Stats.SlotRetainedBytes and SlotLagBytes are not used:
+// the relay updates them only while it reads the log, so a relay that
+// polls or stands by, exactly when a slot is stuck, would report stale
+// figures.
+func (t *Telemetry) WatchOutboxSlot(db outbox.DB, slot string) (metric.Registration, error) {
+	if slot == "" {
+		slot = outbox.DefaultSlot
+	}
+	return t.watchSlot(slot, func(ctx context.Context) (outbox.SlotInfo, error) { return outbox.SlotStatus(ctx, db, slot) })
+}
+
+func (t *Telemetry) watchSlot(slot string, status func(context.Context) (outbox.SlotInfo, error)) (metric.Registration, error) {
+	set := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrSlot, slot)))
+	return t.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, t.cfg.PollTimeout)
+		defer cancel()
+		s, err := status(ctx)
+		if err != nil {
+			t.pollFailed(ctx, "outbox_slot", err, slog.String("slot", slot))
+			return nil
+		}
+		o.ObserveInt64(t.slotExists, flag(s.Exists), set)
+		o.ObserveInt64(t.slotLost, flag(s.WALStatus == "lost"), set)
+		if !s.Exists {
+			return nil
+		}
+		o.ObserveInt64(t.slotActive, flag(s.Active), set)
+		o.ObserveInt64(t.slotRetained, s.RetainedBytes, set)
+		o.ObserveInt64(t.slotLag, s.LagBytes, set)
+		o.ObserveInt64(t.slotSafeWAL, s.SafeWALBytes, set)
+		return nil
+	}, t.slotExists, t.slotLost, t.slotActive, t.slotRetained, t.slotLag, t.slotSafeWAL)
+}
+
+// WatchRelay reports the log reader of r (outbox.ModeLog) from r.Stats()
+// each time metrics are collected, with the attribute relay=r.Instance(): its
+// state (MetricOutboxLogState, 1 for the current state; MetricOutboxLogReading,
+// 1 while it reads the log, 0 while it polls or stands by), its fallbacks to
+// polling and the rows it took from the log (counters), the rows of the log
+// not yet done and the WAL position it last confirmed. It runs no query. A
+// relay in outbox.ModePoll reports state "off". Call Unregister on the
+// result to stop; watch each relay once.
+func (t *Telemetry) WatchRelay(r *outbox.Relay) (metric.Registration, error) {
+	return t.watchRelay(r.Instance(), r.Stats)
+}
+
+func (t *Telemetry) watchRelay(relay string, stats func() outbox.Stats) (metric.Registration, error) {
+	id := attribute.String(AttrRelay, relay)
+	set := metric.WithAttributeSet(attribute.NewSet(id))
+	return t.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := stats()
+		if s.LogState != "" { // "" before Run started
+			o.ObserveInt64(t.logState, 1, metric.WithAttributeSet(attribute.NewSet(id, attribute.String(AttrState, s.LogState))))
+		}
+		o.ObserveInt64(t.logReading, flag(s.LogState == "reading"), set)
+		o.ObserveInt64(t.logFallbacks, clampInt64(s.LogFallbacks), set)
+		o.ObserveInt64(t.logRows, clampInt64(s.LogRows), set)
+		o.ObserveInt64(t.logPending, int64(s.LogPending), set)
+		o.ObserveInt64(t.logConfirmed, clampInt64(s.LogConfirmed), set)
+		return nil
+	}, t.logState, t.logReading, t.logFallbacks, t.logRows, t.logPending, t.logConfirmed)
+}
+
+// flag is 1 for true, 0 for false.
+func flag(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// clampInt64 converts a counter for an Int64 instrument.
+func clampInt64(n uint64) int64 {
+	return int64(min(n, math.MaxInt64))
 }
 
 // pollFailed logs and counts a failed read of a watched source. The callback
