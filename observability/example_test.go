@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/reliable-go/reliable"
@@ -102,4 +103,37 @@ func ExampleTelemetry_WatchLag() {
 		log.Fatal(err)
 	}
 	defer func() { _ = reg.Unregister() }()
+}
+
+// A service running the log-reading outbox relay watches its replication
+// slot (one query per scrape) and the relay's log reader (no query); the
+// rules of deploy/prometheus/alerts.yml alert on both.
+func ExampleTelemetry_WatchOutboxSlot() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, "postgres://app@db/orders")
+	if err != nil {
+		log.Fatal(err)
+	}
+	mp, metricsHandler, err := observability.NewPrometheus()
+	if err != nil {
+		log.Fatal(err)
+	}
+	tel, err := observability.New(observability.Config{MeterProvider: mp})
+	if err != nil {
+		log.Fatal(err)
+	}
+	http.Handle("/metrics", metricsHandler)
+
+	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{}) // your adapter's publisher here
+	relay, err := outbox.NewRelay(pool, tel.Publisher(broker.Publisher()), outbox.Config{Mode: outbox.ModeLog})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := tel.WatchOutboxSlot(pool, outbox.DefaultSlot); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := tel.WatchRelay(relay); err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(relay.Run(ctx))
 }
