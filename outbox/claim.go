@@ -163,10 +163,31 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	// the next call tells a broker outage from a row that fails alone.
 	// A claimed key reads at least one row, so claims stop while the
 	// buffer is full.
+	//
+	// Every PollInterval the claim also sweeps: it deletes the leases under
+	// this relay's Instance of keys it does not work, so they are claimed at
+	// once (see sweepSQL). The sweep excludes every other lease write of
+	// this relay meanwhile (leaseMu), so its list of the keys worked is
+	// complete.
+	sweep := time.Since(r.lastSweep) >= r.cfg.PollInterval
+	if sweep {
+		r.leaseMu.Lock()
+		defer r.leaseMu.Unlock()
+	} else {
+		r.leaseMu.RLock()
+		defer r.leaseMu.RUnlock()
+	}
 	r.mu.Lock()
 	room := min(r.cfg.MaxKeys-len(r.lanes), r.cfg.ClaimBatch, r.cfg.MaxBufferedRows-r.buffered)
 	window := r.windowLocked(room)
 	held := len(r.lanes)
+	var worked []string
+	if sweep && room > 0 {
+		worked = make([]string, 0, len(r.lanes))
+		for name := range r.lanes {
+			worked = append(worked, name)
+		}
+	}
 	r.mu.Unlock()
 	r.claimFull.Store(room <= 0)
 	if room <= 0 {
@@ -174,14 +195,24 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	}
 
 	start := time.Now()
-	names, got, snap, err := r.claimFrom(ctx, r.claimCursor, room, window)
+	names, got, snap, swept, err := r.claimFrom(ctx, r.claimCursor, room, window, sweep, worked)
+	if err == nil && sweep {
+		r.lastSweep = time.Now()
+		if swept > 0 {
+			r.mu.Lock()
+			r.stats.OrphanLeases += uint64(swept)
+			r.mu.Unlock()
+			r.log.Warn("took back leases held under this relay's Instance for keys it did not work (a statement of a killed run, or a claim whose reply was lost, committed late)",
+				slog.Int("keys", swept))
+		}
+	}
 	if err == nil && len(names) < room && r.claimCursor != "" {
 		// The walk reached the last key: go on from the first (the first
 		// walk's snapshot is the older one, which is safe for both).
 		r.claimCursor = ""
 		var more []string
 		var moreGot map[string][]*row
-		more, moreGot, _, err = r.claimFrom(ctx, "", room-len(names), window)
+		more, moreGot, _, _, err = r.claimFrom(ctx, "", room-len(names), window, false, nil)
 		names = append(names, more...)
 		for k, v := range moreGot {
 			got[k] = v
@@ -201,56 +232,86 @@ func (r *Relay) claim(ctx context.Context) (int, error) {
 	return r.adopt(ctx, start, names, got, window, snap)
 }
 
+// sweepSQL deletes the leases under this relay's Instance ($1) of keys it
+// does not work ($2): orphans, which nothing else frees before they expire.
+// Claims skip them (a live relay's lease) and renewals do not extend them
+// (they extend only the keys worked), so a key under one waited up to
+// LeaseTTL. They come from statements that committed after their relay gave
+// up on them: a killed relay's claim that was on the wire, behind a proxy
+// or waiting on a lock, commits after the restarted relay took its
+// Instance's leases over (issue 19); a claim whose reply was lost to a
+// broken connection commits all the same. Run in the claim's transaction
+// before claimSQL, so the keys are claimed again at once.
+const sweepSQL = `DELETE FROM reliable_outbox_leases
+	WHERE owner = $1 AND lane NOT IN (SELECT unnest($2::text[]))
+	RETURNING lane`
+
 // claimFrom runs one claim walk from cursor: one round trip, one
 // transaction: lease, then read the leased keys' first rows with a snapshot
 // taken after the lease was won, so a key that another relay just drained
-// is read without the rows it deleted.
+// is read without the rows it deleted. With sweep it first deletes the
+// orphaned leases (see sweepSQL; worked lists every key the relay works)
+// and returns how many.
 //
 // In ModeLog it also returns a snapshot taken by a statement before the
 // read (so older than the read's), which lets log rows join the lanes
 // (see feed): a row visible to it is visible to the read.
-func (r *Relay) claimFrom(ctx context.Context, cursor string, room, window int) ([]string, map[string][]*row, *snapshot, error) {
+func (r *Relay) claimFrom(ctx context.Context, cursor string, room, window int, sweep bool, worked []string) ([]string, map[string][]*row, *snapshot, int, error) {
 	logMode := r.cfg.Mode == ModeLog
 	b := &pgx.Batch{}
 	b.Queue(asyncCommit)
+	if sweep {
+		if worked == nil {
+			worked = []string{}
+		}
+		b.Queue(sweepSQL, r.cfg.Instance, worked)
+	}
 	b.Queue(claimSQL, r.cfg.Instance, room, cursor, r.cfg.ReleaseOnDead, r.cfg.LeaseTTL.Milliseconds())
 	if logMode {
 		b.Queue(`SELECT pg_current_snapshot()::text`)
 	}
 	b.Queue(claimedRowsSQL, r.cfg.Instance, r.cfg.LeaseTTL.Milliseconds(), window)
 	br := r.pool.SendBatch(ctx, b)
-	return func() ([]string, map[string][]*row, *snapshot, error) {
+	return func() ([]string, map[string][]*row, *snapshot, int, error) {
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, 0, err
+		}
+		swept := 0
+		if sweep {
+			tag, err := br.Exec()
+			if err != nil {
+				return nil, nil, nil, 0, err
+			}
+			swept = int(tag.RowsAffected())
 		}
 		rows, err := br.Query()
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, 0, err
 		}
 		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, 0, err
 		}
 		var snap *snapshot
 		if logMode {
 			var text string
 			if err := br.QueryRow().Scan(&text); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, nil, 0, err
 			}
 			if snap, err = parseSnapshot(text); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, nil, 0, err
 			}
 		}
 		rows, err = br.Query()
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, 0, err
 		}
 		got, err := scanRows(rows)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, 0, err
 		}
-		return names, got, snap, br.Close()
+		return names, got, snap, swept, br.Close()
 	}()
 }
 
@@ -258,13 +319,19 @@ func (r *Relay) claimFrom(ctx context.Context, cursor string, room, window int) 
 func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got map[string][]*row, window int, snap *snapshot) (int, error) {
 	// claimedAt is after the commit, so a renewal that starts later sees
 	// the lease; validUntil counts from before the statement, conservatively.
-	claimed := time.Now()
+	// It is read under r.mu: a renewal that started before it could have
+	// listed the keys worked before these lanes joined, and must not take
+	// them for lost (they would be dropped with their lease still ours).
 	valid := start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)
 	lanes := make([]*lane, 0, len(names))
 	r.mu.Lock()
+	claimed := time.Now()
 	r.stats.KeysLeased += uint64(len(names))
 	for _, name := range names {
-		if l := r.lanes[name]; l != nil {
+		// A lane whose release is being marked is done: the mark committed
+		// (the key was free to claim) and drops it once it returns, so the
+		// key gets a new lane.
+		if l := r.lanes[name]; l != nil && !l.releasing {
 			// Our own lease had lapsed (renewals failed) and nobody took the
 			// key meanwhile: it is ours again, rows and all.
 			l.validUntil, l.claimedAt, l.lost = valid, claimed, false

@@ -653,6 +653,8 @@ const logClaimedRowsSQL = `SELECT o.id, o.lane, o.msg_id, o.topic, o.key, o.type
 // claimKeys returns. A lost race for a lease (serialization failure) skips
 // the keys: polling relays them.
 func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) (*snapshot, error) {
+	r.leaseMu.RLock() // until the keys are lanes: see Relay.leaseMu
+	defer r.leaseMu.RUnlock()
 	slices.Sort(keys)
 	start := time.Now()
 	var (
@@ -711,12 +713,12 @@ func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) (*snap
 		return snap, nil
 	}
 	valid := start.Add(r.cfg.LeaseTTL - r.cfg.LeaseTTL/10)
-	now := time.Now()
 	r.mu.Lock()
+	now := time.Now() // under r.mu, as in adopt
 	r.stats.KeysLeased += uint64(len(names))
 	var lanes []*lane
 	for _, name := range names {
-		if l := r.lanes[name]; l != nil {
+		if l := r.lanes[name]; l != nil && !l.releasing {
 			// Our own lease had lapsed and nobody took the key meanwhile:
 			// it is ours again, rows and all (as in adopt).
 			l.validUntil, l.claimedAt, l.lost = valid, now, false
@@ -774,6 +776,8 @@ func (r *Relay) readSnapshot(ctx context.Context, names []string, after []int64,
 // it while the log is read, and the claim loop while it is not, so no log
 // row joins a lane while it is released.
 func (r *Relay) releaseIdle(ctx context.Context, idle time.Duration) {
+	r.leaseMu.RLock() // the dropped lanes' leases are not orphans: see Relay.leaseMu
+	defer r.leaseMu.RUnlock()
 	now := time.Now()
 	var names []string
 	r.mu.Lock()

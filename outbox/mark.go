@@ -97,6 +97,7 @@ func (r *Relay) planMark(items []markItem) markPlan {
 			p.deadIDs = append(p.deadIDs, it.row.id)
 			p.deadErrs = append(p.deadErrs, errString(it.err))
 			if !r.cfg.ReleaseOnDead {
+				l.releasing = true
 				p.release = append(p.release, l.name)
 				continue
 			}
@@ -104,6 +105,7 @@ func (r *Relay) planMark(items []markItem) markPlan {
 		// While the log reader streams, an emptied key stays leased for a
 		// moment, for the rows the log brings next (see releaseIdle).
 		if len(l.rows) <= 1 && !l.full && !r.logActive.Load() {
+			l.releasing = true
 			p.release = append(p.release, l.name)
 		}
 	}

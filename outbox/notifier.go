@@ -75,6 +75,11 @@ type Stats struct {
 	Dead uint64
 	// KeysLeased counts keys leased; KeysReturned counts keys given back.
 	KeysLeased, KeysReturned uint64
+	// OrphanLeases counts leases under this relay's Instance that it found
+	// for keys it did not work, and took back (written by a statement that
+	// committed after its relay had given up on it, such as a killed run's
+	// claim; each held its key until it expired).
+	OrphanLeases uint64
 	// ClaimQueries counts claim transactions, ClaimTime their total time:
 	// ClaimTime/ClaimQueries is the cost of one claim.
 	ClaimQueries uint64

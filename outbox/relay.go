@@ -54,6 +54,13 @@ type Relay struct {
 	// claimCursor is the key after which the next claim walk starts; only
 	// the claim loop uses it.
 	claimCursor string
+	// leaseMu orders lease writes against the sweep of orphaned leases (see
+	// sweepSQL): claims hold it shared from their statement until their
+	// keys are lanes (and releaseIdle from drop to release), a sweep holds
+	// it exclusively, so every lease this relay's statements wrote is in
+	// lanes while it runs. lastSweep is when the claim loop last swept.
+	leaseMu   sync.RWMutex
+	lastSweep time.Time
 	// newRows says rows were announced (NOTIFY) or keys released since the
 	// last claim: one is due.
 	newRows atomic.Bool
@@ -84,6 +91,7 @@ type lane struct {
 	queued     bool      // in readyQ
 	refilling  bool      // in refills or being refilled
 	lost       bool      // the lease is no longer ours: drop when not in flight
+	releasing  bool      // a mark statement releases the lease: a new claim makes a new lane
 	validUntil time.Time // publish only while the lease surely holds
 	claimedAt  time.Time
 	// snap is the snapshot of the lane's last read from the table (ModeLog
