@@ -154,6 +154,7 @@ func RedisAddr(t testing.TB) string {
 // schemas.
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
-	v, _ := resolve(t, "PostgreSQL", EnvPostgresDSN, "", urlHostPort("5432"))
+	// The shared lock: a test that restarts PostgreSQL (Postgres(t)) waits for it.
+	v, _ := resolve(t, "PostgreSQL", EnvPostgresDSN, "postgres", urlHostPort("5432"))
 	return v
 }

@@ -20,11 +20,13 @@
 //
 // Fault tests use KafkaCluster (stop, kill -9 and restart brokers; KillAll and
 // CrashAll kill -9 the whole cluster at once) and RabbitMQ (restart or kill -9 the
-// server, force-close connections). They need the local services of
+// server, force-close connections) and Postgres (restart PostgreSQL; RestartPostgres
+// is the one-call form). They need the local services of
 // scripts/services.sh. Because the test binaries of several packages run at the same
-// time, testenv serializes them through lock files: Kafka(t), AMQPURL(t) and
-// RabbitMQManagementURL(t) take a shared lock on their service for the duration of
-// the test, KafkaCluster(t) and RabbitMQ(t) an exclusive one, so a fault test never
+// time, testenv serializes them through lock files: Kafka(t), AMQPURL(t),
+// RabbitMQManagementURL(t), PostgresDSN(t) and PostgresPool(t) take a shared lock on
+// their service for the duration of the test, KafkaCluster(t), RabbitMQ(t) and
+// Postgres(t) an exclusive one, so a fault test never
 // kills a broker under another package's test (and waits until those finish).
 // Packages with their own broker-control helpers should call KafkaCluster(t) or
 // RabbitMQ(t) in them to take part in this.
