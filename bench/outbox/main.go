@@ -592,6 +592,8 @@ func (b *bench) relayLatency(ctx context.Context, batches, logMode bool) latency
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = relay.Run(rctx) }()
+	watched := make(chan struct{})
+	go func() { defer close(watched); b.watchStalls(rctx, pool, name, relay.Instance()) }()
 	time.Sleep(time.Second)
 	n := offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
 		m := b.message(topic, i)
@@ -610,10 +612,13 @@ func (b *bench) relayLatency(ctx context.Context, batches, logMode bool) latency
 	}
 	cancel()
 	<-done
+	<-watched
+	s := relay.Stats()
 	if logMode {
-		s := relay.Stats()
 		log.Printf("%s: state %s, %d rows from the log, %d claim queries, %d visibility waits", name, s.LogState, s.LogRows, s.ClaimQueries, s.LogVisibilityWaits)
 	}
+	log.Printf("%s: %d keys leased, %d returned, %d orphaned leases taken back, %d outages, %d failures, last error %q",
+		name, s.KeysLeased, s.KeysReturned, s.OrphanLeases, s.Outages, s.Failures, s.LastError)
 	l := clock.latencies(time.Now())
 	log.Printf("%s latency: %d messages at %d/s: p50 %s p99 %s max %s, %d unconfirmed", name, l.n, *flagRate, l.p50, l.p99, l.max, l.missing)
 	log.Printf("%s latency, worst per 2s of commit time:%s", name, clock.timeline())
@@ -730,4 +735,47 @@ func (b *bench) producerThroughput(ctx context.Context) float64 {
 	elapsed := time.Since(start)
 	log.Printf("kafka.NewProducer alone: %d confirmed in %s", n, elapsed.Round(time.Millisecond))
 	return float64(n) / elapsed.Seconds()
+}
+
+// watchStalls logs, once a second while ctx lasts, the oldest pending row
+// when it waited over two seconds, with what holds its key: no lease (the
+// claim loop is behind), a lease of this relay (it works the key, or holds
+// a lease it forgot: an orphan), or another owner's (a previous run's
+// relay, until the lease expires). Issue 19 (a): one run's polling relay
+// had rows waiting ~21 s; this says which of those it was.
+func (b *bench) watchStalls(ctx context.Context, pool *pgxpool.Pool, name, instance string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var (
+			age, leftMs  float64
+			lane, owner  string
+			pending, own int64
+			others       int64
+		)
+		err := pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - o.created_at), o.lane,
+				coalesce(l.owner, ''), coalesce(extract(epoch FROM l.expires_at - now()) * 1000, 0),
+				(SELECT count(*) FROM reliable_outbox),
+				(SELECT count(*) FROM reliable_outbox_leases WHERE owner = $1),
+				(SELECT count(*) FROM reliable_outbox_leases WHERE owner <> $1)
+			FROM reliable_outbox o LEFT JOIN reliable_outbox_leases l ON l.lane = o.lane
+			ORDER BY o.id LIMIT 1`, instance).Scan(&age, &lane, &owner, &leftMs, &pending, &own, &others)
+		if err != nil || age < 2 {
+			continue
+		}
+		holder := "no lease"
+		switch {
+		case owner == instance:
+			holder = "this relay's lease"
+		case owner != "":
+			holder = "lease of " + owner
+		}
+		log.Printf("%s stall watch: oldest pending row %.1fs old, lane %s, %s (expires in %.1fs); %d pending, leases: %d this relay's, %d others'",
+			name, age, lane, holder, leftMs/1000, pending, own, others)
+	}
 }
