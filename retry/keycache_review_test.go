@@ -1,0 +1,116 @@
+package retry_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/reliable-go/reliable/internal/testenv"
+	"github.com/reliable-go/reliable/retry"
+)
+
+// gateTracer holds a Table.Blocked query, once armed, after its answer was
+// read and before it returns to the KeyCache: the cache's question is then
+// older than whatever happens while it is held.
+type gateTracer struct {
+	armed    atomic.Bool
+	answered chan struct{}
+	release  chan struct{}
+}
+
+func (g *gateTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "SELECT EXISTS") && g.armed.CompareAndSwap(true, false) {
+		return context.WithValue(ctx, g, true)
+	}
+	return ctx
+}
+
+func (g *gateTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if ctx.Value(g) != nil {
+		close(g.answered)
+		<-g.release
+	}
+}
+
+// TestKeyCacheLoadIsNotUndoneByAnOlderAnswer: a Blocked question asked before
+// another instance parked a key (the key was free then) must not make the
+// cache forget the key that a Load, which ran after the park, found blocked.
+// The load is what the ownership rule relies on (a partition that comes back
+// to this instance after instance D parked one of its keys, or the listener's
+// reload after it reconnected, when the park's or an operator RetryNow's
+// announcement was lost): no announcement will mark the key again, so every
+// later message of the key would be handled ahead of the parked one.
+func TestKeyCacheLoadIsNotUndoneByAnOlderAnswer(t *testing.T) {
+	b := setup(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	g := &gateTracer{answered: make(chan struct{}), release: make(chan struct{})}
+	pcfg, err := pgxpool.ParseConfig(testenv.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 4
+	pcfg.ConnConfig.Tracer = g
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	mine, err := retry.NewTable(pool, b.cfg) // instance C's view of the same table
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mine.NewKeyCache()
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// C asks about order-1 (its previous owner epoch, or a key the cache
+	// held); the table answers free, and the answer is held.
+	g.armed.Store(true)
+	asked := make(chan error, 1)
+	go func() {
+		blocked, err := c.Blocked(ctx, "order-1")
+		if err == nil && blocked {
+			err = errors.New("the held question found the key blocked")
+		}
+		asked <- err
+	}()
+	select {
+	case <-g.answered:
+	case <-ctx.Done():
+		t.Fatal("the Blocked question never reached the table")
+	}
+
+	// Instance D parks order-1 (no announcement reaches C: its listener is
+	// down), then C loads (it took the partition back, or its listener
+	// reconnected) and finds the key.
+	if err := b.table.Park(ctx, orderMsg("order-1", "created"), errors.New("down")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !c.MaybeBlocked("order-1") {
+		t.Fatal("the load did not find the parked key")
+	}
+
+	close(g.release)
+	if err := <-asked; err != nil {
+		t.Fatal(err)
+	}
+	if blocked, err := b.table.Blocked(ctx, "order-1"); err != nil || !blocked {
+		t.Fatalf("table: blocked %v, %v; want blocked", blocked, err)
+	}
+	if !c.MaybeBlocked("order-1") {
+		t.Fatal("the cache forgot order-1, which the table holds blocked and a load found after its park: " +
+			"a question asked before the park undid the load, and the key's later messages would be handled ahead of the parked one")
+	}
+}
