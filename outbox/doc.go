@@ -108,7 +108,15 @@
 //
 // A running relay holds a PostgreSQL advisory lock on its Config.Instance: Run
 // returns [ErrDuplicateInstance] when another live relay uses the ID, and a relay
-// restarted with the ID takes its leases over at once. Run also refuses a
+// restarted with the ID takes its leases over at once. A statement of the
+// killed run can still commit a claim after that (it was on the wire, or
+// waiting on a lock, when the process died), and a claim whose reply a
+// broken connection lost commits all the same: such a lease names the live
+// relay, so no claim takes its key, yet no lane works it. Every
+// PollInterval a claim therefore first deletes the leases under its
+// Instance of keys the relay does not work, and claims them again in the
+// same transaction (Stats.OrphanLeases counts them); before, their rows
+// waited up to LeaseTTL. Run also refuses a
 // row ID sequence with CACHE > 1 ([ErrSequenceCached]), which would break
 // the commit-order argument above. [Relay.Ready] answers readiness probes:
 // not running, starting, shutting down, a broker outage in progress, the
