@@ -593,7 +593,7 @@ func (b *bench) relayLatency(ctx context.Context, batches, logMode bool) latency
 	done := make(chan struct{})
 	go func() { defer close(done); _ = relay.Run(rctx) }()
 	watched := make(chan struct{})
-	go func() { defer close(watched); b.watchStalls(rctx, pool, name, relay.Instance()) }()
+	go func() { defer close(watched); b.watchStalls(rctx, pool, name, relay) }()
 	time.Sleep(time.Second)
 	n := offer(ctx, *flagRate, *flagDuration, clock, func(ctx context.Context, i int) (string, error) {
 		m := b.message(topic, i)
@@ -743,7 +743,8 @@ func (b *bench) producerThroughput(ctx context.Context) float64 {
 // a lease it forgot: an orphan), or another owner's (a previous run's
 // relay, until the lease expires). Issue 19 (a): one run's polling relay
 // had rows waiting ~21 s; this says which of those it was.
-func (b *bench) watchStalls(ctx context.Context, pool *pgxpool.Pool, name, instance string) {
+func (b *bench) watchStalls(ctx context.Context, pool *pgxpool.Pool, name string, relay *outbox.Relay) {
+	instance := relay.Instance()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -775,7 +776,9 @@ func (b *bench) watchStalls(ctx context.Context, pool *pgxpool.Pool, name, insta
 		case owner != "":
 			holder = "lease of " + owner
 		}
-		log.Printf("%s stall watch: oldest pending row %.1fs old, lane %s, %s (expires in %.1fs); %d pending, leases: %d this relay's, %d others'",
-			name, age, lane, holder, leftMs/1000, pending, own, others)
+		s := relay.Stats()
+		log.Printf("%s stall watch: oldest pending row %.1fs old, lane %s, %s (expires in %.1fs); %d pending, leases: %d this relay's, %d others'; "+
+			"relay: %d keys, %d buffered, %d in flight, %d outages, %d failures, %d orphaned leases taken back, last error %q",
+			name, age, lane, holder, leftMs/1000, pending, own, others, s.Keys, s.Buffered, s.InFlight, s.Outages, s.Failures, s.OrphanLeases, s.LastError)
 	}
 }
