@@ -114,3 +114,64 @@ func TestKeyCacheLoadIsNotUndoneByAnOlderAnswer(t *testing.T) {
 			"a question asked before the park undid the load, and the key's later messages would be handled ahead of the parked one")
 	}
 }
+
+// TestKeyCacheHearsRetryNowWhateverTheSchemaSpelling: the operator's tool
+// (reliablectl, an admin service) names the consumer's table with its schema
+// while the consumer names it through the search_path (Schema empty), or the
+// other way round: both are the same table and group. RetryNow of a released
+// entry blocks the key again, and the consumer's listening cache must hear
+// it; otherwise nothing marks the key until the next load (a rebalance), and
+// every later message of the key is handled ahead of the retried entry. A
+// park by a process that spells the table as the consumer does, announced
+// after the RetryNow, shows the listener was live: notifications arrive in
+// commit order.
+func TestKeyCacheHearsRetryNowWhateverTheSchemaSpelling(t *testing.T) {
+	b := setup(t, nil) // Schema empty: the search_path
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var schema string
+	if err := b.pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	opCfg := b.cfg
+	opCfg.Schema = schema // the same table, named with its schema
+	operator, err := retry.NewTable(b.pool, opCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.table.DeadLetter(ctx, orderMsg("order-7", "created"), errors.New("bad")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := operator.Release(ctx, "order-7"); err != nil {
+		t.Fatal(err)
+	}
+
+	c := b.table.NewKeyCache()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx, testLogger()) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 10*time.Second, "the listener's first load", func() bool { return c.Listening() })
+	if c.MaybeBlocked("order-7") {
+		t.Fatal("a released key is held as blocked")
+	}
+
+	es, err := operator.List(ctx, filterKey("order-7"))
+	if err != nil || len(es) != 1 {
+		t.Fatalf("entries = %v, %v", es, err)
+	}
+	if err := operator.RetryNow(ctx, es[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if blocked, err := b.table.Blocked(ctx, "order-7"); err != nil || !blocked {
+		t.Fatalf("after RetryNow the table says blocked %v, %v; want blocked", blocked, err)
+	}
+	if err := b.table.Park(ctx, orderMsg("sentinel", "created"), errors.New("down")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the later park's announcement", func() bool { return c.MaybeBlocked("sentinel") })
+	if !c.MaybeBlocked("order-7") {
+		t.Fatalf("the listening cache did not hear the RetryNow made through %q (the consumer names the table without its schema): "+
+			"order-7 is blocked in the table but free in the cache", schema)
+	}
+}
