@@ -155,3 +155,85 @@ func TestDeadLetterIntoTheRetryTableMarksTheKey(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyParkedFromAnotherTopicBlocksItInThisOne: the retry table blocks a
+// key for its whole group, whatever the topic (its lane is the key), so
+// two consumers of one group and table on two topics keep a key's order
+// across them: a key parked by the "orders" consumer holds the key's
+// messages on "payments" behind it, as Table.Blocked per message did. The
+// payments consumer owns its partition throughout (a delivery of another
+// key stays unsettled), so no load runs; its listener is down, so only
+// an announcement could tell it. The package doc's argument ("a key maps to
+// one partition or queue") does not hold across topics.
+func TestKeyParkedFromAnotherTopicBlocksItInThisOne(t *testing.T) {
+	group := shortName("g_")
+	table := retryTable(t, pgPool(t), group)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pcfg, err := pgxpool.ParseConfig(testenv.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 8
+	pcfg.ConnConfig.Tracer = deafTracer{}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	deaf, err := retry.NewTable(pool, table.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	broker := reliabletest.NewBroker(reliabletest.BrokerOptions{Partitions: 1})
+	broker.CreateTopic("orders")
+	broker.CreateTopic("payments")
+	evOrders := newEvents()
+	runConsumer(t, broker.Subscriber(group, reliabletest.SubscriberOptions{}), reliable.HandlerFunc(func(context.Context, *reliable.Message) error {
+		return errors.New("downstream unavailable")
+	}), consumer.Config{Topic: "orders", RetryTable: table, DisableRetrier: true, Logger: quiet, Observe: evOrders.observe})
+
+	var handled handledLog
+	evPay := newEvents()
+	holding, letGo := make(chan struct{}), make(chan struct{})
+	defer close(letGo)
+	runConsumer(t, broker.Subscriber(group, reliabletest.SubscriberOptions{}), reliable.HandlerFunc(func(hctx context.Context, m *reliable.Message) error {
+		if m.ID == "pay-hold" {
+			close(holding)
+			select {
+			case <-letGo:
+			case <-hctx.Done():
+			}
+			return nil
+		}
+		handled.add(m.ID)
+		return nil
+	}), consumer.Config{Topic: "payments", RetryTable: deaf, DisableRetrier: true, Logger: quiet, Observe: evPay.observe})
+
+	publish(t, broker, &reliable.Message{ID: "pay-hold", Topic: "payments", Key: "order-9"})
+	select {
+	case <-holding:
+	case <-ctx.Done():
+		t.Fatal("the payments consumer never handled its first message")
+	}
+	publish(t, broker, &reliable.Message{ID: "ord-1", Topic: "orders", Key: "order-1"})
+	evOrders.await(t, "ord-1", consumer.OutcomeParked)
+	if blocked, err := table.Blocked(ctx, "order-1"); err != nil || !blocked {
+		t.Fatalf("order-1 blocked = %v, %v; want blocked by the parked orders message", blocked, err)
+	}
+	publish(t, broker, &reliable.Message{ID: "pay-1", Topic: "payments", Key: "order-1"})
+	deadline := time.After(10 * time.Second)
+	for len(evPay.outcomes("pay-1")) == 0 {
+		select {
+		case <-evPay.ch:
+		case <-deadline:
+			t.Fatal("no outcome for pay-1 in 10s")
+		}
+	}
+	if handled.has("pay-1") {
+		t.Fatalf("pay-1 (key order-1) was handled (outcomes %v) while order-1 is blocked in the group's table by ord-1: "+
+			"the key's order across topics is broken", evPay.outcomes("pay-1"))
+	}
+	evPay.await(t, "pay-1", consumer.OutcomeParked)
+}
