@@ -507,11 +507,15 @@ func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, j *job, cau
 	}
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	deadLetterIn := c.cfg.DeadLetter.DeadLetter
-	if t, ok := c.cfg.DeadLetter.(*retry.Table); ok && c.keys != nil && t == c.keys.Table() {
-		deadLetterIn = c.keys.DeadLetter
+	deadLetterIn := func() error { return c.cfg.DeadLetter.DeadLetter(settle, j.d.Message, cause) }
+	if c.keys != nil {
+		// Whatever the dead-letter path is, it may block the key in the
+		// table (a wrapper of it, another Table value): mark it around the
+		// store so the key's next message asks the table.
+		store := deadLetterIn
+		deadLetterIn = func() error { return c.keys.Marking(j.d.Message, store) }
 	}
-	if err := c.until(settle, log, "dead letter", func() error { return deadLetterIn(settle, j.d.Message, cause) }); err != nil {
+	if err := c.until(settle, log, "dead letter", deadLetterIn); err != nil {
 		if reliable.IsPermanent(err) {
 			return c.hold(log, j, fmt.Errorf("consumer: the dead-letter path refuses the message: %w (cause: %w)", err, cause), true)
 		}

@@ -24,7 +24,9 @@ type StaleReporting interface {
 // keyCache returns a cache of rt's blocked keys when both rt and sub allow
 // one, else nil.
 func keyCache(sub reliable.Subscriber, rt RetryTable) *retry.KeyCache {
-	t, ok := rt.(interface{ NewKeyCache() *retry.KeyCache })
+	// Exactly *retry.Table: a type that embeds it may override Park, which
+	// the cache's Park would bypass.
+	t, ok := rt.(*retry.Table)
 	if !ok {
 		return nil
 	}
@@ -85,7 +87,10 @@ func (c *Consumer) isBlocked(ctx context.Context, j *job) (bool, error) {
 	if c.keys == nil {
 		return c.cfg.RetryTable.Blocked(ctx, key)
 	}
-	if c.awaitLoad(ctx, j.keysLoad) && !c.keys.MaybeBlocked(key) {
+	// Only while the listener hears other processes' announcements: a key
+	// parked by a consumer of another topic sharing the table, or re-blocked
+	// by an operator's RetryNow, reaches the cache that way alone.
+	if c.keys.Listening() && c.awaitLoad(ctx, j.keysLoad) && !c.keys.MaybeBlocked(key) {
 		return false, nil
 	}
 	return c.keys.Blocked(ctx, key)

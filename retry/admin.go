@@ -71,7 +71,8 @@ func (t *Table) RetryNow(ctx context.Context, id int64) error {
 	err := t.pool.QueryRow(ctx, `WITH u AS (UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
   attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
 WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released') RETURNING lane)
-SELECT count(*) FROM (SELECT pg_notify($3, $4 || lane) FROM u) n`, t.cfg.Group, id, KeyNotifyChannel, t.notifyPayload("")).Scan(&n)
+SELECT count(*) FROM (SELECT pg_notify($3, $4::text::regclass::oid::text || $5 || lane) FROM u) n`,
+		t.cfg.Group, id, KeyNotifyChannel, t.table, t.notifySuffix("")).Scan(&n)
 	if err != nil {
 		return fmt.Errorf("retry: retry now %d: %w", id, err)
 	}

@@ -75,7 +75,9 @@
 // makes the cache forget the key). package consumer uses it when the retry
 // table is a *Table and the subscriber reports stale deliveries (the SDK's
 // Kafka and RabbitMQ subscribers, the reliabletest broker); with any other
-// subscriber every message asks the table, as before.
+// subscriber every message asks the table, as before. The cache answers only
+// while its listener hears announcements ([KeyCache.Listening]); while the
+// listener reconnects, every message asks the table.
 //
 // The rules the consumer keeps:
 //
@@ -110,7 +112,8 @@
 //     free, or when a load that started after the mark did not find it,
 //     which the mark made after the commit rules out.
 //   - An entry another instance D parked (two instances, a rebalance): a key
-//     maps to one partition or queue, so D parked a message m' of it while
+//     maps to one partition or queue of the topic (see below for keys shared
+//     by several topics), so D parked a message m' of it while
 //     D owned that partition. If D's park committed before C's ownership
 //     began, the load that answers for m started after that and saw it.
 //     D parks before it acks, and the offset past m' is committed (Kafka) or
@@ -135,10 +138,20 @@
 //     newer messages is the operator's call (see Table.RetryNow).
 //
 // Park, DeadLetter and RetryNow announce the key on [KeyNotifyChannel] in
-// their own transaction; [KeyCache.Run] listens (one connection of the
-// pool) and reloads whenever it (re)connects, since announcements made
-// while it was away are lost. The argument above needs the announcements
-// only for a stale owner's late park and for RetryNow of a released entry.
+// their own transaction, naming the table by its OID, so that every
+// spelling of it (with or without the schema) reaches the same listeners;
+// [KeyCache.Run] listens (one connection of the pool) and reloads whenever it
+// (re)connects, since announcements made while it was away are lost. The
+// argument above needs the announcements for a stale owner's late park, for
+// RetryNow of a released entry, and for keys that are not tied to one
+// partition or queue: consumers of several topics (or of a RabbitMQ
+// consistent-hash exchange whose queues change) that share one group's
+// table block each key across them, and learn of each other's parks only
+// through announcements. Such a park reaches the others within
+// milliseconds of its commit; a message of the key on another topic that is
+// checked in those milliseconds has no order with the parked one anyway
+// (messages of different topics are not ordered). A load's keys are never
+// dropped by the answer of a Blocked question asked before the load.
 //
 // # Operations
 //

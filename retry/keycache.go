@@ -17,7 +17,7 @@ import (
 // KeyNotifyChannel is the LISTEN/NOTIFY channel on which the table announces
 // a key that became blocked: Park and DeadLetter (in the transaction that
 // stores the entry) and RetryNow of a released entry. The payload is the
-// table, the group and the key's lane, separated by "\x1f". A [KeyCache]
+// table's OID, the group and the key's lane, separated by "\x1f". A [KeyCache]
 // listens on it.
 const KeyNotifyChannel = "reliable_retry_keys"
 
@@ -131,13 +131,19 @@ WHERE grp = $1 AND state IN ('pending', 'dead') AND lane LIKE 'k:%'`, c.t.cfg.Gr
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// The keys found get a version newer than every question asked so far:
+	// a Blocked call that asked the table before this load (and heard
+	// "free", before another process parked the key) must not forget a key
+	// the load found blocked.
+	c.version++
+	loaded := c.version
 	next := make(map[string]uint64, len(lanes)+len(c.lanes)/4)
 	for _, l := range lanes {
-		next[l] = v0
+		next[l] = loaded
 	}
 	for l, v := range c.lanes {
-		if v > v0 {
-			next[l] = v
+		if _, found := next[l]; !found && v > v0 {
+			next[l] = v // marked while the load ran, after its snapshot maybe
 		}
 	}
 	c.lanes = next
@@ -167,6 +173,15 @@ func (c *KeyCache) DeadLetter(ctx context.Context, msg *reliable.Message, cause 
 	return c.marked(msg, func() error { return c.t.DeadLetter(ctx, msg, cause) })
 }
 
+// Marking runs store, which may block the message's key in the table by a
+// path of its own (a dead-letter store that wraps this table, another Table
+// value of the same table and group), between two marks of the key, as Park
+// and DeadLetter do. Marking a key that ends up free costs one table query
+// at its next message, no more.
+func (c *KeyCache) Marking(msg *reliable.Message, store func() error) error {
+	return c.marked(msg, store)
+}
+
 // marked runs store between two marks of the message's key. The first
 // covers the key while the entry is being stored; the second, made once it
 // is committed, survives a Load that started in between, whose snapshot may
@@ -192,9 +207,8 @@ func (c *KeyCache) Run(ctx context.Context, logger *slog.Logger) error {
 	if logger == nil {
 		logger = c.t.log
 	}
-	prefix := c.t.table + "\x1f" + c.t.cfg.Group + "\x1f"
 	for attempt := 1; ctx.Err() == nil; attempt++ {
-		err := c.listen(ctx, prefix, func() { attempt = 0 })
+		err := c.listen(ctx, func() { attempt = 0 })
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -209,7 +223,7 @@ func (c *KeyCache) Run(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
-func (c *KeyCache) listen(ctx context.Context, prefix string, connected func()) error {
+func (c *KeyCache) listen(ctx context.Context, connected func()) error {
 	pooled, err := c.t.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -225,6 +239,11 @@ func (c *KeyCache) listen(ctx context.Context, prefix string, connected func()) 
 	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{KeyNotifyChannel}.Sanitize()); err != nil {
 		return err
 	}
+	var oid string
+	if err := conn.QueryRow(ctx, `SELECT $1::text::regclass::oid::text`, c.t.table).Scan(&oid); err != nil {
+		return fmt.Errorf("retry: resolve the table for notifications: %w", err)
+	}
+	prefix := oid + c.t.notifySuffix("")
 	if err := c.Load(ctx); err != nil {
 		return err
 	}
@@ -243,9 +262,13 @@ func (c *KeyCache) listen(ctx context.Context, prefix string, connected func()) 
 }
 
 // notifySQL announces that a lane became blocked; it runs inside the
-// transaction that blocked it, so listeners hear of it when it commits.
-const notifySQL = `SELECT pg_notify($1, $2)`
+// transaction that blocked it, so listeners hear of it when it commits. The
+// payload names the table by its OID ($2 is the table's identifier), not by
+// its spelling: a consumer that names it "rt" (search_path) and an operator
+// tool that names it "public"."rt" must hear each other.
+const notifySQL = `SELECT pg_notify($1, $2::text::regclass::oid::text || $3)`
 
-func (t *Table) notifyPayload(lane string) string {
-	return t.table + "\x1f" + t.cfg.Group + "\x1f" + lane
+// notifySuffix is the payload after the table's OID: group and lane.
+func (t *Table) notifySuffix(lane string) string {
+	return "\x1f" + t.cfg.Group + "\x1f" + lane
 }

@@ -218,7 +218,7 @@ func (t *Table) withLaneLock(ctx context.Context, lane string, announce bool, qu
 	b.Queue(lockSQL, t.lockKey(lane))
 	b.Queue(query, args...)
 	if announce {
-		b.Queue(notifySQL, KeyNotifyChannel, t.notifyPayload(lane))
+		b.Queue(notifySQL, KeyNotifyChannel, t.table, t.notifySuffix(lane))
 	}
 	br := t.pool.SendBatch(ctx, &b)
 	if _, err := br.Exec(); err != nil {
