@@ -263,15 +263,20 @@ FROM ids LEFT JOIN claim c ON c.id = ids.id`
 				continue
 			}
 		}
-		if len(ids) > 1 && reliable.IsPermanent(storeError(err)) {
-			// One ID the database refuses must not fail its neighbours:
-			// each goes alone and gets its own answer.
-			for i, id := range ids {
-				out[i], errs[i] = s.beginOne(ctx, id)
-			}
-			return out, errs
-		}
+		// IDs an earlier round answered keep their answer (a claim made
+		// there is theirs); only the others get the error.
+		permanent := len(ids) > 1 && reliable.IsPermanent(storeError(err))
 		for i, id := range ids {
+			if st, ok := status[recordID(id)]; ok {
+				out[i] = firstCall(st, first[recordID(id)] == i)
+				continue
+			}
+			if permanent {
+				// One ID the database refuses must not fail its neighbours:
+				// each goes alone and gets its own answer.
+				out[i], errs[i] = s.beginOne(ctx, id)
+				continue
+			}
 			errs[i] = storeError(fmt.Errorf("idempotency: postgres begin %s: %w", quoteShort(id), err))
 		}
 		return out, errs
@@ -281,13 +286,18 @@ FROM ids LEFT JOIN claim c ON c.id = ids.id`
 	}
 	for i, id := range ids {
 		r := recordID(id)
-		st := status[r]
-		if first[r] != i && st == StatusNew {
-			st = StatusInProgress // the first call of the ID holds the claim
-		}
-		out[i] = st
+		out[i] = firstCall(status[r], first[r] == i)
 	}
 	return out, errs
+}
+
+// firstCall is st for the first call of an ID in a batch; a later call of
+// the same ID is in progress when the first one got the claim.
+func firstCall(st Status, first bool) Status {
+	if !first && st == StatusNew {
+		return StatusInProgress
+	}
+	return st
 }
 
 // abandonedClaim releases a claim that a batch made for a caller that had
