@@ -216,8 +216,11 @@
 // PostgreSQL 17's failover flag); [CreateSlot] and [DropSlot] create and
 // drop slot and publication (reliablectl outbox slot status|create|drop
 // wraps them).
-// Stats.SlotRetainedBytes and Stats.SlotLagBytes carry the same figures for
-// metrics; deploy/prometheus has alert rules on them. PostgreSQL needs:
+// Stats.SlotRetainedBytes and Stats.SlotLagBytes carry the same figures
+// while the relay reads the log; observability's WatchOutboxSlot exports the
+// slot's (from SlotStatus, whatever the relay does) and WatchRelay the
+// relay's log state and fallbacks, and deploy/prometheus/alerts.yml has alert
+// rules on them. PostgreSQL needs:
 //
 //   - wal_level = logical (a restart), and max_replication_slots and
 //     max_wal_senders with room for one slot and one sender per outbox
