@@ -331,7 +331,14 @@ func (r *Relay) streamLog(ctx context.Context) (string, error) {
 		}
 		return pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: confirmed})
 	}
+	r.pgStopping.Store(false)
 	for {
+		if r.pgStopping.Load() {
+			// PostgreSQL is shutting down: let the walsender go now (the
+			// shutdown waits for it), and read on from the confirmed
+			// position once the server is back.
+			return logStateError, errors.New("outbox: PostgreSQL is shutting down; the log reader closes its replication connection")
+		}
 		now := time.Now()
 		if len(chunk) > 0 && cur == nil && (now.Sub(chunkAt) >= logGather || len(chunk) >= 4096 || tracker.size() >= maxPending) {
 			if err := r.feed(ctx, chunk); err != nil {
@@ -352,6 +359,7 @@ func (r *Relay) streamLog(ctx context.Context) (string, error) {
 			nextStale = now.Add(time.Second)
 			r.releaseIdle(ctx, logIdle)
 			if err := r.settleStale(ctx, tracker); err != nil {
+				r.noteError(err)
 				r.log.Warn("checking rows of the log in the table failed", slog.Any("error", err))
 			}
 		}

@@ -86,7 +86,7 @@ func testRelayAcrossPostgresRestart(t *testing.T, logMode bool) {
 	after := r.Stats()
 	if logMode {
 		waitState(t, r, "reading")
-		waitFor(t, 20*time.Second, "rows from the slot after the restart", func() bool { return r.Stats().LogRows > after.LogRows })
+		waitFor(t, 60*time.Second, "rows from the slot after the restart", func() bool { return r.Stats().LogRows > after.LogRows })
 	} else {
 		waitFor(t, 20*time.Second, "publishes after the restart", func() bool { return r.Stats().Published > after.Published })
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reliable-go/reliable"
@@ -32,8 +33,13 @@ type Relay struct {
 	// publishEach); asyncOff is set once it said it cannot after all.
 	async    reliable.AsyncPublisher
 	asyncOff atomic.Bool
-	awaiting sync.WaitGroup // awaitConfirms goroutines
-	log      *slog.Logger
+	// pgStopping is set when a statement saw PostgreSQL shutting down: the
+	// log reader then closes its replication connection, whose walsender
+	// would otherwise hold up the shutdown until wal_sender_timeout (it
+	// waits for a confirm the relay cannot give while it cannot delete).
+	pgStopping atomic.Bool
+	awaiting   sync.WaitGroup // awaitConfirms goroutines
+	log        *slog.Logger
 
 	running  atomic.Bool
 	stopping atomic.Bool // Run's context ended; it is settling
@@ -283,10 +289,21 @@ func (r *Relay) kick(c chan struct{}) {
 
 // noteError records err in the stats.
 func (r *Relay) noteError(err error) {
+	if shuttingDown(err) {
+		r.pgStopping.Store(true)
+	}
 	r.mu.Lock()
 	r.stats.LastError = err.Error()
 	r.stats.LastErrorAt = time.Now()
 	r.mu.Unlock()
+}
+
+// shuttingDown reports whether err says PostgreSQL is shutting down or
+// terminated the session (SQLSTATE class 57: admin_shutdown, crash_shutdown,
+// cannot_connect_now).
+func shuttingDown(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03")
 }
 
 // enqueueLocked makes l's head row publishable.
