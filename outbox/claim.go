@@ -338,6 +338,14 @@ func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got 
 			continue
 		}
 		l := &lane{name: name, claimedAt: claimed, validUntil: valid, refilling: true}
+		if s, ok := r.tracker.skippedRow(name); ok {
+			// The log reader skipped a row of the key (it had no lane),
+			// perhaps after this claim's read: the lane reads until it
+			// has it before it takes later rows from the log, or those
+			// would be published first (placeSnap drops it if read or
+			// gone).
+			l.seen = append(l.seen, s)
+		}
 		r.lanes[name] = l
 		lanes = append(lanes, l)
 	}

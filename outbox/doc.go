@@ -160,7 +160,10 @@
 // snapshot) and than every row the lane holds. A row visible to that
 // snapshot but not read is gone already (another relay sent it) and is
 // skipped; a row the lane cannot take now (its read is cut or under way)
-// makes the lane read on until it has it. So the log changes where rows
+// makes the lane read on until it has it. A row no lane takes (its key has
+// none) is remembered until done: a polling claim may have read the key
+// before the row was visible and make its lane after the row was skipped,
+// and that lane reads on until it has the row too. So the log changes where rows
 // come from, never the order argument above: per key, rows are published
 // in ID order from the lowest pending one, one at a time. PostgreSQL sends
 // a commit a moment before it makes it visible (milliseconds on a busy

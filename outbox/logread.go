@@ -107,9 +107,41 @@ type logTracker struct {
 	mu   sync.Mutex
 	txns []*logTxn
 	byID map[int64]*logTxn
+	// skipped holds, per key, the newest row of the log that no lane took
+	// (see feed), until it is done; skippedBy maps its ID to its key. A
+	// polling claim whose read missed the row may make the key's lane
+	// after it was skipped, and must read on until it has it (see adopt).
+	// Skipped rows are tracked rows, so the bound on those holds.
+	skipped   map[string]seenRow
+	skippedBy map[int64]string
 }
 
-func newLogTracker() *logTracker { return &logTracker{byID: map[int64]*logTxn{}} }
+func newLogTracker() *logTracker {
+	return &logTracker{byID: map[int64]*logTxn{}, skipped: map[string]seenRow{}, skippedBy: map[int64]string{}}
+}
+
+// skip records that no lane took row s of the key lane.
+func (t *logTracker) skip(lane string, s seenRow) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.skipped[lane] = s
+	t.skippedBy[s.id] = lane
+}
+
+// skippedRow returns the newest row of the key lane that no lane took and
+// is not yet done.
+func (t *logTracker) skippedRow(lane string) (seenRow, bool) {
+	if t == nil {
+		return seenRow{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.skipped[lane]
+	return s, ok
+}
 
 func (t *logTracker) add(x *logTxn) {
 	t.mu.Lock()
@@ -131,6 +163,12 @@ func (t *logTracker) done(ids []int64) {
 		if x := t.byID[id]; x != nil {
 			delete(x.pending, id)
 			delete(t.byID, id)
+		}
+		if lane, ok := t.skippedBy[id]; ok {
+			delete(t.skippedBy, id)
+			if t.skipped[lane].id == id {
+				delete(t.skipped, lane)
+			}
 		}
 	}
 }
@@ -608,7 +646,14 @@ func (r *Relay) feed(ctx context.Context, chunk []logRow) error {
 	for _, lr := range chunk {
 		l := r.lanes[lr.lane]
 		switch {
-		case l == nil || l.lost || lr.rw.id <= l.lastID:
+		case l == nil || l.lost:
+			// No lane takes it. A polling claim may have read the key
+			// before this row was visible and make its lane only now:
+			// that lane must not take the key's next rows before this
+			// one (see adopt).
+			r.tracker.skip(lr.lane, seenRow{id: lr.rw.id, xid: lr.xid})
+			continue
+		case lr.rw.id <= l.lastID:
 			continue
 		case l.refilling || l.full || l.snap == nil || r.buffered >= r.cfg.MaxBufferedRows:
 			// The table holds rows the lane has not read: read on first.

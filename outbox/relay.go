@@ -102,7 +102,8 @@ type lane struct {
 	claimedAt  time.Time
 	// snap is the snapshot of the lane's last read from the table (ModeLog
 	// reads), nil when unknown; seen holds rows the log showed while a read
-	// was under way or while the lane was full, so the lane reads until it
+	// was under way or while the lane was full (or, for a lane a polling
+	// claim made, a row skipped while it had none), so the lane reads until it
 	// has them (see unread); idleSince is when the lane last
 	// gained or finished a row.
 	snap      *snapshot
