@@ -335,6 +335,7 @@ func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got 
 			// Our own lease had lapsed (renewals failed) and nobody took the
 			// key meanwhile: it is ours again, rows and all.
 			l.validUntil, l.claimedAt, l.lost = valid, claimed, false
+			r.catchUpLocked(l)
 			continue
 		}
 		l := &lane{name: name, claimedAt: claimed, validUntil: valid, refilling: true}
@@ -354,6 +355,27 @@ func (r *Relay) adopt(ctx context.Context, start time.Time, names []string, got 
 		return len(names), nil
 	}
 	return len(names), r.placeSnap(ctx, lanes, got, window, snap, true)
+}
+
+// catchUpLocked makes a lane taken back "rows and all" read the row of its
+// key that the log reader skipped while the lane was lost (see feed), if it
+// has not read it, before it takes later rows of the log, as feed does for
+// a lane that is full.
+func (r *Relay) catchUpLocked(l *lane) {
+	s, ok := r.tracker.skippedRow(l.name)
+	if !ok || s.id <= l.lastID {
+		return
+	}
+	l.seen = append(l.seen, s)
+	if l.refilling {
+		return // placeSnap reads on
+	}
+	l.full = true
+	if len(l.rows) == 0 && !l.inflight && !l.queued {
+		l.refilling = true
+		r.refills = append(r.refills, l)
+		r.kick(r.kickClaim)
+	}
 }
 
 // refill reads on for lanes whose read-ahead ran out. It reports whether

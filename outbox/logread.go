@@ -775,6 +775,7 @@ func (r *Relay) claimKeys(ctx context.Context, keys []string, window int) (*snap
 			// Our own lease had lapsed and nobody took the key meanwhile:
 			// it is ours again, rows and all (as in adopt).
 			l.validUntil, l.claimedAt, l.lost = valid, now, false
+			r.catchUpLocked(l)
 			continue
 		}
 		l := &lane{name: name, claimedAt: now, validUntil: valid, idleSince: now, refilling: true}
