@@ -34,8 +34,12 @@ func TestPostgresStoreCleansUpWithoutWiring(t *testing.T) {
 		must(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+table+` WHERE id LIKE 'old-%'`).Scan(&n))
 		return n
 	}
-	if n := count(); n != 20 {
-		t.Fatalf("%d records, want 20", n)
+	// The background cleanup may already have deleted some: on a loaded
+	// machine writing the 20 records outlasts their 50 ms retention, and
+	// Begin and Done both start the cleanup (a CI run saw 11 of 20 left).
+	// Deleted early is still deleted without wiring.
+	if n := count(); n > 20 {
+		t.Fatalf("%d records, want at most 20", n)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for i := 0; count() > 0; i++ {
