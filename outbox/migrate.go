@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"embed"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -32,28 +31,24 @@ type Migration struct {
 	SQL string
 }
 
-// outboxTarget is where the outbox's tables live: the connection's current
-// schema, under fixed names. The history table and the advisory lock are
-// the ones the outbox's own runner used before it moved to pgmigrate, so
-// instances of both releases migrating at once still take turns.
-var outboxTarget = pgmigrate.Target{
-	Table:   "reliable_outbox",
-	LockSQL: `hashtextextended('reliable_outbox_migrate:' || current_schema(), 0)`,
+// migrationSet is the outbox's embedded migrations. Its tables live in
+// the connection's current schema under fixed names. The history table and
+// the advisory lock are the ones the outbox's own runner used before it
+// moved to pgmigrate, so instances of both releases migrating at once
+// still take turns.
+var migrationSet = pgmigrate.Set{
+	Component:    "outbox",
+	FS:           migrations,
+	Dir:          "migrations",
+	DefaultTable: "reliable_outbox",
+	LockSQL:      `hashtextextended('reliable_outbox_migrate:' || current_schema(), 0)`,
 }
 
 // Migrations returns the outbox's migrations, oldest first, as plain SQL for
 // the connection's current schema (the tables' names are fixed). [Migrate]
 // applies the same statements and records them in reliable_outbox_migrations.
 func Migrations() ([]Migration, error) {
-	migs, err := pgmigrate.Render(migrations, "migrations", outboxTarget)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: migrations: %w", err)
-	}
-	out := make([]Migration, len(migs))
-	for i, m := range migs {
-		out[i] = Migration(m)
-	}
-	return out, nil
+	return pgmigrate.Migrations[Migration](migrationSet, "", "")
 }
 
 // Migrate creates or upgrades the outbox tables in the connection's current
@@ -64,8 +59,5 @@ func Migrations() ([]Migration, error) {
 // implicitly; call it at deploy or start-up, or run [Migrations] with a
 // migration tool of your own.
 func Migrate(ctx context.Context, db Beginner) error {
-	if err := pgmigrate.Apply(ctx, db, migrations, "migrations", outboxTarget); err != nil {
-		return fmt.Errorf("outbox: migrate: %w", err)
-	}
-	return nil
+	return migrationSet.Apply(ctx, db, "", "")
 }

@@ -2,11 +2,9 @@ package retry
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/internal/pgmigrate"
 )
 
@@ -30,39 +28,16 @@ type Migration struct {
 	SQL string
 }
 
-// migrationTarget returns where cfg places the tables (cfg.Schema,
-// cfg.Table, defaults applied). Only the placement is checked: Group
-// and the other fields do not matter to migrations.
-func migrationTarget(cfg TableConfig) (pgmigrate.Target, error) {
-	var p reliable.Problems
-	p.Addf(len(cfg.Table) > 40, "Table %q is longer than 40 bytes (PostgreSQL truncates derived names)", cfg.Table)
-	if err := p.Err("retry migrations"); err != nil {
-		return pgmigrate.Target{}, err
-	}
-	if cfg.Table == "" {
-		cfg.Table = DefaultTable
-	}
-	return pgmigrate.Target{Schema: cfg.Schema, Table: cfg.Table}, nil
-}
+// migrationSet is the retry table's embedded migrations. Only the
+// configuration's Schema and Table matter to them: Group and the other fields are not checked.
+var migrationSet = pgmigrate.Set{Component: "retry", FS: migrations, Dir: "migrations", DefaultTable: DefaultTable}
 
 // Migrations returns the retry table's migrations, oldest first, as plain
 // SQL for the tables cfg places (cfg.Schema and cfg.Table; the zero
 // TableConfig means DefaultTable in the search_path). [Migrate] applies
 // the same statements.
 func Migrations(cfg TableConfig) ([]Migration, error) {
-	target, err := migrationTarget(cfg)
-	if err != nil {
-		return nil, err
-	}
-	migs, err := pgmigrate.Render(migrations, "migrations", target)
-	if err != nil {
-		return nil, fmt.Errorf("retry: migrations: %w", err)
-	}
-	out := make([]Migration, len(migs))
-	for i, m := range migs {
-		out[i] = Migration(m)
-	}
-	return out, nil
+	return pgmigrate.Migrations[Migration](migrationSet, cfg.Schema, cfg.Table)
 }
 
 // Migrate creates or upgrades the tables cfg places (cfg.Schema and
@@ -73,12 +48,5 @@ func Migrations(cfg TableConfig) ([]Migration, error) {
 // Nothing migrates implicitly; call it at deploy or start-up, or run
 // [Migrations] with a migration tool of your own.
 func Migrate(ctx context.Context, db Beginner, cfg TableConfig) error {
-	target, err := migrationTarget(cfg)
-	if err != nil {
-		return err
-	}
-	if err := pgmigrate.Apply(ctx, db, migrations, "migrations", target); err != nil {
-		return fmt.Errorf("retry: migrate: %w", err)
-	}
-	return nil
+	return migrationSet.Apply(ctx, db, cfg.Schema, cfg.Table)
 }

@@ -109,3 +109,38 @@ SELECT 'index ' || pg_get_indexdef(i.indexrelid)
 	sort.Strings(out)
 	return strings.Join(out, "\n"), nil
 }
+
+// MigrateAgain runs each migrate in turn (a package's Migrate function,
+// then the same again, then its store's Migrate method) and fails the test
+// unless each succeeds and the history table (schema-qualified by the
+// caller) then holds want versions: applying a package's migrations again
+// records nothing twice.
+func MigrateAgain(ctx context.Context, t testing.TB, pool *pgxpool.Pool, history string, want int, migrate ...func(context.Context) error) {
+	t.Helper()
+	for i, m := range migrate {
+		if err := m(ctx); err != nil {
+			t.Fatalf("migrate %d of %d: %v", i+1, len(migrate), err)
+		}
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+history).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Fatalf("after migrate %d of %d the history holds %d versions, want %d", i+1, len(migrate), n, want)
+		}
+	}
+}
+
+// RunSQL runs each plain SQL migration in turn, each in a transaction of its
+// own, as a migration tool of a user's would.
+func RunSQL(ctx context.Context, t testing.TB, pool *pgxpool.Pool, sql ...string) {
+	t.Helper()
+	for i, s := range sql {
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, s)
+			return err
+		}); err != nil {
+			t.Fatalf("running migration %d of %d again: %v", i+1, len(sql), err)
+		}
+	}
+}
