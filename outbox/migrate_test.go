@@ -2,9 +2,7 @@ package outbox_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,80 +13,44 @@ import (
 	"github.com/reliable-go/reliable/outbox"
 )
 
-// Migrations returns the outbox's embedded migrations as plain SQL, in
-// version order, for the connection's current schema.
-func TestMigrationsArePlainSQL(t *testing.T) {
+// The outbox's own migrations are plain SQL on its fixed table names, apply
+// on PostgreSQL, and applying them again changes nothing: Migrate twice
+// records each version once in reliable_outbox_migrations (the history the
+// outbox's own runner kept before it moved to internal/pgmigrate), and the
+// plain SQL of Migrations run again keeps the added row. The runner's
+// shared behaviour (concurrent callers taking turns on the outbox's
+// LockSQL key, upgrades) is tested once in internal/pgmigrate.
+func TestMigrationsApplyAndRunAgain(t *testing.T) {
 	t.Parallel()
-	migs, err := outbox.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(migs) < 2 {
-		t.Fatalf("%d migrations, want at least 2", len(migs))
-	}
-	for i, m := range migs {
-		if m.Version != i+1 || !strings.HasPrefix(m.Name, fmt.Sprintf("%03d_", m.Version)) || !strings.HasSuffix(m.Name, ".sql") {
-			t.Errorf("migration %d: version %d name %q", i, m.Version, m.Name)
-		}
-		if strings.Contains(m.SQL, "{{") || !strings.Contains(m.SQL, "reliable_outbox") {
-			t.Errorf("%s is not plain SQL on reliable_outbox:\n%s", m.Name, m.SQL)
-		}
-	}
-}
-
-// Migrate, run by several instances at once, applies each version once and
-// records it in reliable_outbox_migrations (the history the outbox's own
-// runner kept before it moved to internal/pgmigrate); the plain SQL of
-// Migrations can then be run again on the migrated tables without harm.
-func TestMigrateConcurrentAndRerunnable(t *testing.T) {
-	t.Parallel()
-	_, pool := pgtest.Schema(t, 8)
+	_, pool := pgtest.Schema(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- outbox.Migrate(ctx, pool)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("concurrent Migrate: %v", err)
-		}
-	}
 	migs, err := outbox.Migrations()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM reliable_outbox_migrations`).Scan(&n); err != nil {
-		t.Fatal(err)
+	sql := make([]string, len(migs))
+	for i, m := range migs {
+		if m.Version != i+1 || strings.Contains(m.SQL, "{{") || !strings.Contains(m.SQL, "reliable_outbox") {
+			t.Errorf("migration %d (%s) is not plain SQL on reliable_outbox:\n%s", m.Version, m.Name, m.SQL)
+		}
+		sql[i] = m.SQL
 	}
-	if n != len(migs) {
-		t.Fatalf("history holds %d versions after 4 concurrent Migrate calls, want %d", n, len(migs))
-	}
+	migrate := func(ctx context.Context) error { return outbox.Migrate(ctx, pool) }
+	pgtest.MigrateAgain(ctx, t, pool, "reliable_outbox_migrations", len(migs), migrate, migrate)
+
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		return outbox.Add(ctx, tx, &reliable.Message{ID: "m1", Topic: "orders", Key: "k1", Payload: []byte("x")})
 	})
 	if err != nil {
 		t.Fatalf("Add on the migrated tables: %v", err)
 	}
-	for _, m := range migs {
-		if _, err := pool.Exec(ctx, m.SQL); err != nil {
-			t.Fatalf("running %s again: %v", m.Name, err)
-		}
-	}
+	pgtest.RunSQL(ctx, t, pool, sql...)
 	st, err := outbox.ReadStatus(ctx, pool)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Pending != 1 {
-		t.Fatalf("after re-running the migrations: %d pending rows, want the 1 added", st.Pending)
+		t.Fatalf("after running the migrations again: %d pending rows, want the 1 added", st.Pending)
 	}
 }
