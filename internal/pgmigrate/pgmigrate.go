@@ -14,6 +14,11 @@
 // [Render] returns the same migrations as plain SQL, so that the exported
 // Migrations functions of outbox, retry and idempotency (and the committed
 // files of schema/postgres) can hand them to goose, tern, atlas or flyway.
+//
+// Each of those packages declares its migrations as a [Set] (its files,
+// default table and lock key); [Set.Apply] and [Migrations] are its exported
+// Migrate and Migrations functions but for the package's configuration
+// type.
 package pgmigrate
 
 import (

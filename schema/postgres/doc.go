@@ -18,6 +18,10 @@
 // retry.Migrations and idempotency.Migrations instead. docs/migrations.md
 // says how to run them with each tool.
 //
+// The flyway copies are the same bytes under Flyway's file names: Flyway
+// finds migrations by name on disk, so they are committed for teams to
+// copy as they are, not produced by a step of their own.
+//
 // A test fails when the files drift from the packages' migrations; go
 // generate (or go test -run TestFilesMatchMigrations -update) rewrites them.
 package postgres
