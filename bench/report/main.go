@@ -13,8 +13,9 @@
 //   - consumer: consumer BenchmarkKeyLanesVsSerial (key lanes against
 //     partition-serial consumption) and BenchmarkPipelineOverhead (what dedupe
 //     and the retry-table check add against the bare pipeline, with a 5 ms
-//     and a 1 ms handler; a second table lists each store step's p50 and
-//     p99 per message).
+//     and a 1 ms handler, in interleaved rounds; a second table lists each
+//     setup's start-up, each store step's p50 and p99 per message, and its
+//     rates against the bare pipeline, whole run and steady state).
 //   - outbox: bench/outbox (its own module, with watermill): the outbox relay
 //     against watermill's SQL forwarder, throughput and latency.
 //
@@ -24,6 +25,12 @@
 //
 //	cd bench/report && go run .             # everything (make bench)
 //	go run . -suites kafka,consumer -v      # some suites, streaming their output
+//
+// Each suite's raw output is kept in a file (-raw-dir, by default a new
+// directory under the system's temporary directory), named at the end of
+// the table, so that an odd figure can be looked into after the run. The
+// consumer pipeline setups run in interleaved rounds (-consumer-rounds); the
+// table shows their medians, whole run and steady state.
 //
 // It exits 1 when a suite failed; the table then shows what was measured.
 package main
@@ -53,11 +60,13 @@ type options struct {
 	kafkaN         int
 	rabbitN        int
 	consumerN      int
+	consumerRounds int
 	outboxN        int
 	outboxWMN      int
 	outboxDuration time.Duration
 	outboxRate     int
 	verbose        bool
+	rawDir         string
 	timeout        time.Duration
 }
 
@@ -69,12 +78,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&suites, "suites", "kafka,rabbitmq,consumer,outbox", "suites to run")
 	fs.IntVar(&o.kafkaN, "kafka-n", 20000, "messages per Kafka producer benchmark")
 	fs.IntVar(&o.rabbitN, "rabbitmq-n", 20000, "messages per RabbitMQ publisher benchmark")
-	fs.IntVar(&o.consumerN, "consumer-n", 0, "messages per consumer benchmark (0: the benchmarks' own default)")
+	fs.IntVar(&o.consumerN, "consumer-n", 0, "messages per consumer key-lane benchmark, twice that per pipeline setup (0: the benchmarks' own default, 10000)")
+	fs.IntVar(&o.consumerRounds, "consumer-rounds", 0, "interleaved rounds of every consumer pipeline setup, reported as medians (0: the benchmark's default, 3)")
 	fs.IntVar(&o.outboxN, "outbox-n", 50000, "outbox backlog relayed by the reliable relay")
 	fs.IntVar(&o.outboxWMN, "outbox-wm-n", 10000, "outbox backlog relayed by watermill's forwarder")
 	fs.DurationVar(&o.outboxDuration, "outbox-duration", 15*time.Second, "length of each outbox latency run")
 	fs.IntVar(&o.outboxRate, "outbox-rate", 1000, "messages per second offered in the outbox latency runs")
 	fs.BoolVar(&o.verbose, "v", false, "stream the suites' output to stderr")
+	fs.StringVar(&o.rawDir, "raw-dir", "", "keep each suite's raw output in this directory as <suite>.txt (default: a new directory under the system's temporary directory)")
 	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -103,16 +114,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	if o.rawDir == "" {
+		o.rawDir, err = os.MkdirTemp("", "reliable-bench-")
+	} else {
+		err = os.MkdirAll(o.rawDir, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "report: directory for the raw output: %v\n", err)
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 
 	results := results{}
 	failed := map[string]string{}
+	raw := map[string]string{}
 	start := time.Now()
 	for _, s := range o.suites {
 		fmt.Fprintf(stderr, "report: running %s ...\n", s)
 		t := time.Now()
-		out, err := runSuite(ctx, s, o, root, stderr)
+		raw[s] = filepath.Join(o.rawDir, s+".txt")
+		out, err := runSuite(ctx, s, o, root, raw[s], stderr)
 		parseGoBench(out, results)
 		parseOutbox(out, results)
 		if err != nil {
@@ -122,7 +144,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "report: %s done in %s\n", s, time.Since(t).Round(time.Second))
 		}
 	}
-	writeTable(stdout, o, results, failed, time.Since(start))
+	medianRounds(results)
+	writeTable(stdout, o, results, failed, time.Since(start), raw)
 	if len(failed) > 0 {
 		return 1
 	}
@@ -149,8 +172,10 @@ func repoRoot() (string, error) {
 	}
 }
 
-// runSuite runs one suite and returns its combined output.
-func runSuite(ctx context.Context, suite string, o options, root string, stderr io.Writer) ([]byte, error) {
+// runSuite runs one suite and returns its combined output, which it also
+// writes to the file rawPath as it comes, so that a run can be looked into
+// afterwards (and a run cut short leaves what it printed).
+func runSuite(ctx context.Context, suite string, o options, root, rawPath string, stderr io.Writer) ([]byte, error) {
 	var dir string
 	var args []string
 	env := os.Environ()
@@ -167,6 +192,9 @@ func runSuite(ctx context.Context, suite string, o options, root string, stderr 
 		if o.consumerN > 0 {
 			env = append(env, "RELIABLE_BENCH_MESSAGES="+strconv.Itoa(o.consumerN))
 		}
+		if o.consumerRounds > 0 {
+			env = append(env, "RELIABLE_BENCH_ROUNDS="+strconv.Itoa(o.consumerRounds))
+		}
 	case "outbox":
 		dir = filepath.Join(root, "bench", "outbox")
 		args = []string{"run", ".", "-n", strconv.Itoa(o.outboxN), "-wm-n", strconv.Itoa(o.outboxWMN),
@@ -175,17 +203,34 @@ func runSuite(ctx context.Context, suite string, o options, root string, stderr 
 			return nil, fmt.Errorf("bench/outbox is missing: %w", err)
 		}
 	}
+	var tee io.Writer
+	if o.verbose {
+		tee = stderr
+	}
+	return runGo(ctx, dir, args, env, rawPath, tee)
+}
+
+// runGo runs go with args in dir and returns its combined output, which it
+// also writes, as it comes, to the file rawPath (after a line naming the
+// command) and to tee when not nil.
+func runGo(ctx context.Context, dir string, args, env []string, rawPath string, tee io.Writer) ([]byte, error) {
+	f, err := os.Create(rawPath)
+	if err != nil {
+		return nil, fmt.Errorf("raw output file: %w", err)
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "# go %s (in %s), started %s\n", strings.Join(args, " "), dir, time.Now().Format(time.RFC3339))
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir, cmd.Env = dir, env
 	cmd.WaitDelay = 10 * time.Second
-	if o.verbose {
-		cmd.Stdout = io.MultiWriter(&out, stderr)
-	} else {
-		cmd.Stdout = &out
+	ws := []io.Writer{&out, f}
+	if tee != nil {
+		ws = append(ws, tee)
 	}
+	cmd.Stdout = io.MultiWriter(ws...)
 	cmd.Stderr = cmd.Stdout
-	err := cmd.Run()
+	err = cmd.Run()
 	if err != nil {
 		err = fmt.Errorf("go %s (in %s): %w", strings.Join(args, " "), dir, err)
 	}
