@@ -89,8 +89,12 @@ func (c *Consumer) isBlocked(ctx context.Context, j *job) (bool, error) {
 	}
 	// Only while the listener hears other processes' announcements: a key
 	// parked by a consumer of another topic sharing the table, or re-blocked
-	// by an operator's RetryNow, reaches the cache that way alone.
-	if c.keys.Listening() && c.awaitLoad(ctx, j.keysLoad) && !c.keys.MaybeBlocked(key) {
+	// by an operator's RetryNow, reaches the cache that way alone. Listening
+	// is asked after the wait for the load, so that the deliveries that
+	// arrive at start-up, before the listener listens, wait for the first
+	// load (which waits for the listener, see startKeyCache) instead of
+	// asking the table one by one, each on a new connection.
+	if c.awaitLoad(ctx, j.keysLoad) && c.keys.Listening() && !c.keys.MaybeBlocked(key) {
 		return false, nil
 	}
 	return c.keys.Blocked(ctx, key)
@@ -124,8 +128,38 @@ func (c *Consumer) awaitLoad(ctx context.Context, n uint64) bool {
 	}
 }
 
+// listenerWait bounds how long, at start-up, a load of the blocked-key
+// cache that succeeded waits for the listener to listen before the
+// deliveries that need it are let go (below loadWait, so that they still
+// take the cache's answer, not a round trip each, when the listener is
+// slow or cannot listen at all).
+const listenerWait = 500 * time.Millisecond
+
+// awaitListener waits until the blocked-key cache's listener listens or
+// until deadline, polling (this runs once, at start-up). It returns false
+// when ctx ended first.
+func (c *Consumer) awaitListener(ctx context.Context, deadline time.Time) bool {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !c.keys.Listening() && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
 // startKeyCache runs the blocked-key cache's loads and its listener until
 // ctx ends; the returned channel closes when both stopped.
+//
+// At start-up the first load that succeeds is published only once the
+// listener listens (or after listenerWait): the cache answers only while
+// the listener hears (isBlocked), so publishing it earlier would send the
+// first deliveries to the table one by one. Delaying the publication of a
+// load delays the cache's answers, never widens them: the load still
+// started after the deliveries that wait for it arrived.
 func (c *Consumer) startKeyCache(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	if c.keys == nil {
@@ -140,6 +174,8 @@ func (c *Consumer) startKeyCache(ctx context.Context) <-chan struct{} {
 	go func() {
 		defer close(done)
 		defer func() { <-listened }()
+		listenBy := time.Now().Add(listenerWait)
+		startedUp := false // the listener listened once, or listenBy passed
 		for {
 			select {
 			case <-ctx.Done():
@@ -150,6 +186,11 @@ func (c *Consumer) startKeyCache(ctx context.Context) <-chan struct{} {
 				n := c.loadStarted.Add(1)
 				err := c.keys.Load(ctx)
 				if err == nil {
+					if !startedUp {
+						if startedUp = c.awaitListener(ctx, listenBy); !startedUp {
+							return
+						}
+					}
 					c.loadDone.Store(n)
 					next := make(chan struct{})
 					close(*c.loaded.Swap(&next))
