@@ -292,6 +292,21 @@ func (f *flags) runE(run func(ctx context.Context) error) *cobra.Command {
 	return f.cmd
 }
 
+// within runs work with ctx bounded by --timeout and the connection that
+// open returns, closed when work returns: what every command that talks to
+// a service does once its flags are checked. An error of open is returned
+// as it is.
+func within[C any](ctx context.Context, f *flags, open func(context.Context) (C, error), closeC func(C), work func(context.Context, C) error) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	c, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeC(c)
+	return work(ctx, c)
+}
+
 // required returns a usage error naming the first empty flag among names.
 func (f *flags) required(values map[string]string) error {
 	names := make([]string, 0, len(values))

@@ -110,6 +110,13 @@ func (a *app) openDedupe(ctx context.Context, d *dedupeFlags) (dedupeStore, erro
 	return &pgDedupe{a: a, pool: pool, table: table, ns: d.namespace, schema: d.pg.schema}, nil
 }
 
+// withDedupe runs work on the store d selects within --timeout, and closes
+// it after.
+func (f *flags) withDedupe(ctx context.Context, d *dedupeFlags, work func(context.Context, dedupeStore) error) error {
+	open := func(ctx context.Context) (dedupeStore, error) { return f.a.openDedupe(ctx, d) }
+	return within(ctx, f, open, dedupeStore.close, work)
+}
+
 type pgDedupe struct {
 	a      *app
 	pool   *pgxpool.Pool
@@ -326,32 +333,27 @@ time is derived from --retention.`)
 		if *id == "" {
 			return usagef("--id or --id-hex is required")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		s, err := a.openDedupe(ctx, &d)
-		if err != nil {
-			return err
-		}
-		defer s.close()
-		rec, err := s.get(ctx, *id)
-		if err != nil {
-			return err
-		}
-		return a.emit(f, rec, func(w io.Writer) {
-			row(w, "id", rec.ID)
-			if rec.IDHex != "" {
-				row(w, "id (hex)", rec.IDHex)
+		return f.withDedupe(ctx, &d, func(ctx context.Context, s dedupeStore) error {
+			rec, err := s.get(ctx, *id)
+			if err != nil {
+				return err
 			}
-			row(w, "state", rec.State)
-			if rec.Since != nil {
-				row(w, "since", when(*rec.Since))
-			}
-			if rec.Expires != nil {
-				row(w, "expires", when(*rec.Expires))
-			}
-			if rec.Owner != "" {
-				row(w, "claimed by", rec.Owner)
-			}
+			return a.emit(f, rec, func(w io.Writer) {
+				row(w, "id", rec.ID)
+				if rec.IDHex != "" {
+					row(w, "id (hex)", rec.IDHex)
+				}
+				row(w, "state", rec.State)
+				if rec.Since != nil {
+					row(w, "since", when(*rec.Since))
+				}
+				if rec.Expires != nil {
+					row(w, "expires", when(*rec.Expires))
+				}
+				if rec.Owner != "" {
+					row(w, "claimed by", rec.Owner)
+				}
+			})
 		})
 	})
 }
@@ -381,32 +383,27 @@ themselves after the claim TTL.`)
 		if *limit <= 0 {
 			return usagef("--limit must be positive")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		s, err := a.openDedupe(ctx, &d)
-		if err != nil {
-			return err
-		}
-		defer s.close()
-		recs, err := s.list(ctx, *state, *limit)
-		if err != nil {
-			return err
-		}
-		return a.emit(f, map[string]any{"namespace": d.namespace, "records": recs}, func(w io.Writer) {
-			row(w, "ID", "STATE", "SINCE", "EXPIRES", "CLAIMED BY")
-			for _, r := range recs {
-				since, until := "-", "-"
-				if r.Since != nil {
-					since = when(*r.Since)
-				}
-				if r.Expires != nil {
-					until = when(*r.Expires)
-				}
-				row(w, clip(r.ID, 60), r.State, since, until, r.Owner)
+		return f.withDedupe(ctx, &d, func(ctx context.Context, s dedupeStore) error {
+			recs, err := s.list(ctx, *state, *limit)
+			if err != nil {
+				return err
 			}
-			if len(recs) == 0 {
-				fmt.Fprintln(w, "(no records)")
-			}
+			return a.emit(f, map[string]any{"namespace": d.namespace, "records": recs}, func(w io.Writer) {
+				row(w, "ID", "STATE", "SINCE", "EXPIRES", "CLAIMED BY")
+				for _, r := range recs {
+					since, until := "-", "-"
+					if r.Since != nil {
+						since = when(*r.Since)
+					}
+					if r.Expires != nil {
+						until = when(*r.Expires)
+					}
+					row(w, clip(r.ID, 60), r.State, since, until, r.Owner)
+				}
+				if len(recs) == 0 {
+					fmt.Fprintln(w, "(no records)")
+				}
+			})
 		})
 	})
 }

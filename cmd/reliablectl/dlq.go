@@ -240,6 +240,23 @@ func openDLQ(conn *amqp.Connection, queue, envHint string) (*dlqReader, int, err
 	return &dlqReader{ch: ch, queue: queue}, q.Messages, nil
 }
 
+// withDLQ connects to RabbitMQ and opens queue for reading: work gets the
+// connection, the reader and the queue's depth. Afterwards the unsettled
+// messages go back to the queue and the connection is closed.
+func (a *app) withDLQ(q *amqpFlags, queue, envHint string, work func(*amqp.Connection, *dlqReader, int) error) error {
+	conn, err := a.connectAMQP(q)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	r, depth, err := openDLQ(conn, queue, envHint)
+	if err != nil {
+		return err
+	}
+	defer r.release()
+	return work(conn, r, depth)
+}
+
 // next gets the queue's next message, unsettled; ok is false when the queue
 // has no more ready messages.
 func (r *dlqReader) next() (amqp.Delivery, bool, error) {
@@ -299,30 +316,22 @@ Nothing is removed: the messages are read unacknowledged and put back
 		if err != nil {
 			return err
 		}
-		conn, err := a.connectAMQP(&q)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		r, depth, err := openDLQ(conn, queue, d.env.hint())
-		if err != nil {
-			return err
-		}
-		defer r.release()
-		ds, err := r.scan(depth, *limit)
-		if err != nil {
-			return err
-		}
-		out := make([]dlqMessage, len(ds))
-		for i := range ds {
-			out[i] = a.viewDLQ(i+1, &ds[i], false)
-		}
-		return a.emit(f, map[string]any{"queue": queue, "depth": depth, "messages": out}, func(w io.Writer) {
-			fmt.Fprintf(w, "%s: %d messages\n\n", queue, depth)
-			row(w, "POS", "ID", "KEY", "TYPE", "FROM QUEUE", "ATTEMPTS", "DEAD-LETTERED", "CAUSE")
-			for _, m := range out {
-				row(w, m.Position, m.ID, clip(m.Key, 40), m.Type, m.OriginalQueue, m.Attempts, m.DeadLetteredAt, clip(m.Cause, 80))
+		return a.withDLQ(&q, queue, d.env.hint(), func(_ *amqp.Connection, r *dlqReader, depth int) error {
+			ds, err := r.scan(depth, *limit)
+			if err != nil {
+				return err
 			}
+			out := make([]dlqMessage, len(ds))
+			for i := range ds {
+				out[i] = a.viewDLQ(i+1, &ds[i], false)
+			}
+			return a.emit(f, map[string]any{"queue": queue, "depth": depth, "messages": out}, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: %d messages\n\n", queue, depth)
+				row(w, "POS", "ID", "KEY", "TYPE", "FROM QUEUE", "ATTEMPTS", "DEAD-LETTERED", "CAUSE")
+				for _, m := range out {
+					row(w, m.Position, m.ID, clip(m.Key, 40), m.Type, m.OriginalQueue, m.Attempts, m.DeadLetteredAt, clip(m.Cause, 80))
+				}
+			})
 		})
 	})
 }
@@ -345,54 +354,46 @@ Shows one message of a dead-letter queue with every header and its payload
 		if *id == "" {
 			return usagef("--id is required")
 		}
-		conn, err := a.connectAMQP(&q)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		r, depth, err := openDLQ(conn, queue, d.env.hint())
-		if err != nil {
-			return err
-		}
-		defer r.release()
-		// Until the queue has no more ready messages: nothing is removed,
-		// so nothing comes back to be read twice.
-		for i := 0; ; i++ {
-			dv, ok, err := r.next()
-			if err != nil {
-				return err
-			}
-			if !ok {
-				break
-			}
-			m := a.viewDLQ(i+1, &dv, true)
-			if m.ID != *id {
-				continue
-			}
-			return a.emit(f, m, func(w io.Writer) {
-				row(w, "queue/position", fmt.Sprintf("%s/%d", queue, m.Position))
-				row(w, "id", m.ID)
-				row(w, "key", m.Key)
-				if m.KeyHex != "" {
-					row(w, "key (hex)", m.KeyHex)
+		return a.withDLQ(&q, queue, d.env.hint(), func(_ *amqp.Connection, r *dlqReader, depth int) error {
+			// Until the queue has no more ready messages: nothing is removed,
+			// so nothing comes back to be read twice.
+			for i := 0; ; i++ {
+				dv, ok, err := r.next()
+				if err != nil {
+					return err
 				}
-				row(w, "type", m.Type)
-				row(w, "cause", m.Cause)
-				row(w, "from queue", m.OriginalQueue)
-				row(w, "attempts", m.Attempts)
-				row(w, "dead-lettered", m.DeadLetteredAt)
-				names := make([]string, 0, len(m.Headers))
-				for k := range m.Headers {
-					names = append(names, k)
+				if !ok {
+					break
 				}
-				sort.Strings(names)
-				for _, k := range names {
-					row(w, "header "+k, m.Headers[k])
+				m := a.viewDLQ(i+1, &dv, true)
+				if m.ID != *id {
+					continue
 				}
-				fmt.Fprintf(w, "\npayload (%d bytes):\n%s\n", m.PayloadBytes, m.Payload)
-			})
-		}
-		return fmt.Errorf("no message %q in %s (%d messages)", *id, queue, depth)
+				return a.emit(f, m, func(w io.Writer) {
+					row(w, "queue/position", fmt.Sprintf("%s/%d", queue, m.Position))
+					row(w, "id", m.ID)
+					row(w, "key", m.Key)
+					if m.KeyHex != "" {
+						row(w, "key (hex)", m.KeyHex)
+					}
+					row(w, "type", m.Type)
+					row(w, "cause", m.Cause)
+					row(w, "from queue", m.OriginalQueue)
+					row(w, "attempts", m.Attempts)
+					row(w, "dead-lettered", m.DeadLetteredAt)
+					names := make([]string, 0, len(m.Headers))
+					for k := range m.Headers {
+						names = append(names, k)
+					}
+					sort.Strings(names)
+					for _, k := range names {
+						row(w, "header "+k, m.Headers[k])
+					}
+					fmt.Fprintf(w, "\npayload (%d bytes):\n%s\n", m.PayloadBytes, m.Payload)
+				})
+			}
+			return fmt.Errorf("no message %q in %s (%d messages)", *id, queue, depth)
+		})
 	})
 }
 
@@ -448,95 +449,87 @@ message that fails again and returns is not moved twice.`)
 		if (*id != "") == *all {
 			return usagef("give exactly one of --id and --all")
 		}
-		conn, err := a.connectAMQP(&q)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		r, depth, err := openDLQ(conn, queue, d.env.hint())
-		if err != nil {
-			return err
-		}
-		defer r.release()
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		var pub *confirmPublisher
-		if *execute {
-			if pub, err = newConfirmPublisher(conn); err != nil {
-				return err
-			}
-			defer pub.close()
-		}
-		report := requeueReport{Queue: queue, Execute: *execute, Messages: []requeueMove{}}
-		var runErr error
-		// With --all, only as many as the queue held at the start: a message
-		// moved and dead-lettered again meanwhile is not moved twice. With
-		// --id nothing else is removed: read until the queue is empty.
-		for i := 0; (*id != "" || i < depth) && (*limit <= 0 || len(report.Messages) < *limit); i++ {
-			dv, ok, err := r.next()
-			if err != nil {
-				runErr = err
-				break
-			}
-			if !ok {
-				break
-			}
-			m := a.viewDLQ(i+1, &dv, false)
-			if *id != "" && m.ID != *id {
-				continue // stays unsettled: put back at the end
-			}
-			to := m.OriginalQueue
-			if *toQueue != "" {
-				to = *toQueue
-			}
-			if to == "" {
-				runErr = fmt.Errorf("message %q names no original queue (no %s or x-death header): give --to-queue", m.ID, rabbitmq.HeaderDeadLetterQueue)
-				break
-			}
-			mv := requeueMove{ID: m.ID, Key: m.Key, KeyHex: m.KeyHex, To: to}
+		return a.withDLQ(&q, queue, d.env.hint(), func(conn *amqp.Connection, r *dlqReader, depth int) error {
+			ctx, cancel := context.WithTimeout(ctx, f.timeout)
+			defer cancel()
+			var pub *confirmPublisher
 			if *execute {
-				if err := pub.publish(ctx, to, requeued(&dv, m.key)); err != nil {
-					runErr = fmt.Errorf("requeue %q to %s (after %d moved; it and the rest stay in %s): %w", m.ID, to, report.Moved, queue, err)
-					report.Messages = append(report.Messages, mv)
+				if pub, err = newConfirmPublisher(conn); err != nil {
+					return err
+				}
+				defer pub.close()
+			}
+			report := requeueReport{Queue: queue, Execute: *execute, Messages: []requeueMove{}}
+			var runErr error
+			// With --all, only as many as the queue held at the start: a message
+			// moved and dead-lettered again meanwhile is not moved twice. With
+			// --id nothing else is removed: read until the queue is empty.
+			for i := 0; (*id != "" || i < depth) && (*limit <= 0 || len(report.Messages) < *limit); i++ {
+				dv, ok, err := r.next()
+				if err != nil {
+					runErr = err
 					break
 				}
-				// Confirmed: only now remove it from the dead-letter queue.
-				if err := r.ch.Ack(dv.DeliveryTag, false); err != nil {
-					runErr = fmt.Errorf("remove %q from %s after it was requeued (it is in both queues now; consumers deduplicate it): %w", m.ID, queue, err)
-					report.Messages = append(report.Messages, mv)
+				if !ok {
 					break
 				}
-				mv.Moved = true
-				report.Moved++
-			}
-			report.Messages = append(report.Messages, mv)
-		}
-		if runErr == nil && *id != "" && len(report.Messages) == 0 {
-			runErr = fmt.Errorf("no message %q in %s (%d messages)", *id, queue, depth)
-		}
-		err = a.emit(f, report, func(w io.Writer) {
-			verb := "would move"
-			if *execute {
-				verb = "moved"
-			}
-			row(w, "ID", "KEY", "TO QUEUE", strings.ToUpper(verb))
-			for _, m := range report.Messages {
-				done := "yes"
-				if *execute && !m.Moved {
-					done = "NO"
+				m := a.viewDLQ(i+1, &dv, false)
+				if *id != "" && m.ID != *id {
+					continue // stays unsettled: put back at the end
 				}
-				row(w, m.ID, clip(m.Key, 40), m.To, done)
+				to := m.OriginalQueue
+				if *toQueue != "" {
+					to = *toQueue
+				}
+				if to == "" {
+					runErr = fmt.Errorf("message %q names no original queue (no %s or x-death header): give --to-queue", m.ID, rabbitmq.HeaderDeadLetterQueue)
+					break
+				}
+				mv := requeueMove{ID: m.ID, Key: m.Key, KeyHex: m.KeyHex, To: to}
+				if *execute {
+					if err := pub.publish(ctx, to, requeued(&dv, m.key)); err != nil {
+						runErr = fmt.Errorf("requeue %q to %s (after %d moved; it and the rest stay in %s): %w", m.ID, to, report.Moved, queue, err)
+						report.Messages = append(report.Messages, mv)
+						break
+					}
+					// Confirmed: only now remove it from the dead-letter queue.
+					if err := r.ch.Ack(dv.DeliveryTag, false); err != nil {
+						runErr = fmt.Errorf("remove %q from %s after it was requeued (it is in both queues now; consumers deduplicate it): %w", m.ID, queue, err)
+						report.Messages = append(report.Messages, mv)
+						break
+					}
+					mv.Moved = true
+					report.Moved++
+				}
+				report.Messages = append(report.Messages, mv)
 			}
-			if !*execute {
-				fmt.Fprintf(w, "\ndry run: %d messages would move; run again with --execute\n", len(report.Messages))
-			} else {
-				fmt.Fprintf(w, "\n%d messages moved out of %s\n", report.Moved, queue)
+			if runErr == nil && *id != "" && len(report.Messages) == 0 {
+				runErr = fmt.Errorf("no message %q in %s (%d messages)", *id, queue, depth)
 			}
+			err = a.emit(f, report, func(w io.Writer) {
+				verb := "would move"
+				if *execute {
+					verb = "moved"
+				}
+				row(w, "ID", "KEY", "TO QUEUE", strings.ToUpper(verb))
+				for _, m := range report.Messages {
+					done := "yes"
+					if *execute && !m.Moved {
+						done = "NO"
+					}
+					row(w, m.ID, clip(m.Key, 40), m.To, done)
+				}
+				if !*execute {
+					fmt.Fprintf(w, "\ndry run: %d messages would move; run again with --execute\n", len(report.Messages))
+				} else {
+					fmt.Fprintf(w, "\n%d messages moved out of %s\n", report.Moved, queue)
+				}
+			})
+			if runErr != nil {
+				return runErr
+			}
+			return err
 		})
-		if runErr != nil {
-			return runErr
-		}
-		return err
 	})
 }
 

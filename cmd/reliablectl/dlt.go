@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/IBM/sarama"
+	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/kafka"
@@ -106,45 +106,40 @@ original topic, partition and offset, the attempts, the group and the time.`)
 	suffix := f.String("suffix", "dlt", "name suffix of dead-letter topics")
 	env := f.registerEnvironment("kafka")
 	return f.runE(func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		conn, err := a.connectKafka(ctx, &k)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		all, err := conn.client.Topics()
-		if err != nil {
-			return fmt.Errorf("list topics: %w", err)
-		}
-		out := []dltTopicInfo{}
-		for _, t := range all {
-			if !strings.HasSuffix(strings.ToLower(t), strings.ToLower(*suffix)) || !env.owns(t) {
-				continue
-			}
-			parts, err := conn.client.Partitions(t)
+		return f.withKafka(ctx, &k, func(ctx context.Context, conn *kafkaConn) error {
+			all, err := conn.client.Topics()
 			if err != nil {
-				return fmt.Errorf("partitions of %q: %w", t, err)
+				return fmt.Errorf("list topics: %w", err)
 			}
-			info := dltTopicInfo{Topic: t, Partitions: len(parts)}
-			for _, p := range parts {
-				oldest, newest, err := partitionRange(conn.client, t, p)
+			out := []dltTopicInfo{}
+			for _, t := range all {
+				if !strings.HasSuffix(strings.ToLower(t), strings.ToLower(*suffix)) || !env.owns(t) {
+					continue
+				}
+				parts, err := conn.client.Partitions(t)
 				if err != nil {
+					return fmt.Errorf("partitions of %q: %w", t, err)
+				}
+				info := dltTopicInfo{Topic: t, Partitions: len(parts)}
+				for _, p := range parts {
+					oldest, newest, err := partitionRange(conn.client, t, p)
+					if err != nil {
+						return err
+					}
+					info.Records += newest - oldest
+				}
+				out = append(out, info)
+				if err := ctx.Err(); err != nil {
 					return err
 				}
-				info.Records += newest - oldest
 			}
-			out = append(out, info)
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		slices.SortFunc(out, func(x, y dltTopicInfo) int { return strings.Compare(x.Topic, y.Topic) })
-		return a.emit(f, out, func(w io.Writer) {
-			row(w, "TOPIC", "PARTITIONS", "RECORDS")
-			for _, t := range out {
-				row(w, t.Topic, t.Partitions, t.Records)
-			}
+			slices.SortFunc(out, func(x, y dltTopicInfo) int { return strings.Compare(x.Topic, y.Topic) })
+			return a.emit(f, out, func(w io.Writer) {
+				row(w, "TOPIC", "PARTITIONS", "RECORDS")
+				for _, t := range out {
+					row(w, t.Topic, t.Partitions, t.Records)
+				}
+			})
 		})
 	})
 }
@@ -305,27 +300,22 @@ JSON output. Nothing is consumed or committed.`)
 		if err := s.check(); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		conn, err := a.connectKafka(ctx, &k)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		recs, err := s.read(ctx, conn)
-		if err != nil {
-			return err
-		}
-		out := make([]dltRecord, len(recs))
-		for i, r := range recs {
-			out[i] = a.viewDLT(r, false)
-		}
-		return a.emit(f, out, func(w io.Writer) {
-			row(w, "PARTITION", "OFFSET", "ID", "KEY", "TYPE", "FROM", "ATTEMPTS", "DEAD-LETTERED", "CAUSE")
-			for _, r := range out {
-				row(w, r.Partition, r.Offset, r.ID, clip(r.Key, 40), r.Type,
-					r.OriginalTopic+"/"+r.OriginalPartition+"/"+r.OriginalOffset, r.Attempts, r.DeadLetteredAt, clip(r.Cause, 80))
+		return f.withKafka(ctx, &k, func(ctx context.Context, conn *kafkaConn) error {
+			recs, err := s.read(ctx, conn)
+			if err != nil {
+				return err
 			}
+			out := make([]dltRecord, len(recs))
+			for i, r := range recs {
+				out[i] = a.viewDLT(r, false)
+			}
+			return a.emit(f, out, func(w io.Writer) {
+				row(w, "PARTITION", "OFFSET", "ID", "KEY", "TYPE", "FROM", "ATTEMPTS", "DEAD-LETTERED", "CAUSE")
+				for _, r := range out {
+					row(w, r.Partition, r.Offset, r.ID, clip(r.Key, 40), r.Type,
+						r.OriginalTopic+"/"+r.OriginalPartition+"/"+r.OriginalOffset, r.Attempts, r.DeadLetteredAt, clip(r.Cause, 80))
+				}
+			})
 		})
 	})
 }
@@ -347,40 +337,35 @@ UTF-8).`)
 		if s.partition < 0 || s.offset < 0 {
 			return usagef("--partition and --offset are required")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		conn, err := a.connectKafka(ctx, &k)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		recs, err := s.read(ctx, conn)
-		if err != nil {
-			return err
-		}
-		v := a.viewDLT(recs[0], true)
-		return a.emit(f, v, func(w io.Writer) {
-			row(w, "topic/partition/offset", fmt.Sprintf("%s/%d/%d", s.topic, v.Partition, v.Offset))
-			row(w, "id", v.ID)
-			row(w, "key", v.Key)
-			if v.KeyHex != "" {
-				row(w, "key (hex)", v.KeyHex)
+		return f.withKafka(ctx, &k, func(ctx context.Context, conn *kafkaConn) error {
+			recs, err := s.read(ctx, conn)
+			if err != nil {
+				return err
 			}
-			row(w, "type", v.Type)
-			row(w, "cause", v.Cause)
-			row(w, "from", v.OriginalTopic+"/"+v.OriginalPartition+"/"+v.OriginalOffset)
-			row(w, "attempts", v.Attempts)
-			row(w, "group", v.Group)
-			row(w, "dead-lettered", v.DeadLetteredAt)
-			names := make([]string, 0, len(v.Headers))
-			for n := range v.Headers {
-				names = append(names, n)
-			}
-			slices.Sort(names)
-			for _, n := range names {
-				row(w, "header "+n, strconv.Quote(v.Headers[n]))
-			}
-			row(w, "payload", v.Payload)
+			v := a.viewDLT(recs[0], true)
+			return a.emit(f, v, func(w io.Writer) {
+				row(w, "topic/partition/offset", fmt.Sprintf("%s/%d/%d", s.topic, v.Partition, v.Offset))
+				row(w, "id", v.ID)
+				row(w, "key", v.Key)
+				if v.KeyHex != "" {
+					row(w, "key (hex)", v.KeyHex)
+				}
+				row(w, "type", v.Type)
+				row(w, "cause", v.Cause)
+				row(w, "from", v.OriginalTopic+"/"+v.OriginalPartition+"/"+v.OriginalOffset)
+				row(w, "attempts", v.Attempts)
+				row(w, "group", v.Group)
+				row(w, "dead-lettered", v.DeadLetteredAt)
+				names := make([]string, 0, len(v.Headers))
+				for n := range v.Headers {
+					names = append(names, n)
+				}
+				slices.Sort(names)
+				for _, n := range names {
+					row(w, "header "+n, strconv.Quote(v.Headers[n]))
+				}
+				row(w, "payload", v.Payload)
+			})
 		})
 	})
 }
@@ -440,58 +425,53 @@ message ID).`)
 		if picked != 1 {
 			return usagef("give exactly one of --partition/--offset, --id and --all")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		conn, err := a.connectKafka(ctx, &k)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		recs, err := s.read(ctx, conn)
-		if err != nil {
-			return err
-		}
-		if s.id != "" && len(recs) == 0 {
-			return fmt.Errorf("no record of message %q in %s", s.id, s.topic)
-		}
-		report := replayReport{Topic: s.topic, Records: []replayMove{}}
-		for _, r := range recs {
-			v := a.viewDLT(r, false)
-			m := replayMove{Partition: r.Partition, Offset: r.Offset, ID: v.ID, Key: v.Key, To: *to}
-			if m.To == "" {
-				m.To = v.OriginalTopic
+		return f.withKafka(ctx, &k, func(ctx context.Context, conn *kafkaConn) error {
+			recs, err := s.read(ctx, conn)
+			if err != nil {
+				return err
 			}
-			if m.To == "" {
-				return fmt.Errorf("%s/%d/%d has no %s header: give --to", s.topic, r.Partition, r.Offset, kafka.HeaderDeadLetterTopic)
+			if s.id != "" && len(recs) == 0 {
+				return fmt.Errorf("no record of message %q in %s", s.id, s.topic)
 			}
-			report.Records = append(report.Records, m)
-		}
-		var execErr error
-		if *execute {
-			execErr = a.republish(ctx, &k, recs, &report)
-		}
-		err = a.emit(f, report, func(w io.Writer) {
-			row(w, "PARTITION", "OFFSET", "ID", "KEY", "TO", "WRITTEN")
-			for _, m := range report.Records {
-				written := "-"
-				if m.NewOffset != nil {
-					written = fmt.Sprintf("%d/%d", *m.NewPartition, *m.NewOffset)
+			report := replayReport{Topic: s.topic, Records: []replayMove{}}
+			for _, r := range recs {
+				v := a.viewDLT(r, false)
+				m := replayMove{Partition: r.Partition, Offset: r.Offset, ID: v.ID, Key: v.Key, To: *to}
+				if m.To == "" {
+					m.To = v.OriginalTopic
 				}
-				row(w, m.Partition, m.Offset, m.ID, clip(m.Key, 40), m.To, written)
+				if m.To == "" {
+					return fmt.Errorf("%s/%d/%d has no %s header: give --to", s.topic, r.Partition, r.Offset, kafka.HeaderDeadLetterTopic)
+				}
+				report.Records = append(report.Records, m)
 			}
-			switch {
-			case report.Executed:
-				fmt.Fprintf(w, "\nexecuted: %d records republished\n", len(report.Records))
-			case *execute:
-				fmt.Fprintln(w, "\nstopped: the records without WRITTEN were not republished")
-			default:
-				fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to republish")
+			var execErr error
+			if *execute {
+				execErr = a.republish(ctx, &k, recs, &report)
 			}
+			err = a.emit(f, report, func(w io.Writer) {
+				row(w, "PARTITION", "OFFSET", "ID", "KEY", "TO", "WRITTEN")
+				for _, m := range report.Records {
+					written := "-"
+					if m.NewOffset != nil {
+						written = fmt.Sprintf("%d/%d", *m.NewPartition, *m.NewOffset)
+					}
+					row(w, m.Partition, m.Offset, m.ID, clip(m.Key, 40), m.To, written)
+				}
+				switch {
+				case report.Executed:
+					fmt.Fprintf(w, "\nexecuted: %d records republished\n", len(report.Records))
+				case *execute:
+					fmt.Fprintln(w, "\nstopped: the records without WRITTEN were not republished")
+				default:
+					fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to republish")
+				}
+			})
+			if execErr != nil {
+				return execErr
+			}
+			return err
 		})
-		if execErr != nil {
-			return execErr
-		}
-		return err
 	})
 }
 

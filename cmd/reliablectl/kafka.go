@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/adapters/kafka"
@@ -97,6 +97,13 @@ func kafkaError(err error) error {
 		return fmt.Errorf("%w (the listener does not offer this --kafka-sasl-mechanism)", err)
 	}
 	return err
+}
+
+// withKafka runs work on a client of k's cluster (or the environment's)
+// within --timeout, and closes it after.
+func (f *flags) withKafka(ctx context.Context, k *kafkaFlags, work func(context.Context, *kafkaConn) error) error {
+	open := func(ctx context.Context) (*kafkaConn, error) { return f.a.connectKafka(ctx, k) }
+	return within(ctx, f, open, (*kafkaConn).Close, work)
 }
 
 // connect opens a client on the brokers of k (or the environment). An
@@ -231,97 +238,91 @@ it. Topic names are Kafka's, with the environment prefix (prod.orders).`)
 		if *minRF < 1 || *minISR < 1 {
 			return usagef("--min-replication-factor and --min-insync-replicas must be at least 1")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		conn, err := a.connectKafka(ctx, &k)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-
-		findings, err := kafka.Audit(ctx, conn.admin, kafka.AuditConfig{MinReplicationFactor: *minRF, MinInsyncReplicas: *minISR}, topics...)
-		if err != nil {
-			if errors.Is(err, reliable.ErrUnknownTopic) {
-				return fmt.Errorf("%w (%s)", err, env.hint())
-			}
-			return err
-		}
-		failed := make(map[[2]string]kafka.Finding)
-		for _, fd := range findings {
-			failed[[2]string{fd.Topic, fd.Setting}] = fd
-		}
-		metas, err := conn.admin.DescribeTopics(topics)
-		if err != nil {
-			return fmt.Errorf("describe topics: %w", err)
-		}
-		configs, err := topicConfigs(conn.admin, topics)
-		if err != nil {
-			return err
-		}
-		brokers, _ := a.endpoint("brokers", k.brokers, envKafkaBrokers)
-		bootstrap := strings.Split(brokers, ",")[0]
-		alter := func(topic, setting string) string {
-			return fmt.Sprintf("kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config %s", bootstrap, topic, setting)
-		}
-
-		var r auditReport
-		for _, m := range metas {
-			rf, partitions := -1, len(m.Partitions)
-			var lagging []string
-			for _, p := range m.Partitions {
-				if rf < 0 || len(p.Replicas) < rf {
-					rf = len(p.Replicas)
+		return f.withKafka(ctx, &k, func(ctx context.Context, conn *kafkaConn) error {
+			findings, err := kafka.Audit(ctx, conn.admin, kafka.AuditConfig{MinReplicationFactor: *minRF, MinInsyncReplicas: *minISR}, topics...)
+			if err != nil {
+				if errors.Is(err, reliable.ErrUnknownTopic) {
+					return fmt.Errorf("%w (%s)", err, env.hint())
 				}
-				if len(p.Isr) < len(p.Replicas) {
-					lagging = append(lagging, strconv.Itoa(int(p.ID)))
+				return err
+			}
+			failed := make(map[[2]string]kafka.Finding)
+			for _, fd := range findings {
+				failed[[2]string{fd.Topic, fd.Setting}] = fd
+			}
+			metas, err := conn.admin.DescribeTopics(topics)
+			if err != nil {
+				return fmt.Errorf("describe topics: %w", err)
+			}
+			configs, err := topicConfigs(conn.admin, topics)
+			if err != nil {
+				return err
+			}
+			brokers, _ := a.endpoint("brokers", k.brokers, envKafkaBrokers)
+			bootstrap := strings.Split(brokers, ",")[0]
+			alter := func(topic, setting string) string {
+				return fmt.Sprintf("kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config %s", bootstrap, topic, setting)
+			}
+
+			var r auditReport
+			for _, m := range metas {
+				rf, partitions := -1, len(m.Partitions)
+				var lagging []string
+				for _, p := range m.Partitions {
+					if rf < 0 || len(p.Replicas) < rf {
+						rf = len(p.Replicas)
+					}
+					if len(p.Isr) < len(p.Replicas) {
+						lagging = append(lagging, strconv.Itoa(int(p.ID)))
+					}
 				}
-			}
-			slices.Sort(lagging)
-			t := m.Name
-			c := check{Resource: t, Check: "replication.factor", Value: strconv.Itoa(rf), Want: ">= " + strconv.Itoa(*minRF), Status: statusPass}
-			if fd, ok := failed[[2]string{t, "replication.factor"}]; ok {
-				c.Status, c.Why = statusFail, fd.Why+" (L06)"
-				c.Fix = fmt.Sprintf("add replicas with kafka-reassign-partitions.sh (a plan listing %d brokers per partition), or recreate the topic with --replication-factor %d", *minRF, *minRF)
-			}
-			r.add(c)
+				slices.Sort(lagging)
+				t := m.Name
+				c := check{Resource: t, Check: "replication.factor", Value: strconv.Itoa(rf), Want: ">= " + strconv.Itoa(*minRF), Status: statusPass}
+				if fd, ok := failed[[2]string{t, "replication.factor"}]; ok {
+					c.Status, c.Why = statusFail, fd.Why+" (L06)"
+					c.Fix = fmt.Sprintf("add replicas with kafka-reassign-partitions.sh (a plan listing %d brokers per partition), or recreate the topic with --replication-factor %d", *minRF, *minRF)
+				}
+				r.add(c)
 
-			isr := configs[t]["min.insync.replicas"]
-			c = check{Resource: t, Check: "min.insync.replicas", Value: isr, Want: fmt.Sprintf(">= %d and < replication factor", *minISR), Status: statusPass}
-			if fd, ok := failed[[2]string{t, "min.insync.replicas"}]; ok {
-				c.Status, c.Why, c.Want = statusFail, fd.Why+" (L06)", fd.Want
-				c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(wantISR(*minISR, rf)))
-			} else if n, err := strconv.Atoi(isr); err == nil && n == rf && rf > 1 {
-				c.Status = statusWarn
-				c.Why = "equal to the replication factor: with one replica down no acks=all write succeeds, and producers stall"
-				c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(rf-1))
-			}
-			r.add(c)
+				isr := configs[t]["min.insync.replicas"]
+				c = check{Resource: t, Check: "min.insync.replicas", Value: isr, Want: fmt.Sprintf(">= %d and < replication factor", *minISR), Status: statusPass}
+				if fd, ok := failed[[2]string{t, "min.insync.replicas"}]; ok {
+					c.Status, c.Why, c.Want = statusFail, fd.Why+" (L06)", fd.Want
+					c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(wantISR(*minISR, rf)))
+				} else if n, err := strconv.Atoi(isr); err == nil && n == rf && rf > 1 {
+					c.Status = statusWarn
+					c.Why = "equal to the replication factor: with one replica down no acks=all write succeeds, and producers stall"
+					c.Fix = alter(t, "min.insync.replicas="+strconv.Itoa(rf-1))
+				}
+				r.add(c)
 
-			unclean := configs[t]["unclean.leader.election.enable"]
-			c = check{Resource: t, Check: "unclean.leader.election.enable", Value: unclean, Want: "false", Status: statusPass}
-			if fd, ok := failed[[2]string{t, "unclean.leader.election.enable"}]; ok {
-				c.Status, c.Why = statusFail, fd.Why+" (L06)"
-				c.Fix = alter(t, "unclean.leader.election.enable=false")
-			}
-			r.add(c)
+				unclean := configs[t]["unclean.leader.election.enable"]
+				c = check{Resource: t, Check: "unclean.leader.election.enable", Value: unclean, Want: "false", Status: statusPass}
+				if fd, ok := failed[[2]string{t, "unclean.leader.election.enable"}]; ok {
+					c.Status, c.Why = statusFail, fd.Why+" (L06)"
+					c.Fix = alter(t, "unclean.leader.election.enable=false")
+				}
+				r.add(c)
 
-			c = check{Resource: t, Check: "in-sync replicas", Value: "all in sync", Want: "every replica in sync", Status: statusPass}
-			if len(lagging) > 0 {
-				c.Status, c.Value = statusWarn, "partitions "+strings.Join(lagging, ",")+" under-replicated"
-				c.Why = "a replica is behind or its broker is down: the topic runs with less redundancy than configured"
-				c.Fix = "check the brokers hosting those replicas (kafka-topics.sh --describe --under-replicated-partitions)"
-			}
-			r.add(c)
+				c = check{Resource: t, Check: "in-sync replicas", Value: "all in sync", Want: "every replica in sync", Status: statusPass}
+				if len(lagging) > 0 {
+					c.Status, c.Value = statusWarn, "partitions "+strings.Join(lagging, ",")+" under-replicated"
+					c.Why = "a replica is behind or its broker is down: the topic runs with less redundancy than configured"
+					c.Fix = "check the brokers hosting those replicas (kafka-topics.sh --describe --under-replicated-partitions)"
+				}
+				r.add(c)
 
-			c = check{Resource: t, Check: "partitions", Value: strconv.Itoa(partitions), Want: "> 1", Status: statusPass}
-			if partitions == 1 {
-				c.Status = statusWarn
-				c.Why = "one partition is consumed by one member of a group: adding consumers cannot drain a backlog (L15)"
-				c.Fix = "kafka-topics.sh --alter --topic " + t + " --partitions N (keys then map to other partitions: let consumers drain first)"
+				c = check{Resource: t, Check: "partitions", Value: strconv.Itoa(partitions), Want: "> 1", Status: statusPass}
+				if partitions == 1 {
+					c.Status = statusWarn
+					c.Why = "one partition is consumed by one member of a group: adding consumers cannot drain a backlog (L15)"
+					c.Fix = "kafka-topics.sh --alter --topic " + t + " --partitions N (keys then map to other partitions: let consumers drain first)"
+				}
+				r.add(c)
 			}
-			r.add(c)
-		}
-		return a.printAudit(f, &r, *strict)
+			return a.printAudit(f, &r, *strict)
+		})
 	})
 }
 

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/spf13/cobra"
 	"io"
+
+	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/observability"
@@ -55,62 +56,56 @@ Names are Kafka's, with the environment prefix (prod.kitchen, prod.orders).`)
 		if *maxLag < 0 || *minLag < 0 {
 			return usagef("--max-lag and --skew-min-lag must not be negative")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		conn, err := a.connectKafka(ctx, &k)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-
-		gl, err := kafkalag.Read(ctx, conn.client, conn.admin, *group, topics...)
-		switch {
-		case errors.Is(err, observability.ErrUnknownGroup):
-			return fmt.Errorf("consumer group %q does not exist (%s)", *group, env.hint())
-		case errors.Is(err, reliable.ErrUnknownTopic):
-			return fmt.Errorf("%w (%s)", err, env.hint())
-		case err != nil:
-			return err
-		}
-		r := lagReport{GroupLag: gl, Skewed: []skew{}, Warnings: []string{}}
-		if len(gl.Topics) == 0 {
-			r.Warnings = append(r.Warnings, "the group has no committed offsets: name the topics with --topic")
-		}
-		for _, tl := range gl.Topics {
-			if tl.Skewed(*share, *minLag) {
-				hot, s, _ := tl.Hottest()
-				r.Skewed = append(r.Skewed, skew{Topic: tl.Topic, Partition: hot.Partition, Share: s})
-				r.Warnings = append(r.Warnings, fmt.Sprintf(
-					"partition %d of %s holds %.0f%% of its backlog (%d of %d): a hot key? route by a finer key such as the order ID, not the merchant (L14)",
-					hot.Partition, tl.Topic, 100*s, hot.Lag, tl.Total))
+		return f.withKafka(ctx, &k, func(ctx context.Context, conn *kafkaConn) error {
+			gl, err := kafkalag.Read(ctx, conn.client, conn.admin, *group, topics...)
+			switch {
+			case errors.Is(err, observability.ErrUnknownGroup):
+				return fmt.Errorf("consumer group %q does not exist (%s)", *group, env.hint())
+			case errors.Is(err, reliable.ErrUnknownTopic):
+				return fmt.Errorf("%w (%s)", err, env.hint())
+			case err != nil:
+				return err
 			}
-		}
-		err = a.emit(f, r, func(w io.Writer) {
-			fmt.Fprintf(w, "group %s: state %s, %d members, total lag %d\n\n", gl.Group, gl.State, gl.Members, gl.Total)
-			row(w, "TOPIC", "PARTITION", "COMMITTED", "NEWEST", "LAG", "SHARE")
+			r := lagReport{GroupLag: gl, Skewed: []skew{}, Warnings: []string{}}
+			if len(gl.Topics) == 0 {
+				r.Warnings = append(r.Warnings, "the group has no committed offsets: name the topics with --topic")
+			}
 			for _, tl := range gl.Topics {
-				for _, p := range tl.Partitions {
-					committed := fmt.Sprint(p.Committed)
-					if p.Committed < 0 {
-						committed = "-"
-					}
-					share := "-"
-					if tl.Total > 0 {
-						share = fmt.Sprintf("%.0f%%", 100*float64(p.Lag)/float64(tl.Total))
-					}
-					row(w, tl.Topic, p.Partition, committed, p.Newest, p.Lag, share)
+				if tl.Skewed(*share, *minLag) {
+					hot, s, _ := tl.Hottest()
+					r.Skewed = append(r.Skewed, skew{Topic: tl.Topic, Partition: hot.Partition, Share: s})
+					r.Warnings = append(r.Warnings, fmt.Sprintf(
+						"partition %d of %s holds %.0f%% of its backlog (%d of %d): a hot key? route by a finer key such as the order ID, not the merchant (L14)",
+						hot.Partition, tl.Topic, 100*s, hot.Lag, tl.Total))
 				}
 			}
-			for _, wn := range r.Warnings {
-				fmt.Fprintf(w, "\nWARN %s\n", wn)
+			err = a.emit(f, r, func(w io.Writer) {
+				fmt.Fprintf(w, "group %s: state %s, %d members, total lag %d\n\n", gl.Group, gl.State, gl.Members, gl.Total)
+				row(w, "TOPIC", "PARTITION", "COMMITTED", "NEWEST", "LAG", "SHARE")
+				for _, tl := range gl.Topics {
+					for _, p := range tl.Partitions {
+						committed := fmt.Sprint(p.Committed)
+						if p.Committed < 0 {
+							committed = "-"
+						}
+						share := "-"
+						if tl.Total > 0 {
+							share = fmt.Sprintf("%.0f%%", 100*float64(p.Lag)/float64(tl.Total))
+						}
+						row(w, tl.Topic, p.Partition, committed, p.Newest, p.Lag, share)
+					}
+				}
+				for _, wn := range r.Warnings {
+					fmt.Fprintf(w, "\nWARN %s\n", wn)
+				}
+			})
+			if err != nil {
+				return err
 			}
+			if *maxLag > 0 && gl.Total > *maxLag {
+				return &findingsError{msg: fmt.Sprintf("total lag %d is above --max-lag %d", gl.Total, *maxLag)}
+			}
+			return nil
 		})
-		if err != nil {
-			return err
-		}
-		if *maxLag > 0 && gl.Total > *maxLag {
-			return &findingsError{msg: fmt.Sprintf("total lag %d is above --max-lag %d", gl.Total, *maxLag)}
-		}
-		return nil
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable/idempotency"
@@ -86,41 +87,36 @@ upgraded.`)
 			})
 		}
 
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, err := a.connectPostgres(ctx, &p)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		var steps []migrateStep
-		for _, c := range components {
-			var err error
-			step := migrateStep{Component: c}
-			switch c {
-			case "outbox":
-				step.Table, err = "reliable_outbox", outbox.Migrate(ctx, pool)
-			case "retry":
-				step.Table, err = *retryTable, retry.Migrate(ctx, pool, retryCfg)
-			case "dedupe":
-				step.Table, err = *dedupeTable, idempotency.Migrate(ctx, pool, dedupeCfg)
-			}
-			if err != nil {
-				return fmt.Errorf("migrate %s (after %d of %d components): %w", c, len(steps), len(components), err)
-			}
-			for _, m := range migs {
-				if m.Component == c {
-					step.Migrations++
+		return f.withPostgres(ctx, &p, func(ctx context.Context, pool *pgxpool.Pool) error {
+			var steps []migrateStep
+			for _, c := range components {
+				var err error
+				step := migrateStep{Component: c}
+				switch c {
+				case "outbox":
+					step.Table, err = "reliable_outbox", outbox.Migrate(ctx, pool)
+				case "retry":
+					step.Table, err = *retryTable, retry.Migrate(ctx, pool, retryCfg)
+				case "dedupe":
+					step.Table, err = *dedupeTable, idempotency.Migrate(ctx, pool, dedupeCfg)
 				}
+				if err != nil {
+					return fmt.Errorf("migrate %s (after %d of %d components): %w", c, len(steps), len(components), err)
+				}
+				for _, m := range migs {
+					if m.Component == c {
+						step.Migrations++
+					}
+				}
+				step.Status = "up to date"
+				steps = append(steps, step)
 			}
-			step.Status = "up to date"
-			steps = append(steps, step)
-		}
-		return a.emit(f, steps, func(w io.Writer) {
-			row(w, "COMPONENT", "TABLE", "MIGRATIONS", "STATUS")
-			for _, s := range steps {
-				row(w, s.Component, s.Table, s.Migrations, s.Status)
-			}
+			return a.emit(f, steps, func(w io.Writer) {
+				row(w, "COMPONENT", "TABLE", "MIGRATIONS", "STATUS")
+				for _, s := range steps {
+					row(w, s.Component, s.Table, s.Migrations, s.Status)
+				}
+			})
 		})
 	})
 }

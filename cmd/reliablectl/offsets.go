@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/observability"
@@ -108,123 +108,117 @@ latest.`)
 			only = append(only, int32(n))
 		}
 
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		conn, err := a.connectKafka(ctx, &k)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-
-		parts, err := conn.client.Partitions(*topic)
-		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) || (err == nil && len(parts) == 0) {
-			return fmt.Errorf("topic %q does not exist: %w (%s)", *topic, reliable.ErrUnknownTopic, env.hint())
-		}
-		if err != nil {
-			return fmt.Errorf("partitions of %q: %w", *topic, err)
-		}
-		for _, p := range only {
-			if !slices.Contains(parts, p) {
-				return fmt.Errorf("topic %q has no partition %d (it has %d)", *topic, p, len(parts))
+		return f.withKafka(ctx, &k, func(ctx context.Context, conn *kafkaConn) error {
+			parts, err := conn.client.Partitions(*topic)
+			if errors.Is(err, sarama.ErrUnknownTopicOrPartition) || (err == nil && len(parts) == 0) {
+				return fmt.Errorf("topic %q does not exist: %w (%s)", *topic, reliable.ErrUnknownTopic, env.hint())
 			}
-		}
-		if len(only) > 0 {
-			parts = only
-		}
-		slices.Sort(parts)
-
-		gl, err := kafkalag.Read(ctx, conn.client, conn.admin, *group, *topic)
-		unknownGroup := errors.Is(err, observability.ErrUnknownGroup)
-		if err != nil && !unknownGroup {
-			return err
-		}
-		current := make(map[int32]int64)
-		oldest := make(map[int32]int64)
-		newest := make(map[int32]int64)
-		if !unknownGroup {
-			for _, tl := range gl.Topics {
-				for _, p := range tl.Partitions {
-					current[p.Partition], oldest[p.Partition], newest[p.Partition] = p.Committed, p.Oldest, p.Newest
+			if err != nil {
+				return fmt.Errorf("partitions of %q: %w", *topic, err)
+			}
+			for _, p := range only {
+				if !slices.Contains(parts, p) {
+					return fmt.Errorf("topic %q has no partition %d (it has %d)", *topic, p, len(parts))
 				}
 			}
-		} else {
-			o, n, err := kafkalag.ReadOffsets(conn.admin, map[string][]int32{*topic: parts})
-			if err != nil {
+			if len(only) > 0 {
+				parts = only
+			}
+			slices.Sort(parts)
+
+			gl, err := kafkalag.Read(ctx, conn.client, conn.admin, *group, *topic)
+			unknownGroup := errors.Is(err, observability.ErrUnknownGroup)
+			if err != nil && !unknownGroup {
 				return err
+			}
+			current := make(map[int32]int64)
+			oldest := make(map[int32]int64)
+			newest := make(map[int32]int64)
+			if !unknownGroup {
+				for _, tl := range gl.Topics {
+					for _, p := range tl.Partitions {
+						current[p.Partition], oldest[p.Partition], newest[p.Partition] = p.Committed, p.Oldest, p.Newest
+					}
+				}
+			} else {
+				o, n, err := kafkalag.ReadOffsets(conn.admin, map[string][]int32{*topic: parts})
+				if err != nil {
+					return err
+				}
+				for _, p := range parts {
+					current[p], oldest[p], newest[p] = -1, o[*topic][p], n[*topic][p]
+				}
+			}
+
+			plan := resetPlan{Group: *group, Topic: *topic, State: gl.State, Members: gl.Members}
+			if unknownGroup {
+				plan.State = "(does not exist)"
+			}
+			var targets map[int32]int64
+			if !at.IsZero() {
+				plan.Target = "time " + at.UTC().Format(time.RFC3339Nano)
+				byTime, err := kafkalag.OffsetsForTime(conn.admin, map[string][]int32{*topic: parts}, at.UnixMilli())
+				if err != nil {
+					return err
+				}
+				targets = byTime[*topic]
+			} else {
+				plan.Target = "offset " + *toOffset
 			}
 			for _, p := range parts {
-				current[p], oldest[p], newest[p] = -1, o[*topic][p], n[*topic][p]
-			}
-		}
-
-		plan := resetPlan{Group: *group, Topic: *topic, State: gl.State, Members: gl.Members}
-		if unknownGroup {
-			plan.State = "(does not exist)"
-		}
-		var targets map[int32]int64
-		if !at.IsZero() {
-			plan.Target = "time " + at.UTC().Format(time.RFC3339Nano)
-			byTime, err := kafkalag.OffsetsForTime(conn.admin, map[string][]int32{*topic: parts}, at.UnixMilli())
-			if err != nil {
-				return err
-			}
-			targets = byTime[*topic]
-		} else {
-			plan.Target = "offset " + *toOffset
-		}
-		for _, p := range parts {
-			m := offsetMove{Partition: p, Current: current[p]}
-			switch {
-			case targets != nil:
-				m.New = targets[p]
-			case offset == sarama.OffsetOldest:
-				m.New = oldest[p]
-			case offset == sarama.OffsetNewest:
-				m.New = newest[p]
-			default:
-				m.New = offset
-				if m.New < oldest[p] {
-					m.New, m.Note = oldest[p], fmt.Sprintf("clamped to the oldest offset %d", oldest[p])
-				} else if m.New > newest[p] {
-					m.New, m.Note = newest[p], fmt.Sprintf("clamped to the newest offset %d", newest[p])
+				m := offsetMove{Partition: p, Current: current[p]}
+				switch {
+				case targets != nil:
+					m.New = targets[p]
+				case offset == sarama.OffsetOldest:
+					m.New = oldest[p]
+				case offset == sarama.OffsetNewest:
+					m.New = newest[p]
+				default:
+					m.New = offset
+					if m.New < oldest[p] {
+						m.New, m.Note = oldest[p], fmt.Sprintf("clamped to the oldest offset %d", oldest[p])
+					} else if m.New > newest[p] {
+						m.New, m.Note = newest[p], fmt.Sprintf("clamped to the newest offset %d", newest[p])
+					}
 				}
-			}
-			from := m.Current
-			if from < 0 {
-				from = oldest[p] // a group without commits starts at the oldest
-			}
-			if m.New < from {
-				m.Replayed = from - m.New
-			} else {
-				m.Skipped = m.New - from
-			}
-			plan.Moves = append(plan.Moves, m)
-		}
-
-		var execErr error
-		if *execute {
-			execErr = a.applyReset(conn.admin, &plan, unknownGroup, *allowNew)
-		}
-		err = a.emit(f, plan, func(w io.Writer) {
-			fmt.Fprintf(w, "group %s on %s: state %s, %d members; reset to %s\n\n", plan.Group, plan.Topic, plan.State, plan.Members, plan.Target)
-			row(w, "PARTITION", "CURRENT", "NEW", "REPLAYED", "SKIPPED", "NOTE")
-			for _, m := range plan.Moves {
-				cur := strconv.FormatInt(m.Current, 10)
-				if m.Current < 0 {
-					cur = "-"
+				from := m.Current
+				if from < 0 {
+					from = oldest[p] // a group without commits starts at the oldest
 				}
-				row(w, m.Partition, cur, m.New, m.Replayed, m.Skipped, m.Note)
+				if m.New < from {
+					m.Replayed = from - m.New
+				} else {
+					m.Skipped = m.New - from
+				}
+				plan.Moves = append(plan.Moves, m)
 			}
-			if plan.Executed {
-				fmt.Fprintln(w, "\nexecuted: the group's offsets were committed")
-			} else {
-				fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to apply")
+
+			var execErr error
+			if *execute {
+				execErr = a.applyReset(conn.admin, &plan, unknownGroup, *allowNew)
 			}
+			err = a.emit(f, plan, func(w io.Writer) {
+				fmt.Fprintf(w, "group %s on %s: state %s, %d members; reset to %s\n\n", plan.Group, plan.Topic, plan.State, plan.Members, plan.Target)
+				row(w, "PARTITION", "CURRENT", "NEW", "REPLAYED", "SKIPPED", "NOTE")
+				for _, m := range plan.Moves {
+					cur := strconv.FormatInt(m.Current, 10)
+					if m.Current < 0 {
+						cur = "-"
+					}
+					row(w, m.Partition, cur, m.New, m.Replayed, m.Skipped, m.Note)
+				}
+				if plan.Executed {
+					fmt.Fprintln(w, "\nexecuted: the group's offsets were committed")
+				} else {
+					fmt.Fprintln(w, "\ndry run: nothing was changed; add --execute to apply")
+				}
+			})
+			if execErr != nil {
+				return execErr
+			}
+			return err
 		})
-		if execErr != nil {
-			return execErr
-		}
-		return err
 	})
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/spf13/cobra"
 	"io"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable/outbox"
 )
@@ -50,40 +52,35 @@ dead rows and live relays, then lists the dead rows: each blocks its key until
 		if *limit < 0 {
 			return usagef("--limit must not be negative")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, err := a.connectPostgres(ctx, &p)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		st, err := outbox.ReadStatus(ctx, pool)
-		if err != nil {
-			return missingTable(err, "outbox tables", p.schema)
-		}
-		r := outboxReport{Pending: st.Pending, OldestPendingSeconds: st.OldestPending.Seconds(), Dead: st.Dead,
-			LeasedKeys: st.LeasedKeys, Relays: st.Relays, DeadRows: []deadRowView{}}
-		if st.Dead > 0 && *limit > 0 {
-			rows, err := outbox.DeadRows(ctx, pool, *limit)
+		return f.withPostgres(ctx, &p, func(ctx context.Context, pool *pgxpool.Pool) error {
+			st, err := outbox.ReadStatus(ctx, pool)
 			if err != nil {
-				return err
+				return missingTable(err, "outbox tables", p.schema)
 			}
-			for _, row := range rows {
-				r.DeadRows = append(r.DeadRows, deadRowView{ID: row.ID, MessageID: row.Message.ID, Topic: row.Message.Topic,
-					Key: a.showKey(row.Message.Key), KeyHex: keyHexOf(row.Message.Key), Type: row.Message.Type, Attempts: row.Attempts, CreatedAt: row.CreatedAt,
-					DeadAt: row.DeadAt, LastError: row.LastError})
-			}
-		}
-		return a.emit(f, r, func(w io.Writer) {
-			row(w, "PENDING", "OLDEST PENDING", "DEAD", "LEASED KEYS", "RELAYS")
-			row(w, r.Pending, age(st.OldestPending), r.Dead, r.LeasedKeys, r.Relays)
-			if len(r.DeadRows) > 0 {
-				fmt.Fprintln(w)
-				row(w, "ID", "TOPIC", "KEY", "TYPE", "ATTEMPTS", "DEAD SINCE", "LAST ERROR")
-				for _, d := range r.DeadRows {
-					row(w, d.ID, d.Topic, d.Key, d.Type, d.Attempts, when(d.DeadAt), clip(d.LastError, 80))
+			r := outboxReport{Pending: st.Pending, OldestPendingSeconds: st.OldestPending.Seconds(), Dead: st.Dead,
+				LeasedKeys: st.LeasedKeys, Relays: st.Relays, DeadRows: []deadRowView{}}
+			if st.Dead > 0 && *limit > 0 {
+				rows, err := outbox.DeadRows(ctx, pool, *limit)
+				if err != nil {
+					return err
+				}
+				for _, row := range rows {
+					r.DeadRows = append(r.DeadRows, deadRowView{ID: row.ID, MessageID: row.Message.ID, Topic: row.Message.Topic,
+						Key: a.showKey(row.Message.Key), KeyHex: keyHexOf(row.Message.Key), Type: row.Message.Type, Attempts: row.Attempts, CreatedAt: row.CreatedAt,
+						DeadAt: row.DeadAt, LastError: row.LastError})
 				}
 			}
+			return a.emit(f, r, func(w io.Writer) {
+				row(w, "PENDING", "OLDEST PENDING", "DEAD", "LEASED KEYS", "RELAYS")
+				row(w, r.Pending, age(st.OldestPending), r.Dead, r.LeasedKeys, r.Relays)
+				if len(r.DeadRows) > 0 {
+					fmt.Fprintln(w)
+					row(w, "ID", "TOPIC", "KEY", "TYPE", "ATTEMPTS", "DEAD SINCE", "LAST ERROR")
+					for _, d := range r.DeadRows {
+						row(w, d.ID, d.Topic, d.Key, d.Type, d.Attempts, when(d.DeadAt), clip(d.LastError, 80))
+					}
+				}
+			})
 		})
 	})
 }
@@ -110,24 +107,19 @@ func outboxAct(a *app, name, help string, act func(context.Context, outbox.DB, i
 		if *id <= 0 {
 			return usagef("--id is required")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, err := a.connectPostgres(ctx, &p)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		err = act(ctx, pool, *id)
-		switch {
-		case errors.Is(err, outbox.ErrNotFound):
-			return fmt.Errorf("no outbox row %d", *id)
-		case errors.Is(err, outbox.ErrNotDead):
-			return fmt.Errorf("outbox row %d is not dead: only dead rows can be retried or discarded", *id)
-		case err != nil:
-			return missingTable(err, "outbox tables", p.schema)
-		}
-		return a.emit(f, map[string]any{"id": *id, "action": name, "ok": true}, func(w io.Writer) {
-			fmt.Fprintf(w, "outbox row %d %s\n", *id, done)
+		return f.withPostgres(ctx, &p, func(ctx context.Context, pool *pgxpool.Pool) error {
+			err := act(ctx, pool, *id)
+			switch {
+			case errors.Is(err, outbox.ErrNotFound):
+				return fmt.Errorf("no outbox row %d", *id)
+			case errors.Is(err, outbox.ErrNotDead):
+				return fmt.Errorf("outbox row %d is not dead: only dead rows can be retried or discarded", *id)
+			case err != nil:
+				return missingTable(err, "outbox tables", p.schema)
+			}
+			return a.emit(f, map[string]any{"id": *id, "action": name, "ok": true}, func(w io.Writer) {
+				fmt.Fprintf(w, "outbox row %d %s\n", *id, done)
+			})
 		})
 	})
 }

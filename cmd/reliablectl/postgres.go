@@ -50,6 +50,13 @@ func (a *app) connectPostgres(ctx context.Context, p *pgFlags) (*pgxpool.Pool, e
 	return pool, nil
 }
 
+// withPostgres runs work on a pool connected with p within --timeout, and
+// closes it after.
+func (f *flags) withPostgres(ctx context.Context, p *pgFlags, work func(context.Context, *pgxpool.Pool) error) error {
+	open := func(ctx context.Context) (*pgxpool.Pool, error) { return f.a.connectPostgres(ctx, p) }
+	return within(ctx, f, open, (*pgxpool.Pool).Close, work)
+}
+
 // missingTable turns PostgreSQL's "relation does not exist" into a hint.
 func missingTable(err error, what, schema string) error {
 	var pe *pgconn.PgError

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/spf13/cobra"
 	"io"
 	"slices"
 	"sort"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable/retry"
 )
@@ -30,18 +30,33 @@ func (r *retryFlags) register(f *flags) {
 	f.StringVar(&r.table, "table", retry.DefaultTable, "name of the retry table")
 }
 
-// open connects and returns the group's table.
-func (r *retryFlags) open(ctx context.Context, a *app) (*pgxpool.Pool, *retry.Table, error) {
-	pool, err := a.connectPostgres(ctx, &r.pg)
-	if err != nil {
-		return nil, nil, err
-	}
-	t, err := retry.NewTable(pool, retry.TableConfig{Group: r.group, Schema: r.pg.schema, Table: r.table})
-	if err != nil {
-		pool.Close()
-		return nil, nil, usagef("%v", err)
-	}
-	return pool, t, nil
+// runE sets the work of a retry command and returns the command: after the
+// common checks, --group is required and check (if not nil) must pass; then
+// work runs on the group's table within --timeout, and the pool is closed
+// after.
+func (r *retryFlags) runE(f *flags, check func() error, work func(context.Context, *retry.Table) error) *cobra.Command {
+	return f.runE(func(ctx context.Context) error {
+		if err := f.required(map[string]string{"group": r.group}); err != nil {
+			return err
+		}
+		if check != nil {
+			if err := check(); err != nil {
+				return err
+			}
+		}
+		return f.withPostgres(ctx, &r.pg, func(ctx context.Context, pool *pgxpool.Pool) error {
+			t, err := retry.NewTable(pool, retry.TableConfig{Group: r.group, Schema: r.pg.schema, Table: r.table})
+			if err != nil {
+				return usagef("%v", err)
+			}
+			return work(ctx, t)
+		})
+	})
+}
+
+// tableError adds a hint to an error of a table that does not exist.
+func (r *retryFlags) tableError(err error) error {
+	return missingTable(err, "retry table "+r.table, r.pg.schema)
 }
 
 // entryView is a retry entry without its payload and header values.
@@ -101,14 +116,12 @@ attempt time and the last error. Pending and dead entries block their key
 	f.Var(&states, "state", "only entries in these states: pending, dead, released, done, discarded (repeatable, or comma-separated)")
 	limit := f.Int("limit", defaultLimit, "at most this many entries (max 1000)")
 	after := f.Int64("after", 0, "only entries with a larger ID, for paging")
-	return f.runE(func(ctx context.Context) error {
-		if err := f.required(map[string]string{"group": r.group}); err != nil {
-			return err
-		}
+	var filter retry.ListFilter
+	return r.runE(f, func() error {
 		if *limit < 1 || *limit > 1000 {
 			return usagef("--limit must be between 1 and 1000")
 		}
-		filter := retry.ListFilter{Key: *key, AfterID: *after, Limit: *limit}
+		filter = retry.ListFilter{Key: *key, AfterID: *after, Limit: *limit}
 		known := []retry.State{retry.StatePending, retry.StateDead, retry.StateReleased, retry.StateDone, retry.StateDiscarded}
 		for _, s := range states {
 			if !slices.Contains(known, retry.State(s)) {
@@ -116,16 +129,11 @@ attempt time and the last error. Pending and dead entries block their key
 			}
 			filter.States = append(filter.States, retry.State(s))
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, t, err := r.open(ctx, a)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
+		return nil
+	}, func(ctx context.Context, t *retry.Table) error {
 		entries, err := t.List(ctx, filter)
 		if err != nil {
-			return missingTable(err, "retry table "+r.table, r.pg.schema)
+			return r.tableError(err)
 		}
 		views := make([]entryView, len(entries))
 		for i, e := range entries {
@@ -152,26 +160,18 @@ data: they are shown only with --values.`)
 	f.keyFormatFlag()
 	id := f.Int64("id", 0, "entry ID (see 'reliablectl retry list')")
 	values := f.Bool("values", false, "also show header values and the payload")
-	return f.runE(func(ctx context.Context) error {
-		if err := f.required(map[string]string{"group": r.group}); err != nil {
-			return err
-		}
+	return r.runE(f, func() error {
 		if *id <= 0 {
 			return usagef("--id is required")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, t, err := r.open(ctx, a)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
+		return nil
+	}, func(ctx context.Context, t *retry.Table) error {
 		e, err := t.Get(ctx, *id)
 		if errors.Is(err, retry.ErrNotFound) {
 			return fmt.Errorf("no retry entry %d in group %q", *id, r.group)
 		}
 		if err != nil {
-			return missingTable(err, "retry table "+r.table, r.pg.schema)
+			return r.tableError(err)
 		}
 		v := a.viewEntry(e, *values)
 		return a.emit(f, v, func(w io.Writer) {
@@ -209,27 +209,19 @@ again. With --key, every pending and dead entry of the key.`)
 	f.keyFormatFlag()
 	id := f.Int64("id", 0, "entry ID")
 	key := f.keyFlag("key whose pending and dead entries to retry")
-	return f.runE(func(ctx context.Context) error {
-		if err := f.required(map[string]string{"group": r.group}); err != nil {
-			return err
-		}
+	return r.runE(f, func() error {
 		if (*id > 0) == (*key != "") {
 			return usagef("give exactly one of --id and --key")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, t, err := r.open(ctx, a)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
+		return nil
+	}, func(ctx context.Context, t *retry.Table) error {
 		if *id > 0 {
 			err := t.RetryNow(ctx, *id)
 			if errors.Is(err, retry.ErrNotFound) {
 				return fmt.Errorf("no retry entry %d in group %q that can be retried", *id, r.group)
 			}
 			if err != nil {
-				return missingTable(err, "retry table "+r.table, r.pg.schema)
+				return r.tableError(err)
 			}
 			return a.emit(f, map[string]any{"id": *id, "action": "retry-now", "ok": true}, func(w io.Writer) {
 				fmt.Fprintf(w, "retry entry %d is due now\n", *id)
@@ -237,7 +229,7 @@ again. With --key, every pending and dead entry of the key.`)
 		}
 		n, err := t.RetryKeyNow(ctx, *key)
 		if err != nil {
-			return missingTable(err, "retry table "+r.table, r.pg.schema)
+			return r.tableError(err)
 		}
 		if n == 0 {
 			return fmt.Errorf("key %q has no pending or dead entries in group %q", *key, r.group)
@@ -256,26 +248,18 @@ applies that message: make sure that is right.`)
 	var r retryFlags
 	r.register(f)
 	id := f.Int64("id", 0, "entry ID")
-	return f.runE(func(ctx context.Context) error {
-		if err := f.required(map[string]string{"group": r.group}); err != nil {
-			return err
-		}
+	return r.runE(f, func() error {
 		if *id <= 0 {
 			return usagef("--id is required")
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, t, err := r.open(ctx, a)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		err = t.Discard(ctx, *id)
+		return nil
+	}, func(ctx context.Context, t *retry.Table) error {
+		err := t.Discard(ctx, *id)
 		if errors.Is(err, retry.ErrNotFound) {
 			return fmt.Errorf("no retry entry %d in group %q that can be discarded", *id, r.group)
 		}
 		if err != nil {
-			return missingTable(err, "retry table "+r.table, r.pg.schema)
+			return r.tableError(err)
 		}
 		return a.emit(f, map[string]any{"id": *id, "action": "discard", "ok": true}, func(w io.Writer) {
 			fmt.Fprintf(w, "retry entry %d is discarded\n", *id)
@@ -292,20 +276,10 @@ apply without the dead one.`)
 	r.register(f)
 	f.keyFormatFlag()
 	key := f.keyFlag("key to release")
-	return f.runE(func(ctx context.Context) error {
-		if err := f.required(map[string]string{"group": r.group, "key": *key}); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, t, err := r.open(ctx, a)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
+	return r.runE(f, func() error { return f.required(map[string]string{"key": *key}) }, func(ctx context.Context, t *retry.Table) error {
 		n, err := t.Release(ctx, *key)
 		if err != nil {
-			return missingTable(err, "retry table "+r.table, r.pg.schema)
+			return r.tableError(err)
 		}
 		if n == 0 {
 			return fmt.Errorf("key %q has no dead entries in group %q", *key, r.group)
@@ -337,20 +311,10 @@ entries (both block their keys), blocked keys, entries due now and how long
 the most overdue one has waited, and the oldest entry's age.`)
 	var r retryFlags
 	r.register(f)
-	return f.runE(func(ctx context.Context) error {
-		if err := f.required(map[string]string{"group": r.group}); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, t, err := r.open(ctx, a)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
+	return r.runE(f, nil, func(ctx context.Context, t *retry.Table) error {
 		s, err := t.Status(ctx)
 		if err != nil {
-			return missingTable(err, "retry table "+r.table, r.pg.schema)
+			return r.tableError(err)
 		}
 		now := time.Now()
 		v := statsView{Group: r.group, Pending: s.Pending, Dead: s.Dead, Released: s.Released, BlockedKeys: s.BlockedKeys, Due: s.Due}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/reliable-go/reliable/outbox"
@@ -33,52 +34,47 @@ slot must be created again.`)
 	var s slotFlags
 	s.register(f)
 	return f.runE(func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, err := a.connectPostgres(ctx, &s.pg)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		info, err := outbox.SlotStatus(ctx, pool, s.name)
-		if err != nil {
-			return err
-		}
-		err = a.emit(f, info, func(w io.Writer) {
-			row(w, "slot", info.Name)
-			row(w, "exists", info.Exists)
-			row(w, "publication", info.Publication)
-			if info.Exists {
-				row(w, "plugin", info.Plugin)
-				active := fmt.Sprint(info.Active)
-				if info.Active {
-					active += fmt.Sprintf(" (walsender pid %d)", info.ActivePID)
-				}
-				row(w, "active", active)
-				row(w, "wal status", info.WALStatus)
-				row(w, "restart lsn", info.RestartLSN)
-				row(w, "confirmed lsn", info.ConfirmedFlushLSN)
-				row(w, "current lsn", info.CurrentLSN)
-				row(w, "retained WAL", bytesText(info.RetainedBytes))
-				row(w, "unconfirmed WAL", bytesText(info.LagBytes))
-				safe := "unlimited"
-				if info.SafeWALBytes >= 0 {
-					safe = bytesText(info.SafeWALBytes)
-				}
-				row(w, "WAL until invalidated", safe)
-				row(w, "failover", info.Failover)
+		return f.withPostgres(ctx, &s.pg, func(ctx context.Context, pool *pgxpool.Pool) error {
+			info, err := outbox.SlotStatus(ctx, pool, s.name)
+			if err != nil {
+				return err
 			}
+			err = a.emit(f, info, func(w io.Writer) {
+				row(w, "slot", info.Name)
+				row(w, "exists", info.Exists)
+				row(w, "publication", info.Publication)
+				if info.Exists {
+					row(w, "plugin", info.Plugin)
+					active := fmt.Sprint(info.Active)
+					if info.Active {
+						active += fmt.Sprintf(" (walsender pid %d)", info.ActivePID)
+					}
+					row(w, "active", active)
+					row(w, "wal status", info.WALStatus)
+					row(w, "restart lsn", info.RestartLSN)
+					row(w, "confirmed lsn", info.ConfirmedFlushLSN)
+					row(w, "current lsn", info.CurrentLSN)
+					row(w, "retained WAL", bytesText(info.RetainedBytes))
+					row(w, "unconfirmed WAL", bytesText(info.LagBytes))
+					safe := "unlimited"
+					if info.SafeWALBytes >= 0 {
+						safe = bytesText(info.SafeWALBytes)
+					}
+					row(w, "WAL until invalidated", safe)
+					row(w, "failover", info.Failover)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			switch {
+			case !info.Exists:
+				return &findingsError{msg: fmt.Sprintf("slot %s does not exist: relays in ModeLog poll the table; create it with 'reliablectl outbox slot create'", info.Name)}
+			case !info.Healthy():
+				return &findingsError{msg: fmt.Sprintf("slot %s was invalidated (wal_status %s): drop and create it again; nothing is lost, the table holds every pending row", info.Name, info.WALStatus)}
+			}
+			return nil
 		})
-		if err != nil {
-			return err
-		}
-		switch {
-		case !info.Exists:
-			return &findingsError{msg: fmt.Sprintf("slot %s does not exist: relays in ModeLog poll the table; create it with 'reliablectl outbox slot create'", info.Name)}
-		case !info.Healthy():
-			return &findingsError{msg: fmt.Sprintf("slot %s was invalidated (wal_status %s): drop and create it again; nothing is lost, the table holds every pending row", info.Name, info.WALStatus)}
-		}
-		return nil
 	})
 }
 
@@ -93,18 +89,13 @@ reads any more.`)
 	var s slotFlags
 	s.register(f)
 	return f.runE(func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, err := a.connectPostgres(ctx, &s.pg)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		if err := outbox.CreateSlot(ctx, pool, s.name); err != nil {
-			return missingTable(err, "outbox table", s.pg.schema)
-		}
-		return a.emit(f, map[string]any{"slot": s.name, "action": "create", "ok": true}, func(w io.Writer) {
-			fmt.Fprintf(w, "slot and publication %s exist\n", s.name)
+		return f.withPostgres(ctx, &s.pg, func(ctx context.Context, pool *pgxpool.Pool) error {
+			if err := outbox.CreateSlot(ctx, pool, s.name); err != nil {
+				return missingTable(err, "outbox table", s.pg.schema)
+			}
+			return a.emit(f, map[string]any{"slot": s.name, "action": "create", "ok": true}, func(w io.Writer) {
+				fmt.Fprintf(w, "slot and publication %s exist\n", s.name)
+			})
 		})
 	})
 }
@@ -118,18 +109,13 @@ fails while a relay streams from the slot.`)
 	var s slotFlags
 	s.register(f)
 	return f.runE(func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		pool, err := a.connectPostgres(ctx, &s.pg)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		if err := outbox.DropSlot(ctx, pool, s.name); err != nil {
-			return fmt.Errorf("%w (a relay streams from it? stop it first)", err)
-		}
-		return a.emit(f, map[string]any{"slot": s.name, "action": "drop", "ok": true}, func(w io.Writer) {
-			fmt.Fprintf(w, "slot and publication %s dropped\n", s.name)
+		return f.withPostgres(ctx, &s.pg, func(ctx context.Context, pool *pgxpool.Pool) error {
+			if err := outbox.DropSlot(ctx, pool, s.name); err != nil {
+				return fmt.Errorf("%w (a relay streams from it? stop it first)", err)
+			}
+			return a.emit(f, map[string]any{"slot": s.name, "action": "drop", "ok": true}, func(w io.Writer) {
+				fmt.Fprintf(w, "slot and publication %s dropped\n", s.name)
+			})
 		})
 	})
 }
