@@ -141,7 +141,7 @@ func (s *PostgresStore) ClaimDuration() time.Duration { return s.cfg.ClaimTTL }
 // Migrate is [Migrate] for the store's configuration: it creates or upgrades
 // the table, idempotently and safely from several instances at once.
 func (s *PostgresStore) Migrate(ctx context.Context) error {
-	return pgmigrate.Apply(ctx, s.pool, migrations, "migrations", s.target)
+	return migrationSet.Apply(ctx, s.pool, s.target.Schema, s.target.Table)
 }
 
 // Begin implements [Store]. An expired claim or an expired done record is

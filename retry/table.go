@@ -65,7 +65,7 @@ func (t *Table) Config() TableConfig { return t.cfg }
 // Migrate is [Migrate] for the table's configuration: it creates or upgrades
 // the tables, idempotently and safely from several instances at once.
 func (t *Table) Migrate(ctx context.Context) error {
-	return pgmigrate.Apply(ctx, t.pool, migrations, "migrations", t.target)
+	return migrationSet.Apply(ctx, t.pool, t.target.Schema, t.target.Table)
 }
 
 // Blocked reports whether key has entries waiting: pending ones, or a dead
