@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -53,6 +54,9 @@ var (
 	flagSkipBatch  = flag.Bool("skip-batch", false, "skip the relay with batch confirms")
 	flagSkipLog    = flag.Bool("skip-log", false, "skip the log-reading relay (outbox.ModeLog)")
 	flagLogLast    = flag.Bool("log-last", false, "run the log-reading relay after the polling relay (default: before)")
+	flagLatOnly    = flag.String("latency-only", "", "comma-separated relay latency runs to make, in order, instead of the whole benchmark: relay, batch, log (e.g. log,relay)")
+	flagRepeat     = flag.Int("repeat", 1, "with -latency-only: how many times to make the sequence of runs")
+	flagStallDump  = flag.String("stall-dump", "", "write every goroutine's stack to this file (suffixed with the run) the first time a relay latency run's oldest row waited 5s")
 )
 
 func main() {
@@ -78,6 +82,10 @@ func run(dsn string, brokers []string) {
 		*flagPayload, *flagKeys)
 	fmt.Printf("throughput: backlog of %d (relay) / %d (forwarder) rows; latency: %d msgs/s for %s, one per transaction\n\n",
 		*flagN, *flagWMN, *flagRate, *flagDuration)
+	if *flagLatOnly != "" {
+		b.latencyOnly(ctx)
+		return
+	}
 	var rt, bt, lt float64
 	pt := b.producerThroughput(ctx)
 	if !*flagSkipLog && !*flagLogLast {
@@ -140,6 +148,38 @@ func run(dsn string, brokers []string) {
 	fmt.Printf("\nrelay / forwarder throughput: %.1fx\n", rt/wt)
 	if wl.missing > 0 {
 		fmt.Printf("forwarder latency run: %d of %d messages not confirmed 30s after the load stopped (counted at that time)\n", wl.missing, wl.n)
+	}
+}
+
+// latencyOnly makes the -latency-only runs -repeat times (issue 19: a stall
+// of the polling relay's latency run seen once in a while) and prints each
+// run's p50/p99.
+func (b *bench) latencyOnly(ctx context.Context) {
+	pool := b.pool(ctx, 2)
+	b.must(outbox.Migrate(ctx, pool))
+	pool.Close()
+	var lines []string
+	for i := range *flagRepeat {
+		for _, kind := range strings.Split(*flagLatOnly, ",") {
+			var l latency
+			switch kind {
+			case "relay":
+				l = b.relayLatency(ctx, false, false)
+			case "batch":
+				l = b.relayLatency(ctx, true, false)
+			case "log":
+				l = b.relayLatency(ctx, false, true)
+			default:
+				log.Fatalf("-latency-only: unknown run %q (relay, batch, log)", kind)
+			}
+			lines = append(lines, fmt.Sprintf("run %d %-6s p50 %10s p99 %10s max %10s unconfirmed %d", i+1, kind, l.p50, l.p99, l.max, l.missing))
+			b.deleteTopics()
+			b.topics = nil
+		}
+	}
+	fmt.Println()
+	for _, l := range lines {
+		fmt.Println(l)
 	}
 }
 
@@ -745,6 +785,7 @@ func (b *bench) producerThroughput(ctx context.Context) float64 {
 // had rows waiting ~21 s; this says which of those it was.
 func (b *bench) watchStalls(ctx context.Context, pool *pgxpool.Pool, name string, relay *outbox.Relay) {
 	instance := relay.Instance()
+	dumped := false
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -778,7 +819,17 @@ func (b *bench) watchStalls(ctx context.Context, pool *pgxpool.Pool, name string
 		}
 		s := relay.Stats()
 		log.Printf("%s stall watch: oldest pending row %.1fs old, lane %s, %s (expires in %.1fs); %d pending, leases: %d this relay's, %d others'; "+
-			"relay: %d keys, %d buffered, %d in flight, %d outages, %d failures, %d orphaned leases taken back, last error %q",
-			name, age, lane, holder, leftMs/1000, pending, own, others, s.Keys, s.Buffered, s.InFlight, s.Outages, s.Failures, s.OrphanLeases, s.LastError)
+			"relay: %d keys, %d buffered, %d in flight, %d published, %d marked, %d claim queries, %d outages, %d failures, %d orphaned leases taken back, last error %q",
+			name, age, lane, holder, leftMs/1000, pending, own, others, s.Keys, s.Buffered, s.InFlight, s.Published, s.Marked, s.ClaimQueries,
+			s.Outages, s.Failures, s.OrphanLeases, s.LastError)
+		if age >= 5 && *flagStallDump != "" && !dumped {
+			dumped = true
+			path := fmt.Sprintf("%s.%d", *flagStallDump, time.Now().UnixNano())
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+				_ = f.Close()
+				log.Printf("%s stall watch: goroutines written to %s", name, path)
+			}
+		}
 	}
 }
