@@ -19,7 +19,7 @@ import (
 // hang. After connection.unblocked, publishing works again.
 func TestBlockedConnectionPublishReturns(t *testing.T) {
 	_, target := proxiedURL(t, "amqp", "127.0.0.1", 0)
-	proxy := newProxy(t, target, nil)
+	proxy := newProxy(t, target)
 	url, _ := proxiedURL(t, "amqp", "127.0.0.1", proxy.port())
 	topic := uniqueName("blocked")
 	declareTopic(t, Topology{}, topic, "g")
@@ -70,7 +70,7 @@ func TestBlockedConnectionPublishReturns(t *testing.T) {
 // Close must return within its deadline instead of hanging (#122).
 func TestStalledConnectionPublishAndCloseReturn(t *testing.T) {
 	_, target := proxiedURL(t, "amqp", "127.0.0.1", 0)
-	proxy := newProxy(t, target, nil)
+	proxy := newProxy(t, target)
 	url, _ := proxiedURL(t, "amqp", "127.0.0.1", proxy.port())
 	topic := uniqueName("stalled")
 	declareTopic(t, Topology{}, topic, "g")

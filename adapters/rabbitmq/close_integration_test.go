@@ -58,7 +58,7 @@ func TestCloseDuringStuckPublish(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, target := proxiedURL(t, "amqp", "127.0.0.1", 0)
-			proxy := newProxy(t, target, nil)
+			proxy := newProxy(t, target)
 			url, _ := proxiedURL(t, "amqp", "127.0.0.1", proxy.port())
 			topic := uniqueName("close")
 			declareTopic(t, Topology{}, topic, "g")
@@ -110,7 +110,7 @@ func TestCloseDuringStuckPublish(t *testing.T) {
 // Subscribe's own 30 s declare timeout.
 func TestSubscriberCloseDuringStuckSubscribe(t *testing.T) {
 	_, target := proxiedURL(t, "amqp", "127.0.0.1", 0)
-	proxy := newProxy(t, target, nil)
+	proxy := newProxy(t, target)
 	url, _ := proxiedURL(t, "amqp", "127.0.0.1", proxy.port())
 	topic := uniqueName("close-sub")
 	declareTopic(t, Topology{}, topic, "g")

@@ -2,26 +2,17 @@ package rabbitmq
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
-	"time"
 )
 
-// amqpProxy forwards TCP connections to the broker. It can wrap the client
-// side in TLS (a real end-to-end AMQPS test without touching the shared
-// broker's configuration) and simulate a resource alarm: inject
-// connection.blocked frames into the broker-to-client stream and stop
-// forwarding what the client sends, as a blocked broker stops reading.
+// amqpProxy forwards TCP connections to the broker. It can simulate a
+// resource alarm: inject connection.blocked frames into the
+// broker-to-client stream and stop forwarding what the client sends, as a
+// blocked broker stops reading.
 type amqpProxy struct {
 	t      testing.TB
 	ln     net.Listener
@@ -38,16 +29,10 @@ type proxyConn struct {
 	writeMu        sync.Mutex // whole frames to the client, so injected ones land between them
 }
 
-// newProxy listens on 127.0.0.1; with tlsCfg, clients must speak TLS.
-func newProxy(t testing.TB, target string, tlsCfg *tls.Config) *amqpProxy {
+// newProxy listens on 127.0.0.1. (For a TLS endpoint, see testenv.TLSProxy.)
+func newProxy(t testing.TB, target string) *amqpProxy {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	if tlsCfg != nil {
-		ln, err = tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
-	} else {
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,57 +169,4 @@ func (p *amqpProxy) close() {
 		_ = pc.client.Close()
 		_ = pc.server.Close()
 	}
-}
-
-// testCA is a throwaway certificate authority and a server certificate it
-// signed for localhost and 127.0.0.1.
-type testCA struct {
-	pool   *x509.CertPool
-	server tls.Certificate
-}
-
-func newTestCA(t testing.TB) testCA {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "reliable test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return testCA{pool: pool, server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
 }

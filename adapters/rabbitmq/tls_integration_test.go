@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/testenv"
 )
 
 // proxiedURL returns the test broker's URL rewritten to go through a proxy on
@@ -37,11 +38,10 @@ func proxiedURL(t testing.TB, scheme, host string, port int) (url, target string
 // AMQPS. Without the CA the constructor fails at once with the verification
 // error, and no error carries the password.
 func TestAMQPSWithCustomCA(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testenv.NewTestCA(t)
 	_, target := proxiedURL(t, "amqp", "127.0.0.1", 0)
-	proxy := newProxy(t, target, &tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12})
-	url, _ := proxiedURL(t, "amqps", "localhost", proxy.port())
-	clientTLS := WithTLS(&tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12})
+	url, _ := proxiedURL(t, "amqps", "localhost", testenv.TLSProxy(t, target, ca.ServerTLS()))
+	clientTLS := WithTLS(&tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS12})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"io"
-	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -347,22 +344,21 @@ func TestDLQCommands(t *testing.T) {
 }
 
 // AMQPS (issue 17): the dlq commands over amqps:// with a private CA (an
-// in-process TLS proxy in front of the test broker, as the RabbitMQ
-// adapter's TestAMQPSWithCustomCA does: the suite's broker has no TLS
-// listener). Without the CA the certificate fails; a wrong password from
-// $RELIABLE_AMQP_PASSWORD fails the login; neither password is printed.
+// in-process TLS proxy in front of the test broker, testenv.TLSProxy, as
+// the RabbitMQ adapter's TestAMQPSWithCustomCA does: the suite's broker has
+// no TLS listener). Without the CA the certificate fails; a wrong password
+// from $RELIABLE_AMQP_PASSWORD fails the login; neither password is printed.
 func TestDLQOverAMQPS(t *testing.T) {
 	fx := newDLQFixture(t)
-	ca := newTestCA(t)
+	ca := testenv.NewTestCA(t)
 	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	writeFile(t, caFile, ca.certPEM)
+	caFile := ca.WriteCAFile(t, dir)
 	u, err := url.Parse(fx.url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	password, _ := u.User.Password()
-	proxy := tlsProxy(t, u.Host, &tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12})
+	proxy := strconv.Itoa(testenv.TLSProxy(t, u.Host, ca.ServerTLS()))
 	secure := "amqps://" + u.User.Username() + "@localhost:" + proxy + u.Path
 
 	env := map[string]string{envAMQPURL: secure, envAMQPPassword: password, envAMQPCAFile: caFile}
@@ -408,8 +404,7 @@ func TestDLQOverAMQPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mproxy := tlsProxy(t, mu.Host, &tls.Config{Certificates: []tls.Certificate{ca.server}, MinVersion: tls.VersionTLS12})
-	mgmt := "https://" + mu.User.Username() + "@localhost:" + mproxy
+	mgmt := "https://" + mu.User.Username() + "@localhost:" + strconv.Itoa(testenv.TLSProxy(t, mu.Host, ca.ServerTLS()))
 	mpw, _ := mu.User.Password()
 	r = cli(t, map[string]string{envAMQPPassword: mpw, envManagementCAFile: caFile}, "audit", "rabbitmq", "--management-url", mgmt, "--topic", fx.topic, "--group", fx.group, "-o", "json")
 	var rep auditReport
@@ -423,62 +418,4 @@ func TestDLQOverAMQPS(t *testing.T) {
 
 	// Plain amqp:// with TLS flags is a mistake, said so.
 	cli(t, map[string]string{envAMQPURL: fx.url}, "dlq", "list", "--queue", fx.dlq, "--amqp-ca-file", caFile).expect(t, exitUsage, "need an amqps:// URL")
-}
-
-// tlsProxy terminates TLS on a local port and forwards to target; it
-// returns the port. Its connections are closed when the test ends (an HTTP
-// client keeps idle ones open).
-func tlsProxy(t *testing.T, target string, cfg *tls.Config) string {
-	t.Helper()
-	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	track := func(c net.Conn) {
-		mu.Lock()
-		conns = append(conns, c)
-		mu.Unlock()
-	}
-	t.Cleanup(func() {
-		_ = l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			track(c)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				up, err := net.DialTimeout("tcp", target, 5*time.Second)
-				if err != nil {
-					return
-				}
-				track(up)
-				defer up.Close()
-				done := make(chan struct{}, 2)
-				go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-				go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }

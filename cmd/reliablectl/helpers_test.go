@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,6 +61,13 @@ func (r result) decode(t testing.TB, v any) {
 }
 
 var quietLog = slog.New(slog.DiscardHandler)
+
+func writeFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 

@@ -18,10 +18,10 @@ import (
 // file; a wrong password, a password on the command line, a missing CA and
 // --help never print the password (stdout and stderr are searched for it).
 func TestKafkaTLSAndSASL(t *testing.T) {
-	node := startSecureNode(t)
+	node := testenv.StartSecureKafka(t)
 	topic := testenv.UniqueName(t, "secure")
 	dlt := topic + ".dlt"
-	plain := []string{node.plain}
+	plain := []string{node.Plain}
 	for _, tp := range []string{topic, dlt} {
 		testenv.CreateTopicWith(t, plain, tp, &sarama.TopicDetail{NumPartitions: 2, ReplicationFactor: 1})
 	}
@@ -62,8 +62,8 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 	}
 
 	pwFile := filepath.Join(t.TempDir(), "password")
-	writeFile(t, pwFile, []byte(scramPassword+"\n"))
-	base := map[string]string{envKafkaBrokers: node.secure, envKafkaCAFile: node.caFile, envKafkaSASLUser: scramUser}
+	writeFile(t, pwFile, []byte(testenv.SecureKafkaPassword+"\n"))
+	base := map[string]string{envKafkaBrokers: node.Secure, envKafkaCAFile: node.CAFile, envKafkaSASLUser: testenv.SecureKafkaUser}
 	with := func(kv ...string) map[string]string {
 		env := map[string]string{}
 		for k, v := range base {
@@ -86,9 +86,9 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 	for _, mech := range []string{"SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"} {
 		t.Run(mech, func(t *testing.T) {
 			// The password from the environment.
-			r := cli(t, with(envKafkaSASLPassword, scramPassword), "lag", "--group", "g", "--topic", topic, "--kafka-sasl-mechanism", mech)
+			r := cli(t, with(envKafkaSASLPassword, testenv.SecureKafkaPassword), "lag", "--group", "g", "--topic", topic, "--kafka-sasl-mechanism", mech)
 			r.expect(t, exitOK, "")
-			noSecret(t, r, scramPassword)
+			noSecret(t, r, testenv.SecureKafkaPassword)
 			// From a file, the mechanism from the environment.
 			r = cli(t, with(envKafkaSASLMechanism, mech), "audit", "kafka", "--topic", topic, "--kafka-sasl-password-file", pwFile,
 				"--min-replication-factor", "1", "--min-insync-replicas", "1")
@@ -96,7 +96,7 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 			if !strings.Contains(r.stdout, "0 fail") {
 				t.Fatalf("audit over SASL_SSL: %s", r.stdout)
 			}
-			noSecret(t, r, scramPassword)
+			noSecret(t, r, testenv.SecureKafkaPassword)
 		})
 	}
 
@@ -136,7 +136,7 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 			if !strings.Contains(r.stderr, "check the SASL user, password and mechanism") {
 				t.Fatalf("no hint: %s", r.stderr)
 			}
-			noSecret(t, r, wrong, scramPassword)
+			noSecret(t, r, wrong, testenv.SecureKafkaPassword)
 			if d := time.Since(start); d > 15*time.Second {
 				t.Fatalf("a wrong password took %s to fail", d)
 			}
@@ -150,32 +150,32 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 
 	t.Run("PasswordInArgvRefused", func(t *testing.T) {
 		for _, args := range [][]string{
-			{"lag", "--group", "g", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-password", scramPassword},
-			{"lag", "--group", "g", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-password=" + scramPassword},
+			{"lag", "--group", "g", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-password", testenv.SecureKafkaPassword},
+			{"lag", "--group", "g", "--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-password=" + testenv.SecureKafkaPassword},
 		} {
 			r := cli(t, base, args...)
 			r.expect(t, exitUsage, "no password on the command line")
-			noSecret(t, r, scramPassword)
+			noSecret(t, r, testenv.SecureKafkaPassword)
 		}
-		r := cli(t, with(envKafkaSASLPassword, scramPassword), "lag", "--help")
+		r := cli(t, with(envKafkaSASLPassword, testenv.SecureKafkaPassword), "lag", "--help")
 		r.expect(t, exitOK, "")
-		noSecret(t, r, scramPassword)
+		noSecret(t, r, testenv.SecureKafkaPassword)
 		if strings.Contains(r.stdout, "--kafka-sasl-password ") {
 			t.Fatalf("--help offers a password flag:\n%s", r.stdout)
 		}
 	})
 
 	t.Run("TLSVerification", func(t *testing.T) {
-		env := with(envKafkaSASLPassword, scramPassword, envKafkaSASLMechanism, "PLAIN")
+		env := with(envKafkaSASLPassword, testenv.SecureKafkaPassword, envKafkaSASLMechanism, "PLAIN")
 		delete(env, envKafkaCAFile)
 		// The system roots do not trust the test CA.
 		r := cli(t, env, "lag", "--group", "g", "--topic", topic, "--kafka-tls")
 		r.expect(t, exitFailure, "certificate")
-		noSecret(t, r, scramPassword)
+		noSecret(t, r, testenv.SecureKafkaPassword)
 		// Only an explicit flag skips the verification.
 		cli(t, env, "lag", "--group", "g", "--topic", topic, "--kafka-insecure-skip-verify").expect(t, exitOK, "")
 		// A wrong server name fails verification with the CA.
-		r = cli(t, with(envKafkaSASLPassword, scramPassword, envKafkaSASLMechanism, "PLAIN"), "lag", "--group", "g", "--topic", topic, "--kafka-tls-server-name", "kafka.example.com")
+		r = cli(t, with(envKafkaSASLPassword, testenv.SecureKafkaPassword, envKafkaSASLMechanism, "PLAIN"), "lag", "--group", "g", "--topic", topic, "--kafka-tls-server-name", "kafka.example.com")
 		r.expect(t, exitFailure, "kafka.example.com")
 	})
 }

@@ -1,16 +1,10 @@
-package main
+package testenv
 
 import (
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -18,50 +12,64 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/reliable-go/reliable/internal/testenv"
 )
 
-// The secure node's SCRAM and PLAIN user.
+// The user of StartSecureKafka's node, for SCRAM-SHA-512, SCRAM-SHA-256 and
+// PLAIN alike.
 const (
-	scramUser     = "alice"
-	scramPassword = "alice-s3cret-pw"
+	SecureKafkaUser     = "alice"
+	SecureKafkaPassword = "alice-s3cret-pw"
 )
 
-// secureNode is a single-node Kafka with a SASL_SSL listener.
-type secureNode struct {
-	secure, plain string // SASL_SSL and PLAINTEXT listener addresses
-	caFile        string
+// SecureKafka is a single-node Kafka with a SASL_SSL listener, started by
+// StartSecureKafka.
+type SecureKafka struct {
+	// Secure is the SASL_SSL listener's address (host:port): SCRAM-SHA-512,
+	// SCRAM-SHA-256 and PLAIN, a certificate for 127.0.0.1 and localhost
+	// that CA signed.
+	Secure string
+	// Plain is the PLAINTEXT listener's address, for setting up topics and
+	// records without credentials.
+	Plain string
+	// CA signed the listener's certificate; CAFile is its certificate, PEM
+	// encoded.
+	CA     *TestCA
+	CAFile string
 }
 
-// startSecureNode starts a single-node KRaft Kafka from the test cluster's
-// jars, with a SASL_SSL listener (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512)
-// whose certificate a CA generated here signed, as the Kafka adapter's
-// TestTLSAndSASL does (that helper lives in the adapter's test package; a
-// shared one in internal/testenv would replace both copies). The node is
-// killed when the test ends.
-func startSecureNode(t *testing.T) secureNode {
+// StartSecureKafka starts a single-node KRaft Kafka from the jars of the
+// local test cluster (RELIABLE_KAFKA_HOME) with a SASL_SSL listener whose
+// certificate a CA generated here signed, and the user SecureKafkaUser
+// (created by kafka-storage format --add-scram for SCRAM, in the JAAS
+// configuration for PLAIN). The suite's cluster has no TLS or SASL listener,
+// and changing it would break every other test. Without the jars or java the
+// test is skipped (Unavailable); with -short too.
+//
+// The node is a process of the test's own, on ports of its own: it takes no
+// lock on the shared cluster (KafkaCluster's faults do not touch it, and it
+// disturbs no other test). It is killed when the test ends; if the test
+// failed, the tail of its log is logged.
+func StartSecureKafka(t testing.TB) SecureKafka {
 	t.Helper()
-	home, _ := testenv.Lookup("RELIABLE_KAFKA_HOME")
+	home, _ := Lookup("RELIABLE_KAFKA_HOME")
 	libs, _ := filepath.Glob(filepath.Join(home, "libs-*", "kafka_2.13-*.jar"))
 	java, jerr := exec.LookPath("java")
 	if home == "" || len(libs) == 0 || jerr != nil {
-		testenv.Unavailable(t, "no Kafka jars under RELIABLE_KAFKA_HOME=%q or no java", home)
+		Unavailable(t, "no Kafka jars under RELIABLE_KAFKA_HOME=%q or no java", home)
 	}
 	if testing.Short() {
 		t.Skip("integration test skipped in -short mode")
 	}
 	classpath := filepath.Join(filepath.Dir(libs[0]), "*")
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	caFile := filepath.Join(dir, "ca.pem")
+	ca := NewTestCA(t)
+	caFile := ca.WriteCAFile(t, dir)
 	keystore := filepath.Join(dir, "server-keystore.pem")
-	writeFile(t, caFile, ca.certPEM)
-	writeFile(t, keystore, append(append(ca.serverKeyPEM, ca.serverCertPEM...), ca.certPEM...))
+	writeTestFile(t, keystore, append(append(append([]byte(nil), ca.ServerKeyPEM...), ca.ServerCertPEM...), ca.CertPEM...))
 	ports := freePorts(t, 3)
 	secure := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	plain := fmt.Sprintf("127.0.0.1:%d", ports[1])
-	jaasPlain := fmt.Sprintf(`org.apache.kafka.common.security.plain.PlainLoginModule required user_%s="%s";`, scramUser, scramPassword)
+	jaasPlain := fmt.Sprintf(`org.apache.kafka.common.security.plain.PlainLoginModule required user_%s="%s";`, SecureKafkaUser, SecureKafkaPassword)
 	props := strings.Join([]string{
 		"process.roles=broker,controller",
 		"node.id=1",
@@ -91,8 +99,9 @@ func startSecureNode(t *testing.T) secureNode {
 		"log.cleaner.enable=false",
 	}, "\n") + "\n"
 	propsFile := filepath.Join(dir, "node.properties")
-	writeFile(t, propsFile, []byte(props))
-	// Kafka 4.x logs through log4j2, 3.9 through reload4j.
+	writeTestFile(t, propsFile, []byte(props))
+	// Kafka 4.x logs through log4j2, 3.9 through reload4j: pass the config
+	// the cluster's folder has.
 	logFlag := "-Dlog4j.configuration=file:" + filepath.Join(home, "config", "log4j.properties")
 	if l2 := filepath.Join(home, "config", "log4j2.properties"); fileExists(l2) {
 		logFlag = "-Dlog4j2.configurationFile=" + l2
@@ -103,7 +112,7 @@ func startSecureNode(t *testing.T) secureNode {
 	}
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
-	scram := fmt.Sprintf("[name=%s,password=%s]", scramUser, scramPassword)
+	scram := fmt.Sprintf("[name=%s,password=%s]", SecureKafkaUser, SecureKafkaPassword)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	format := exec.CommandContext(ctx, java, javaArgs("kafka.tools.StorageTool", "format",
@@ -142,8 +151,7 @@ func startSecureNode(t *testing.T) secureNode {
 			t.Fatalf("the secure node exited: %v", err)
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", secure, time.Second); err == nil {
-			_ = c.Close()
+		if reachable(secure) == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -151,72 +159,19 @@ func startSecureNode(t *testing.T) secureNode {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return secureNode{secure: secure, plain: plain, caFile: caFile}
+	return SecureKafka{Secure: secure, Plain: plain, CA: ca, CAFile: caFile}
 }
 
-// testCA is a CA generated for one test and a server certificate it signed
-// for 127.0.0.1 and localhost.
-type testCA struct {
-	certPEM, serverCertPEM, serverKeyPEM []byte
-	server                               tls.Certificate
-}
-
-func newTestCA(t *testing.T) testCA {
-	t.Helper()
-	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "reliablectl test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	srvKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := testCA{
-		certPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		serverCertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		serverKeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
-	}
-	c.server, err = tls.X509KeyPair(c.serverCertPEM, c.serverKeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func writeFile(t *testing.T, path string, b []byte) {
+// writeTestFile writes b to path (mode 0600); an error fails t.
+func writeTestFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func freePorts(t *testing.T, n int) []int {
+// freePorts returns n ports of 127.0.0.1 that were free a moment ago.
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
