@@ -128,11 +128,11 @@ func (c *Consumer) awaitLoad(ctx context.Context, n uint64) bool {
 	}
 }
 
-// listenerWait bounds how long, at start-up, a load of the blocked-key
-// cache that succeeded waits for the listener to listen before the
-// deliveries that need it are let go (below loadWait, so that they still
-// take the cache's answer, not a round trip each, when the listener is
-// slow or cannot listen at all).
+// listenerWait bounds how long after start-up a load of the blocked-key
+// cache that succeeded waits for the listener to listen before it lets the
+// deliveries that need it go on; it is below loadWait, so that a listener
+// that is slow or cannot listen at all holds them once, half a second at
+// most, and they then ask the table as they would have (isBlocked).
 const listenerWait = 500 * time.Millisecond
 
 // awaitListener waits until the blocked-key cache's listener listens or
