@@ -92,7 +92,10 @@
 //     have changed meanwhile: the cache answers for that delivery's key only
 //     after a [KeyCache.Load] (one query) that started after the delivery
 //     arrived has returned (deliveries wait up to a second for it, then ask
-//     the table themselves).
+//     the table themselves). At start-up the first load is made visible
+//     only once the listener listens (at most half a second later), so the
+//     first deliveries wait for it instead of asking the table one by one;
+//     delaying a load's answers never widens them.
 //   - Parks mark. The consumer marks the key in the cache before it parks
 //     or dead-letters a message, in the key's lane, so no later message of
 //     the key is checked before the mark, and marks it again once the entry
