@@ -427,11 +427,11 @@ func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 		}
 		return r.placeSnap(ctx, lanes, got, window, snap, true)
 	}
-	rows, err := r.pool.Query(ctx, fetchSQL, names, after, window)
-	if err != nil {
+	var got map[string][]*row
+	err := r.queryCustom(ctx, func(rows pgx.Rows) (err error) {
+		got, err = scanRows(rows)
 		return err
-	}
-	got, err := scanRows(rows)
+	}, fetchSQL, names, after, window)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,13 @@
 // cursor) and stops once it found Config.ClaimBatch claimable keys, so
 // 10,000 rows behind one leased key cost what one row does (see
 // bench/outbox's claimcost). [Relay.Stats] reports ClaimQueries and
-// ClaimTime.
+// ClaimTime. The relay's statements run with plan_cache_mode set to
+// force_custom_plan for their transaction (PostgreSQL 12+): the outbox
+// swings between a page of rows and a backlog, and a generic plan cached
+// during the first (sequential scans per key) made each claim read the
+// whole backlog once per key in the second, stalling the relay for up to a
+// minute until autovacuum's ANALYZE replaced the plan (issue 19). The
+// pool's own settings stay untouched.
 //
 // A running relay holds a PostgreSQL advisory lock on its Config.Instance: Run
 // returns [ErrDuplicateInstance] when another live relay uses the ID, and a relay

@@ -795,13 +795,16 @@ func (r *Relay) readSnapshot(ctx context.Context, names []string, after []int64,
 	}
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
+	b.Queue(customPlans)
 	b.Queue(fetchSQL, names, after, window)
 	b.Queue(`SELECT pg_current_snapshot()::text`)
 	b.Queue(`COMMIT`)
 	br := r.pool.SendBatch(ctx, b)
 	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return nil, nil, err
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			return nil, nil, err
+		}
 	}
 	rows, err := br.Query()
 	if err != nil {
@@ -863,12 +866,12 @@ func (r *Relay) settleStale(ctx context.Context, t *logTracker) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	rows, err := r.pool.Query(ctx, `SELECT i FROM unnest($1::bigint[]) AS i
-		WHERE NOT EXISTS (SELECT 1 FROM reliable_outbox o WHERE o.id = i AND o.dead_at IS NULL)`, ids)
-	if err != nil {
+	var gone []int64
+	err := r.queryCustom(ctx, func(rows pgx.Rows) (err error) {
+		gone, err = pgx.CollectRows(rows, pgx.RowTo[int64])
 		return err
-	}
-	gone, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	}, `SELECT i FROM unnest($1::bigint[]) AS i
+		WHERE NOT EXISTS (SELECT 1 FROM reliable_outbox o WHERE o.id = i AND o.dead_at IS NULL)`, ids)
 	if err != nil {
 		return err
 	}
