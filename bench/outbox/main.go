@@ -54,7 +54,7 @@ var (
 	flagSkipBatch  = flag.Bool("skip-batch", false, "skip the relay with batch confirms")
 	flagSkipLog    = flag.Bool("skip-log", false, "skip the log-reading relay (outbox.ModeLog)")
 	flagLogLast    = flag.Bool("log-last", false, "run the log-reading relay after the polling relay (default: before)")
-	flagLatOnly    = flag.String("latency-only", "", "comma-separated relay latency runs to make, in order, instead of the whole benchmark: relay, batch, log (e.g. log,relay)")
+	flagLatOnly    = flag.String("latency-only", "", "comma-separated latency runs to make, in order, instead of the whole benchmark: relay, batch, log, and the baselines direct (the producer alone) and ctp (commit, then publish); e.g. ctp,log,relay")
 	flagRepeat     = flag.Int("repeat", 1, "with -latency-only: how many times to make the sequence of runs")
 	flagStallDump  = flag.String("stall-dump", "", "write every goroutine's stack to this file (suffixed with the run) the first time a relay latency run's oldest row waited 5s")
 )
@@ -159,6 +159,7 @@ func (b *bench) latencyOnly(ctx context.Context) {
 	b.must(outbox.Migrate(ctx, pool))
 	pool.Close()
 	var lines []string
+	p99s := map[string][]time.Duration{}
 	for i := range *flagRepeat {
 		for _, kind := range strings.Split(*flagLatOnly, ",") {
 			var l latency
@@ -169,10 +170,15 @@ func (b *bench) latencyOnly(ctx context.Context) {
 				l = b.relayLatency(ctx, true, false)
 			case "log":
 				l = b.relayLatency(ctx, false, true)
+			case "direct":
+				l = b.directLatency(ctx, false)
+			case "ctp":
+				l = b.directLatency(ctx, true)
 			default:
-				log.Fatalf("-latency-only: unknown run %q (relay, batch, log)", kind)
+				log.Fatalf("-latency-only: unknown run %q (relay, batch, log, direct, ctp)", kind)
 			}
 			lines = append(lines, fmt.Sprintf("run %d %-6s p50 %10s p99 %10s max %10s unconfirmed %d", i+1, kind, l.p50, l.p99, l.max, l.missing))
+			p99s[kind] = append(p99s[kind], l.p99)
 			// Rows a stalled run left would load the next run's relay:
 			// every run starts on an empty outbox.
 			b.must(b.exec(ctx, "DELETE FROM "+b.schema+".reliable_outbox"))
@@ -184,6 +190,29 @@ func (b *bench) latencyOnly(ctx context.Context) {
 	for _, l := range lines {
 		fmt.Println(l)
 	}
+	// Runs of one kind against the commit-then-publish baseline, median of
+	// the repeats: issue 19's latency target compares the relays with it.
+	base := median(p99s["ctp"])
+	for _, kind := range strings.Split(*flagLatOnly, ",") {
+		if kind == "ctp" || base == 0 || len(p99s[kind]) == 0 {
+			continue
+		}
+		m := median(p99s[kind])
+		fmt.Printf("%-6s median p99 %s: %.2fx commit-then-publish's median p99 %s (%d runs each)\n",
+			kind, m, float64(m)/float64(base), base, len(p99s[kind]))
+		p99s[kind] = nil // once per kind
+	}
+}
+
+// median returns the median of ds (the upper one of an even count), 0 for
+// none.
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 type bench struct {
