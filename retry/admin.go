@@ -174,8 +174,8 @@ FROM ` + t.table + ` WHERE grp = $1 AND state IN ('pending', 'dead', 'released')
 func (t *Table) Status(ctx context.Context) (Status, error) {
 	var s Status
 	var oldestDue, oldestCreated *time.Time
-	err := t.pool.QueryRow(ctx, t.statsSQL(), t.cfg.Group).
-		Scan(&s.Pending, &s.Dead, &s.Released, &s.BlockedKeys, &s.Due, &oldestDue, &oldestCreated)
+	err := t.queryRow(ctx, t.statsSQL(), []any{t.cfg.Group},
+		&s.Pending, &s.Dead, &s.Released, &s.BlockedKeys, &s.Due, &oldestDue, &oldestCreated)
 	if err != nil {
 		return Status{}, fmt.Errorf("retry: stats: %w", err)
 	}
@@ -200,7 +200,7 @@ func (t *Table) Cleanup(ctx context.Context) (int64, error) {
   LIMIT $3 FOR UPDATE SKIP LOCKED)`
 	var total int64
 	for {
-		tag, err := t.pool.Exec(ctx, q, t.cfg.Group, t.cfg.Retention.Microseconds(), t.cfg.CleanupBatchSize)
+		tag, err := t.exec(ctx, q, t.cfg.Group, t.cfg.Retention.Microseconds(), t.cfg.CleanupBatchSize)
 		if err != nil {
 			return total, fmt.Errorf("retry: cleanup: %w", err)
 		}
@@ -215,7 +215,7 @@ func (t *Table) Cleanup(ctx context.Context) (int64, error) {
 	// A safety net, not a mechanism: every head change gives the new head a
 	// due time under the lane lock, but a row deleted by hand would leave the
 	// entry behind it waiting forever.
-	if _, err := t.pool.Exec(ctx, `UPDATE `+t.table+` e SET next_attempt_at = now(), updated_at = now()
+	if _, err := t.exec(ctx, `UPDATE `+t.table+` e SET next_attempt_at = now(), updated_at = now()
 WHERE grp = $1 AND state = 'pending' AND next_attempt_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM `+t.table+` p WHERE p.grp = $1 AND p.lane = e.lane AND p.state IN ('pending', 'dead') AND p.id < e.id)`,
 		t.cfg.Group); err != nil {

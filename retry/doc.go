@@ -170,4 +170,13 @@
 // one when they become the head. Claims therefore read an index of due heads
 // and stay cheap however long the queues behind blocked keys grow (L17):
 // about 0.05 ms at 100k entries, against 175 ms for a scan of every entry.
+//
+// The table's statements (Blocked, Park, DeadLetter, the retrier's claims,
+// reads and outcomes, Status, Cleanup, and everything under a lane lock) run
+// with plan_cache_mode set to force_custom_plan for their transaction
+// (PostgreSQL 12+): the table swings from a few rows to an outage's backlog,
+// and the generic plans PostgreSQL caches for prepared statements while it
+// is tiny read the whole table per lookup once it is not (a claim over 20k
+// entries: 25 s instead of 1 ms) until an ANALYZE replaces them. The pool's
+// own settings stay untouched; no round trip is added.
 package retry

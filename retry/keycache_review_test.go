@@ -17,26 +17,33 @@ import (
 
 // gateTracer holds a Table.Blocked query, once armed, after its answer was
 // read and before it returns to the KeyCache: the cache's question is then
-// older than whatever happens while it is held.
+// older than whatever happens while it is held. Blocked runs its query in a
+// batch (after the statement that sets plan_cache_mode), so the hold is in
+// the batch tracer's per-query hook, called as the query's rows close.
 type gateTracer struct {
 	armed    atomic.Bool
 	answered chan struct{}
 	release  chan struct{}
 }
 
-func (g *gateTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if strings.Contains(d.SQL, "SELECT EXISTS") && g.armed.CompareAndSwap(true, false) {
-		return context.WithValue(ctx, g, true)
-	}
+func (*gateTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	return ctx
 }
 
-func (g *gateTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
-	if ctx.Value(g) != nil {
+func (*gateTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (*gateTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (g *gateTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	if strings.Contains(d.SQL, "SELECT EXISTS") && g.armed.CompareAndSwap(true, false) {
 		close(g.answered)
 		<-g.release
 	}
 }
+
+func (*gateTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // TestKeyCacheLoadIsNotUndoneByAnOlderAnswer: a Blocked question asked before
 // another instance parked a key (the key was free then) must not make the

@@ -149,7 +149,11 @@ func (r *Retrier) claim(ctx context.Context, n int, owner string) ([]string, err
 	// Only heads have a due time, so the due index yields candidates that are
 	// (almost always) heads; the NOT EXISTS guards against an operator having
 	// made a later entry due.
-	rows, err := t.pool.Query(ctx, `WITH due AS (
+	var lanes []string
+	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+		lanes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}, `WITH due AS (
   SELECT e.lane FROM `+t.table+` e
   WHERE e.grp = $1 AND e.state = 'pending' AND e.next_attempt_at <= now()
     AND NOT EXISTS (SELECT 1 FROM `+t.table+` p
@@ -162,10 +166,6 @@ SELECT $1, lane, $3, now() + $4 * interval '1 microsecond' FROM due
 ON CONFLICT (grp, lane) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
   WHERE l.expires_at <= now()
 RETURNING lane`, t.cfg.Group, n, owner, r.cfg.LeaseTTL.Microseconds())
-	if err != nil {
-		return nil, fmt.Errorf("retry: claim: %w", err)
-	}
-	lanes, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("retry: claim: %w", err)
 	}
@@ -254,18 +254,19 @@ type headEntry struct {
 // head reads the lane's blocking entries in order, with whether each is due
 // by the database's clock.
 func (r *Retrier) head(ctx context.Context, lane string) ([]headEntry, error) {
-	rows, err := r.t.pool.Query(ctx, `SELECT `+entryColumns+`, coalesce(next_attempt_at <= now(), false) FROM `+r.t.table+`
+	var entries []headEntry
+	err := r.t.query(ctx, func(rows pgx.Rows) (err error) {
+		entries, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (headEntry, error) {
+			var he headEntry
+			var due bool
+			e, err := scanEntry(dueScanner{row, &due})
+			he.Entry, he.state, he.due = e, e.State, due
+			return he, err
+		})
+		return err
+	}, `SELECT `+entryColumns+`, coalesce(next_attempt_at <= now(), false) FROM `+r.t.table+`
 WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead') ORDER BY id LIMIT $3`, r.t.cfg.Group, lane, r.cfg.BatchSize)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (headEntry, error) {
-		var he headEntry
-		var due bool
-		e, err := scanEntry(dueScanner{row, &due})
-		he.Entry, he.state, he.due = e, e.State, due
-		return he, err
-	})
+	return entries, err
 }
 
 // dueScanner appends the "due" column to scanEntry's destinations.
