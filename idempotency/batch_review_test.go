@@ -37,6 +37,23 @@ func (g *claimGate) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQ
 	}
 }
 
+// The claim statements run in a batch (after the statement that sets
+// plan_cache_mode): they are held in the batch tracer's per-query hook,
+// called once their rows were read.
+
+func (*claimGate) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (g *claimGate) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	if strings.Contains(d.SQL, "claim AS") {
+		g.reached <- d.SQL
+		<-g.open
+	}
+}
+
+func (*claimGate) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
 // TestBatchedBeginReleasesAbandonedClaims: a Begin whose caller stops
 // waiting (its context ends: shutdown, a revoked partition) while the claim
 // is being made leaves no claim behind: the batch aborts it, so another

@@ -72,6 +72,23 @@ func (u unnestTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Tr
 
 func (unnestTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
+// Batched Begins run in a pgx batch (after the statement that sets
+// plan_cache_mode), seen by the batch hooks.
+
+func (unnestTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+func (u unnestTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	if strings.Contains(d.SQL, "unnest($2::text[])") && len(d.Args) > 1 {
+		if ids, ok := d.Args[1].([]string); ok {
+			u.sizes.add(len(ids))
+		}
+	}
+}
+
+func (unnestTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
 // handleConcurrently claims every ID at once, as a consumer's lanes do, then
 // records done each one whose handler succeeded and aborts the one that
 // failed, all at once.

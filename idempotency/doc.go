@@ -75,6 +75,13 @@
 // writes on failover ([RedisStore.Verify], run once on the first Begin,
 // warns otherwise). Both stores have Ready for readiness probes.
 //
+// The PostgreSQL store's lookups (Begin, Abort, Cleanup) run with
+// plan_cache_mode set to force_custom_plan for their transaction
+// (PostgreSQL 12+), in the same round trip: a generic plan that PostgreSQL
+// caches for a prepared statement while the table is nearly empty reads the
+// whole table for every duplicate Begin and Abort once it has filled, until
+// an ANALYZE replaces it. The pool's own settings stay untouched.
+//
 // # Natural idempotency
 //
 // Often the effect itself can be made idempotent, which needs no store at
