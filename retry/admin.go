@@ -36,11 +36,11 @@ func (t *Table) List(ctx context.Context, f ListFilter) ([]Entry, error) {
 	}
 	args = append(args, limit)
 	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
-	rows, err := t.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("retry: list: %w", err)
-	}
-	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) { return scanEntry(r) })
+	var entries []Entry
+	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+		entries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) { return scanEntry(r) })
+		return err
+	}, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("retry: list: %w", err)
 	}
@@ -49,7 +49,11 @@ func (t *Table) List(ctx context.Context, f ListFilter) ([]Entry, error) {
 
 // Get returns one entry, or an error matching ErrNotFound.
 func (t *Table) Get(ctx context.Context, id int64) (Entry, error) {
-	e, err := scanEntry(t.pool.QueryRow(ctx, `SELECT `+entryColumns+` FROM `+t.table+` WHERE grp = $1 AND id = $2`, t.cfg.Group, id))
+	var e Entry
+	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+		e, err = pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) (Entry, error) { return scanEntry(r) })
+		return err
+	}, `SELECT `+entryColumns+` FROM `+t.table+` WHERE grp = $1 AND id = $2`, t.cfg.Group, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Entry{}, fmt.Errorf("retry: entry %d: %w", id, ErrNotFound)
 	}
@@ -68,11 +72,11 @@ func (t *Table) RetryNow(ctx context.Context, id int64) error {
 	// A released entry blocks its key again: announce it (KeyCache), in the
 	// same statement, so listeners hear of it when it commits.
 	var n int64
-	err := t.pool.QueryRow(ctx, `WITH u AS (UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
+	err := t.queryRow(ctx, `WITH u AS (UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
   attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
 WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released') RETURNING lane)
 SELECT count(*) FROM (SELECT pg_notify($3, $4::text::regclass::oid::text || $5 || lane) FROM u) n`,
-		t.cfg.Group, id, KeyNotifyChannel, t.table, t.notifySuffix("")).Scan(&n)
+		[]any{t.cfg.Group, id, KeyNotifyChannel, t.table, t.notifySuffix("")}, &n)
 	if err != nil {
 		return fmt.Errorf("retry: retry now %d: %w", id, err)
 	}
@@ -86,7 +90,7 @@ SELECT count(*) FROM (SELECT pg_notify($3, $4::text::regclass::oid::text || $5 |
 // RetryKeyNow makes every pending and dead entry of key due now (dead ones
 // with a fresh budget) and returns how many entries it changed.
 func (t *Table) RetryKeyNow(ctx context.Context, key string) (int64, error) {
-	tag, err := t.pool.Exec(ctx, `UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
+	tag, err := t.exec(ctx, `UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
   attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
 WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')`, t.cfg.Group, keyLane(key))
 	if err != nil {
@@ -103,6 +107,10 @@ WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')`, t.cfg.Group, key
 func (t *Table) Discard(ctx context.Context, id int64) error {
 	var found bool
 	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		// The lookup precedes the lane lock, which sets customPlans.
+		if _, err := tx.Exec(ctx, customPlans); err != nil {
+			return err
+		}
 		var l string
 		err := tx.QueryRow(ctx, `SELECT lane FROM `+t.table+` WHERE grp = $1 AND id = $2`, t.cfg.Group, id).Scan(&l)
 		if errors.Is(err, pgx.ErrNoRows) {

@@ -171,9 +171,9 @@
 // and stay cheap however long the queues behind blocked keys grow (L17):
 // about 0.05 ms at 100k entries, against 175 ms for a scan of every entry.
 //
-// The table's statements (Blocked, Park, DeadLetter, the retrier's claims,
-// reads and outcomes, Status, Cleanup, and everything under a lane lock) run
-// with plan_cache_mode set to force_custom_plan for their transaction
+// Every statement that reads the entries table (Blocked, Park, the
+// retrier's claims, reads and outcomes, KeyCache loads, the operator API)
+// runs with plan_cache_mode set to force_custom_plan for its transaction
 // (PostgreSQL 12+): the table swings from a few rows to an outage's backlog,
 // and the generic plans PostgreSQL caches for prepared statements while it
 // is tiny read the whole table per lookup once it is not (a claim over 20k

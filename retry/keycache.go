@@ -120,12 +120,12 @@ func (c *KeyCache) Load(ctx context.Context) error {
 	c.mu.Lock()
 	v0 := c.version
 	c.mu.Unlock()
-	rows, err := c.t.pool.Query(ctx, `SELECT DISTINCT lane FROM `+c.t.table+`
+	var lanes []string
+	err := c.t.query(ctx, func(rows pgx.Rows) (err error) {
+		lanes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}, `SELECT DISTINCT lane FROM `+c.t.table+`
 WHERE grp = $1 AND state IN ('pending', 'dead') AND lane LIKE 'k:%'`, c.t.cfg.Group)
-	if err != nil {
-		return fmt.Errorf("retry: load blocked keys: %w", err)
-	}
-	lanes, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("retry: load blocked keys: %w", err)
 	}
