@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/internal/pgmigrate"
+	"github.com/reliable-go/reliable/internal/pgplan"
 )
 
 //go:embed migrations/*.sql
@@ -174,7 +174,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM claim) THEN 1
 	// key: then it returns NULL, and one more round sees the row.
 	for range 3 {
 		var st *int
-		if err := s.queryRow(ctx, q, []any{s.cfg.Namespace, recordID(id), s.owner, s.cfg.ClaimTTL.Milliseconds()}, &st); err != nil {
+		if err := pgplan.QueryRow(ctx, s.pool, q, []any{s.cfg.Namespace, recordID(id), s.owner, s.cfg.ClaimTTL.Milliseconds()}, &st); err != nil {
 			return 0, storeError(fmt.Errorf("idempotency: postgres begin %s: %w", quoteShort(id), err))
 		}
 		if st != nil {
@@ -247,7 +247,7 @@ FROM ids LEFT JOIN claim c ON c.id = ids.id`
 	// on its key is missed by the fallback read: NULL, and one more round.
 	for round := 0; round < 3 && len(recs) > 0; round++ {
 		var again []string
-		err := s.query(ctx, func(rows pgx.Rows) error {
+		err := pgplan.Query(ctx, s.pool, func(rows pgx.Rows) error {
 			var rec string
 			var st *int
 			_, err := pgx.ForEachRow(rows, []any{&rec, &st}, func() error {
@@ -376,7 +376,7 @@ func (s *PostgresStore) Abort(ctx context.Context, id string) error {
 	if id == "" {
 		return ErrEmptyID
 	}
-	if _, err := s.exec(ctx, `DELETE FROM `+s.table+` WHERE namespace = $1 AND id = $2 AND NOT done AND owner = $3`,
+	if _, err := pgplan.Exec(ctx, s.pool, `DELETE FROM `+s.table+` WHERE namespace = $1 AND id = $2 AND NOT done AND owner = $3`,
 		s.cfg.Namespace, recordID(id), s.owner); err != nil {
 		return storeError(fmt.Errorf("idempotency: postgres abort %s: %w", quoteShort(id), err))
 	}
@@ -453,7 +453,7 @@ func (s *PostgresStore) Cleanup(ctx context.Context) (int64, error) {
   LIMIT $2 FOR UPDATE SKIP LOCKED)`
 	var total int64
 	for {
-		tag, err := s.exec(ctx, q, s.cfg.Namespace, s.cfg.CleanupBatchSize)
+		tag, err := pgplan.Exec(ctx, s.pool, q, s.cfg.Namespace, s.cfg.CleanupBatchSize)
 		if err != nil {
 			return total, fmt.Errorf("idempotency: postgres cleanup: %w", err)
 		}
@@ -462,86 +462,6 @@ func (s *PostgresStore) Cleanup(ctx context.Context) (int64, error) {
 			return total, nil
 		}
 	}
-}
-
-// customPlans makes the statements after it in its transaction planned for
-// their parameters and the table as it is now, never from a cached generic
-// plan. pgx runs statements as prepared statements, and PostgreSQL switches
-// a prepared statement to a generic plan after five executions when that
-// plan looks no costlier. A dedupe table starts empty and fills: planned
-// while it held a page, the lookups by (namespace, id) that are not an
-// INSERT's conflict check (Begin's answer for an ID already claimed or
-// done, Abort) and Cleanup's search for expired records were sequential
-// scans, and stayed so as the table grew, until an ANALYZE replaced the
-// plan (never with autovacuum off): at 20k records a duplicate Begin took
-// 1.6 ms instead of 0.17, a batch of them 3.6 ms instead of 0.55, Abort
-// 0.96 ms instead of 0.015, a Cleanup statement 5.4 ms instead of 0.03, each
-// growing with the table. Planning each statement costs about 0.05 ms. The
-// pool's own settings stay untouched: the setting ends with the transaction.
-// (plan_cache_mode exists since PostgreSQL 12.) Done, DoneTx and ProcessTx
-// need none: an INSERT's conflict check always uses the primary key.
-const customPlans = `SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`
-
-// sendCustom sends customPlans and sql in one batch: a pgx batch is one
-// implicit transaction sent in one round trip, so a statement that ran alone
-// gets the setting for the price of a trivial statement, no round trip.
-// (QueryExecModeExec's unnamed statement would be planned per execution
-// too, but types its parameters from the Go values; no rewrite helps, as
-// the lookups are sargable: the cached plan chose not to use the index.)
-func (s *PostgresStore) sendCustom(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
-	var b pgx.Batch
-	b.Queue(customPlans)
-	b.Queue(sql, args...)
-	br := s.pool.SendBatch(ctx, &b)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return nil, err
-	}
-	return br, nil
-}
-
-// query runs sql with customPlans and hands its rows to scan.
-func (s *PostgresStore) query(ctx context.Context, scan func(pgx.Rows) error, sql string, args ...any) error {
-	br, err := s.sendCustom(ctx, sql, args)
-	if err != nil {
-		return err
-	}
-	defer br.Close()
-	rows, err := br.Query()
-	if err != nil {
-		return err
-	}
-	if err := scan(rows); err != nil {
-		return err
-	}
-	return br.Close()
-}
-
-// queryRow runs sql with customPlans and scans its one row into dest.
-func (s *PostgresStore) queryRow(ctx context.Context, sql string, args []any, dest ...any) error {
-	br, err := s.sendCustom(ctx, sql, args)
-	if err != nil {
-		return err
-	}
-	defer br.Close()
-	if err := br.QueryRow().Scan(dest...); err != nil {
-		return err
-	}
-	return br.Close()
-}
-
-// exec runs sql with customPlans.
-func (s *PostgresStore) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	br, err := s.sendCustom(ctx, sql, args)
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	defer br.Close()
-	tag, err := br.Exec()
-	if err != nil {
-		return tag, err
-	}
-	return tag, br.Close()
 }
 
 // maybeCleanup starts one background Cleanup when CleanupInterval has

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reliable-go/reliable/internal/pgplan"
 )
 
 // claimLoop leases keys with pending rows and reads their rows ahead, on
@@ -428,7 +430,7 @@ func (r *Relay) read(ctx context.Context, lanes []*lane) error {
 		return r.placeSnap(ctx, lanes, got, window, snap, true)
 	}
 	var got map[string][]*row
-	err := r.queryCustom(ctx, func(rows pgx.Rows) (err error) {
+	err := pgplan.Query(ctx, r.pool, func(rows pgx.Rows) (err error) {
 		got, err = scanRows(rows)
 		return err
 	}, fetchSQL, names, after, window)

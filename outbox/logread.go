@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/reliable-go/reliable/internal/pgplan"
 )
 
 // slotName is what PostgreSQL accepts as a replication slot name.
@@ -795,7 +797,7 @@ func (r *Relay) readSnapshot(ctx context.Context, names []string, after []int64,
 	}
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
-	b.Queue(customPlans)
+	b.Queue(pgplan.CustomPlans)
 	b.Queue(fetchSQL, names, after, window)
 	b.Queue(`SELECT pg_current_snapshot()::text`)
 	b.Queue(`COMMIT`)
@@ -867,7 +869,7 @@ func (r *Relay) settleStale(ctx context.Context, t *logTracker) error {
 		return nil
 	}
 	var gone []int64
-	err := r.queryCustom(ctx, func(rows pgx.Rows) (err error) {
+	err := pgplan.Query(ctx, r.pool, func(rows pgx.Rows) (err error) {
 		gone, err = pgx.CollectRows(rows, pgx.RowTo[int64])
 		return err
 	}, `SELECT i FROM unnest($1::bigint[]) AS i

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/reliable-go/reliable/internal/pgplan"
 )
 
 // The operator API: inspect and repair a group's entries (reliablectl uses
@@ -37,7 +39,7 @@ func (t *Table) List(ctx context.Context, f ListFilter) ([]Entry, error) {
 	args = append(args, limit)
 	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	var entries []Entry
-	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+	err := pgplan.Query(ctx, t.pool, func(rows pgx.Rows) (err error) {
 		entries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) { return scanEntry(r) })
 		return err
 	}, q, args...)
@@ -50,7 +52,7 @@ func (t *Table) List(ctx context.Context, f ListFilter) ([]Entry, error) {
 // Get returns one entry, or an error matching ErrNotFound.
 func (t *Table) Get(ctx context.Context, id int64) (Entry, error) {
 	var e Entry
-	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+	err := pgplan.Query(ctx, t.pool, func(rows pgx.Rows) (err error) {
 		e, err = pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) (Entry, error) { return scanEntry(r) })
 		return err
 	}, `SELECT `+entryColumns+` FROM `+t.table+` WHERE grp = $1 AND id = $2`, t.cfg.Group, id)
@@ -72,7 +74,7 @@ func (t *Table) RetryNow(ctx context.Context, id int64) error {
 	// A released entry blocks its key again: announce it (KeyCache), in the
 	// same statement, so listeners hear of it when it commits.
 	var n int64
-	err := t.queryRow(ctx, `WITH u AS (UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
+	err := pgplan.QueryRow(ctx, t.pool, `WITH u AS (UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
   attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
 WHERE grp = $1 AND id = $2 AND state IN ('pending', 'dead', 'released') RETURNING lane)
 SELECT count(*) FROM (SELECT pg_notify($3, $4::text::regclass::oid::text || $5 || lane) FROM u) n`,
@@ -90,7 +92,7 @@ SELECT count(*) FROM (SELECT pg_notify($3, $4::text::regclass::oid::text || $5 |
 // RetryKeyNow makes every pending and dead entry of key due now (dead ones
 // with a fresh budget) and returns how many entries it changed.
 func (t *Table) RetryKeyNow(ctx context.Context, key string) (int64, error) {
-	tag, err := t.exec(ctx, `UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
+	tag, err := pgplan.Exec(ctx, t.pool, `UPDATE `+t.table+` SET state = 'pending', next_attempt_at = now(),
   attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, finished_at = NULL, updated_at = now()
 WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')`, t.cfg.Group, keyLane(key))
 	if err != nil {
@@ -107,8 +109,8 @@ WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead')`, t.cfg.Group, key
 func (t *Table) Discard(ctx context.Context, id int64) error {
 	var found bool
 	err := pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
-		// The lookup precedes the lane lock, which sets customPlans.
-		if _, err := tx.Exec(ctx, customPlans); err != nil {
+		// The lookup precedes the lane lock, which sets pgplan.CustomPlans.
+		if _, err := tx.Exec(ctx, pgplan.CustomPlans); err != nil {
 			return err
 		}
 		var l string
@@ -182,7 +184,7 @@ FROM ` + t.table + ` WHERE grp = $1 AND state IN ('pending', 'dead', 'released')
 func (t *Table) Status(ctx context.Context) (Status, error) {
 	var s Status
 	var oldestDue, oldestCreated *time.Time
-	err := t.queryRow(ctx, t.statsSQL(), []any{t.cfg.Group},
+	err := pgplan.QueryRow(ctx, t.pool, t.statsSQL(), []any{t.cfg.Group},
 		&s.Pending, &s.Dead, &s.Released, &s.BlockedKeys, &s.Due, &oldestDue, &oldestCreated)
 	if err != nil {
 		return Status{}, fmt.Errorf("retry: stats: %w", err)
@@ -208,7 +210,7 @@ func (t *Table) Cleanup(ctx context.Context) (int64, error) {
   LIMIT $3 FOR UPDATE SKIP LOCKED)`
 	var total int64
 	for {
-		tag, err := t.exec(ctx, q, t.cfg.Group, t.cfg.Retention.Microseconds(), t.cfg.CleanupBatchSize)
+		tag, err := pgplan.Exec(ctx, t.pool, q, t.cfg.Group, t.cfg.Retention.Microseconds(), t.cfg.CleanupBatchSize)
 		if err != nil {
 			return total, fmt.Errorf("retry: cleanup: %w", err)
 		}
@@ -223,7 +225,7 @@ func (t *Table) Cleanup(ctx context.Context) (int64, error) {
 	// A safety net, not a mechanism: every head change gives the new head a
 	// due time under the lane lock, but a row deleted by hand would leave the
 	// entry behind it waiting forever.
-	if _, err := t.exec(ctx, `UPDATE `+t.table+` e SET next_attempt_at = now(), updated_at = now()
+	if _, err := pgplan.Exec(ctx, t.pool, `UPDATE `+t.table+` e SET next_attempt_at = now(), updated_at = now()
 WHERE grp = $1 AND state = 'pending' AND next_attempt_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM `+t.table+` p WHERE p.grp = $1 AND p.lane = e.lane AND p.state IN ('pending', 'dead') AND p.id < e.id)`,
 		t.cfg.Group); err != nil {

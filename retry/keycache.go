@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/pgplan"
 )
 
 // KeyNotifyChannel is the LISTEN/NOTIFY channel on which the table announces
@@ -121,7 +122,7 @@ func (c *KeyCache) Load(ctx context.Context) error {
 	v0 := c.version
 	c.mu.Unlock()
 	var lanes []string
-	err := c.t.query(ctx, func(rows pgx.Rows) (err error) {
+	err := pgplan.Query(ctx, c.t.pool, func(rows pgx.Rows) (err error) {
 		lanes, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	}, `SELECT DISTINCT lane FROM `+c.t.table+`

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/reliable-go/reliable"
+	"github.com/reliable-go/reliable/internal/pgplan"
 )
 
 // Retrier replays a table's parked entries through a handler.
@@ -150,7 +151,7 @@ func (r *Retrier) claim(ctx context.Context, n int, owner string) ([]string, err
 	// (almost always) heads; the NOT EXISTS guards against an operator having
 	// made a later entry due.
 	var lanes []string
-	err := t.query(ctx, func(rows pgx.Rows) (err error) {
+	err := pgplan.Query(ctx, t.pool, func(rows pgx.Rows) (err error) {
 		lanes, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	}, `WITH due AS (
@@ -255,7 +256,7 @@ type headEntry struct {
 // by the database's clock.
 func (r *Retrier) head(ctx context.Context, lane string) ([]headEntry, error) {
 	var entries []headEntry
-	err := r.t.query(ctx, func(rows pgx.Rows) (err error) {
+	err := pgplan.Query(ctx, r.t.pool, func(rows pgx.Rows) (err error) {
 		entries, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (headEntry, error) {
 			var he headEntry
 			var due bool

@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/internal/pgmigrate"
+	"github.com/reliable-go/reliable/internal/pgplan"
 )
 
 //go:embed migrations/*.sql
@@ -78,7 +78,7 @@ func (t *Table) Blocked(ctx context.Context, key string) (bool, error) {
 		return false, nil
 	}
 	var blocked bool
-	err := t.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.table+`
+	err := pgplan.QueryRow(ctx, t.pool, `SELECT EXISTS (SELECT 1 FROM `+t.table+`
   WHERE grp = $1 AND lane = $2 AND state IN ('pending', 'dead'))`, []any{t.cfg.Group, keyLane(key)}, &blocked)
 	if err != nil {
 		return false, permanentStoreError(fmt.Errorf("retry: blocked %s: %w", quoteShort(key), err))
@@ -196,89 +196,9 @@ RETURNING `+entryColumns, []any{
 
 // The lane lock serialises, until its transaction ends, everything that
 // parks into a lane or moves its head. Distinct lanes whose hashes collide
-// merely wait for each other. It also sets customPlans for the rest of the
+// merely wait for each other. It also sets pgplan.CustomPlans for the rest of the
 // transaction: every statement that runs under the lock reads the lane.
 const lockSQL = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), set_config('plan_cache_mode', 'force_custom_plan', true)`
-
-// customPlans makes the statements after it in its transaction planned for
-// their parameters and the table as it is now, never from a cached generic
-// plan. pgx runs statements as prepared statements, and PostgreSQL switches
-// a prepared statement to a generic plan after five executions when that
-// plan looks no costlier. The retry table swings from a few rows (or none)
-// to a backlog when a dependency fails, so no plan fits both: planned while
-// the table was tiny, every lookup of a lane or an entry ID was a
-// sequential scan, and once an outage parked thousands of entries each
-// Blocked and Park read the whole table (4-6 ms at 20k rows instead of
-// 0.01-0.1 ms, growing with it) and the claim scanned the table once per due
-// head (25 s for one claim over 20k entries and 5k due heads instead of
-// 1 ms), until an ANALYZE replaced the plan, never with autovacuum off and
-// up to a minute later with it. Planning each statement costs a fraction of
-// a millisecond. The pool's own settings stay untouched: the setting ends
-// with the transaction. (plan_cache_mode exists since PostgreSQL 12.)
-const customPlans = `SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`
-
-// sendCustom sends customPlans and sql in one batch: a pgx batch is one
-// implicit transaction sent in one round trip, so a statement that ran alone
-// gets its setting for the price of a trivial statement, no round trip.
-// (QueryExecModeExec's unnamed statement would be planned per execution
-// too, but types its parameters from the Go values, which some statements
-// here rely on the server to infer; a sargable rewrite cannot help, as the
-// statements are sargable: the cached plan chose not to use the index.)
-func (t *Table) sendCustom(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
-	var b pgx.Batch
-	b.Queue(customPlans)
-	b.Queue(sql, args...)
-	br := t.pool.SendBatch(ctx, &b)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return nil, err
-	}
-	return br, nil
-}
-
-// query runs sql with customPlans and hands its rows to scan.
-func (t *Table) query(ctx context.Context, scan func(pgx.Rows) error, sql string, args ...any) error {
-	br, err := t.sendCustom(ctx, sql, args)
-	if err != nil {
-		return err
-	}
-	defer br.Close()
-	rows, err := br.Query()
-	if err != nil {
-		return err
-	}
-	if err := scan(rows); err != nil {
-		return err
-	}
-	return br.Close()
-}
-
-// queryRow runs sql with customPlans and scans its one row into dest.
-func (t *Table) queryRow(ctx context.Context, sql string, args []any, dest ...any) error {
-	br, err := t.sendCustom(ctx, sql, args)
-	if err != nil {
-		return err
-	}
-	defer br.Close()
-	if err := br.QueryRow().Scan(dest...); err != nil {
-		return err
-	}
-	return br.Close()
-}
-
-// exec runs sql with customPlans.
-func (t *Table) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	br, err := t.sendCustom(ctx, sql, args)
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	defer br.Close()
-	tag, err := br.Exec()
-	if err != nil {
-		return tag, err
-	}
-	return tag, br.Close()
-}
 
 func (t *Table) lockKey(lane string) string { return t.table + "\x1f" + t.cfg.Group + "\x1f" + lane }
 
