@@ -7,39 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/reliable-go/reliable/idempotency"
 	"github.com/reliable-go/reliable/internal/testenv"
 )
-
-// scanCounts reads how many sequential and index scans PostgreSQL counted
-// on table so far, after the pool's connections published theirs: a
-// backend publishes its counts up to 10 s after its transactions, unless
-// told to at once (pg_stat_force_next_flush, PostgreSQL 15).
-func scanCounts(ctx context.Context, t *testing.T, pool *pgxpool.Pool, table string) (seq, idx int64) {
-	t.Helper()
-	var version int
-	must(t, pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version))
-	if version < 150000 {
-		time.Sleep(11 * time.Second)
-	} else {
-		conns := make([]*pgxpool.Conn, pool.Config().MaxConns)
-		for i := range conns {
-			c, err := pool.Acquire(ctx)
-			must(t, err)
-			conns[i] = c
-		}
-		for _, c := range conns {
-			_, err := c.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
-			must(t, err)
-			c.Release()
-		}
-	}
-	must(t, pool.QueryRow(ctx, `SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relid = $1::regclass`,
-		table).Scan(&seq, &idx))
-	return seq, idx
-}
 
 // Issue 19 (the outbox relay's stall), checked on the PostgreSQL dedupe
 // store: pgx runs statements as prepared statements, and PostgreSQL
@@ -133,7 +103,7 @@ func TestDedupeLookupsStayIndexedWhenTableGrowsAfterIdle(t *testing.T) {
 	// Redeliveries (a consumer restarted), aborts of messages whose claim
 	// another consumer holds, cleanups; lone and batched.
 	const calls = 100
-	seq0, idx0 := scanCounts(ctx, t, pool, table)
+	seq0, idx0 := testenv.ScanCounts(ctx, t, pool, table)
 	start := time.Now()
 	for i := range calls {
 		begin(lone, fmt.Sprint("msg-", 1+i*37), idempotency.StatusDone)
@@ -155,7 +125,7 @@ func TestDedupeLookupsStayIndexedWhenTableGrowsAfterIdle(t *testing.T) {
 		must(t, err)
 	}
 	elapsed := time.Since(start)
-	seq, idx := scanCounts(ctx, t, pool, table)
+	seq, idx := testenv.ScanCounts(ctx, t, pool, table)
 	lookups := (seq - seq0) + (idx - idx0)
 	t.Logf("%d duplicate Begins, %d Aborts, %d batched duplicate Begins, 5 Cleanups over 4,100 records in %s: %d sequential and %d index scans of the table",
 		calls, calls, calls/8*8, elapsed.Round(time.Millisecond), seq-seq0, idx-idx0)

@@ -9,40 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/reliable-go/reliable"
 	"github.com/reliable-go/reliable/internal/testenv"
 	"github.com/reliable-go/reliable/retry"
 )
-
-// scanCounts reads how many sequential and index scans PostgreSQL counted
-// on table so far, after the pool's connections published theirs: a
-// backend publishes its counts up to 10 s after its transactions, unless
-// told to at once (pg_stat_force_next_flush, PostgreSQL 15).
-func scanCounts(ctx context.Context, t *testing.T, pool *pgxpool.Pool, table string) (seq, idx int64) {
-	t.Helper()
-	var version int
-	must(t, pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version))
-	if version < 150000 {
-		time.Sleep(11 * time.Second)
-	} else {
-		conns := make([]*pgxpool.Conn, pool.Config().MaxConns)
-		for i := range conns {
-			c, err := pool.Acquire(ctx)
-			must(t, err)
-			conns[i] = c
-		}
-		for _, c := range conns {
-			_, err := c.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
-			must(t, err)
-			c.Release()
-		}
-	}
-	must(t, pool.QueryRow(ctx, `SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relid = $1::regclass`,
-		table).Scan(&seq, &idx))
-	return seq, idx
-}
 
 // Issue 19 (the outbox relay's stall), checked on the retry table: pgx runs
 // statements as prepared statements, and PostgreSQL switches a prepared
@@ -136,7 +106,7 @@ func TestRetryStaysFastWhenTableGrowsAfterIdle(t *testing.T) {
 	// The consumer goes on with other keys on the grown table: Blocked, then
 	// Park of a failure, three lane lookups a message.
 	const calls = 200
-	seq0, idx0 := scanCounts(ctx, t, pool, cfg.Table)
+	seq0, idx0 := testenv.ScanCounts(ctx, t, pool, cfg.Table)
 	start := time.Now()
 	for i := range calls {
 		if err := consume(ctx, tbl, consumer, orderMsg(fmt.Sprint("fresh-", i), "3")); err != nil {
@@ -144,7 +114,7 @@ func TestRetryStaysFastWhenTableGrowsAfterIdle(t *testing.T) {
 		}
 	}
 	perMsg := time.Since(start) / calls
-	seq, idx := scanCounts(ctx, t, pool, cfg.Table)
+	seq, idx := testenv.ScanCounts(ctx, t, pool, cfg.Table)
 	t.Logf("%d messages on the grown table (Blocked, Park): %s a message; %d sequential and %d index scans of the table",
 		calls, perMsg.Round(time.Microsecond), seq-seq0, idx-idx0)
 	if seq-seq0 > 3*calls/10 {
