@@ -111,8 +111,16 @@ func (g *Group) Run(ctx context.Context) error {
 	var early *member
 	select {
 	case <-ctx.Done():
-		g.cfg.Logger.Info("service: stopping", slog.Duration("grace", g.cfg.Grace))
 	case early = <-first:
+		// select picks at random when both are ready: a component that
+		// returned once the service's context had ended stopped with it.
+		if ctx.Err() != nil {
+			early = nil
+		}
+	}
+	if early == nil {
+		g.cfg.Logger.Info("service: stopping", slog.Duration("grace", g.cfg.Grace))
+	} else {
 		g.cfg.Logger.Error("service: a component stopped on its own; stopping the others",
 			slog.String("component", early.name), slog.Any("error", early.err))
 	}
