@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,12 +52,19 @@ func TestReliablectlInstallsWithGoInstall(t *testing.T) {
 		return string(out), err
 	}
 
+	// Versions unique to this run: the go command takes a module version's
+	// contents as immutable and keeps an index of each in its build cache,
+	// so a version packed again with other files would build from a stale
+	// index ("could not import" a package the earlier run had not).
+	run1 := strconv.FormatInt(time.Now().UnixNano(), 10)
+	refused, released := "v0.98.0-test."+run1, "v0.99.0-test."+run1
+
 	files := trackedFiles(t, root)
-	packModule(t, proxy, sdk, "v0.99.0", root, moduleFiles(files, ""))
+	packModule(t, proxy, sdk, released, root, moduleFiles(files, ""))
 
 	// As committed: the replace makes go install refuse the module.
-	packModule(t, proxy, ctl, "v0.98.0", filepath.Join(root, "cmd", "reliablectl"), moduleFiles(files, "cmd/reliablectl"))
-	out, err := run(tmp, "go", "install", ctl+"@v0.98.0")
+	packModule(t, proxy, ctl, refused, filepath.Join(root, "cmd", "reliablectl"), moduleFiles(files, "cmd/reliablectl"))
+	out, err := run(tmp, "go", "install", ctl+"@"+refused)
 	if err == nil || !strings.Contains(out, "replace") {
 		t.Fatalf("go install of reliablectl with its development go.mod: err %v, want a refusal naming the replace directive:\n%s", err, out)
 	}
@@ -67,20 +75,20 @@ func TestReliablectlInstallsWithGoInstall(t *testing.T) {
 		copyFile(t, filepath.Join(root, "cmd", "reliablectl", f), filepath.Join(rel, "cmd", "reliablectl", f))
 	}
 	copyFile(t, filepath.Join(root, "scripts", "release.sh"), filepath.Join(rel, "scripts", "release.sh"))
-	if out, err := run(rel, "bash", "scripts/release.sh", "pin", "v0.99.0"); err != nil {
+	if out, err := run(rel, "bash", "scripts/release.sh", "pin", released); err != nil {
 		t.Fatalf("release.sh pin: %v\n%s", err, out)
 	}
-	packModule(t, proxy, ctl, "v0.99.0", filepath.Join(rel, "cmd", "reliablectl"), moduleFiles(files, "cmd/reliablectl"))
+	packModule(t, proxy, ctl, released, filepath.Join(rel, "cmd", "reliablectl"), moduleFiles(files, "cmd/reliablectl"))
 	bin := filepath.Join(tmp, "bin")
 	env = append(env, "GOBIN="+bin)
-	if out, err := run(tmp, "go", "install", ctl+"@v0.99.0"); err != nil {
-		t.Fatalf("go install %s@v0.99.0: %v\n%s", ctl, err, out)
+	if out, err := run(tmp, "go", "install", ctl+"@"+released); err != nil {
+		t.Fatalf("go install %s@%s: %v\n%s", ctl, released, err, out)
 	}
 	out, err = run(tmp, filepath.Join(bin, "reliablectl"), "--help")
 	if err != nil || !strings.Contains(out, "reliablectl") {
 		t.Fatalf("installed reliablectl --help: %v\n%s", err, out)
 	}
-	t.Logf("go install %s@v0.99.0 from a local proxy after release.sh pin: installed, --help runs", ctl)
+	t.Logf("go install %s@%s from a local proxy after release.sh pin: installed, --help runs", ctl, released)
 }
 
 // removeFromModCache deletes every version of module and of the modules
